@@ -70,18 +70,27 @@ class StepOut:
         return self.terminated | self.truncated
 
 
+def _box_bounds(box: gspaces.Box) -> tuple[float, float] | None:
+    """``(low, high)`` if the Box has the same bounds in every dimension, else ``None``."""
+    lo, hi = box.low.reshape(-1), box.high.reshape(-1)
+    if (lo == lo[0]).all() and (hi == hi[0]).all():
+        return float(lo[0]), float(hi[0])
+    return None
+
+
 def validate_actions(spec: EnvSpec, actions: Any, num_envs: int, device: torch.device) -> dict[str, Tensor]:
     """Check a batch of actions against the spec and return them on ``device``.
 
     Discrete groups take ``(B, N_g)`` integer tensors in ``[0, n)``; continuous groups take
     ``(B, N_g, d)`` floating tensors inside the Box bounds. Nothing is clipped: a wrong key,
-    shape, dtype or range raises a ``ValueError`` naming the group, the expected and the received.
+    shape, dtype or range (NaN included) raises a ``ValueError`` naming the group, the expected
+    and the received. Costs one min/max reduction per group.
     """
     if not isinstance(actions, dict):
         raise ValueError(f"{spec.name}: actions must be a dict keyed by group {spec.group_names}, got {type(actions).__name__}")
-    missing = [g for g in spec.groups if g not in actions]
-    extra = [g for g in actions if g not in spec.groups]
-    if missing or extra:
+    if len(actions) != len(spec.groups) or any(g not in actions for g in spec.groups):
+        missing = [g for g in spec.groups if g not in actions]
+        extra = [g for g in actions if g not in spec.groups]
         raise ValueError(f"{spec.name}: action groups must be {spec.group_names}; missing {missing}, unexpected {extra}")
     out: dict[str, Tensor] = {}
     for g, gs in spec.groups.items():
@@ -89,7 +98,7 @@ def validate_actions(spec: EnvSpec, actions: Any, num_envs: int, device: torch.d
         if not isinstance(a, Tensor):
             raise ValueError(f"{spec.name}: actions[{g!r}] must be a torch.Tensor, got {type(a).__name__}")
         expected = (num_envs, gs.n_agents, *gs.action_shape)
-        if tuple(a.shape) != expected:
+        if a.shape != expected:
             raise ValueError(f"{spec.name}: actions[{g!r}] has shape {tuple(a.shape)}, expected {expected} (B, N_g{', d' if not gs.discrete else ''})")
         if a.device != device:
             a = a.to(device)
@@ -97,23 +106,34 @@ def validate_actions(spec: EnvSpec, actions: Any, num_envs: int, device: torch.d
             if a.dtype.is_floating_point or a.dtype == torch.bool or a.is_complex():
                 raise ValueError(f"{spec.name}: actions[{g!r}] must be an integer tensor (discrete), got {a.dtype}")
             n = gs.action_dim
-            if a.numel() and bool(((a < 0) | (a >= n)).any()):
-                bad = a[(a < 0) | (a >= n)][0].item()
-                raise ValueError(f"{spec.name}: actions[{g!r}] must lie in [0, {n}), got {bad}")
-            out[g] = a.long()
+            if a.numel():
+                lo, hi = torch.aminmax(a)
+                if int(lo) < 0 or int(hi) >= n:
+                    bad = int(lo) if int(lo) < 0 else int(hi)
+                    raise ValueError(f"{spec.name}: actions[{g!r}] must lie in [0, {n}), got {bad}")
+            out[g] = a if a.dtype == torch.long else a.long()
         else:
             if not a.dtype.is_floating_point:
                 raise ValueError(f"{spec.name}: actions[{g!r}] must be a float tensor (continuous), got {a.dtype}")
             box: gspaces.Box = gs.action_space  # type: ignore[assignment]
-            lo = torch.as_tensor(box.low, dtype=a.dtype, device=device)
-            hi = torch.as_tensor(box.high, dtype=a.dtype, device=device)
-            bad = ~((a >= lo) & (a <= hi))  # also catches NaN
-            if a.numel() and bool(bad.any()):
-                raise ValueError(
-                    f"{spec.name}: actions[{g!r}] must lie in [{float(box.low.min())}, {float(box.high.max())}] "
-                    f"(no clipping is done), got {a[bad][0].item()}"
-                )
-            out[g] = a.float()
+            if a.numel():
+                bounds = _box_bounds(box)
+                if bounds is not None:
+                    amin, amax = (float(x) for x in torch.aminmax(a))
+                    ok = amin >= bounds[0] and amax <= bounds[1]  # False for NaN
+                else:
+                    lo_t = torch.as_tensor(box.low, dtype=a.dtype, device=device)
+                    hi_t = torch.as_tensor(box.high, dtype=a.dtype, device=device)
+                    ok = bool(((a >= lo_t) & (a <= hi_t)).all())
+                if not ok:
+                    lo_t = torch.as_tensor(box.low, dtype=a.dtype, device=device)
+                    hi_t = torch.as_tensor(box.high, dtype=a.dtype, device=device)
+                    bad = a[~((a >= lo_t) & (a <= hi_t))][0].item()
+                    raise ValueError(
+                        f"{spec.name}: actions[{g!r}] must lie in [{float(box.low.min())}, {float(box.high.max())}] "
+                        f"(no clipping is done), got {bad}"
+                    )
+            out[g] = a if a.dtype == torch.float32 else a.float()
     return out
 
 
@@ -161,6 +181,9 @@ class BatchedEnv(abc.ABC):
         self.rng.manual_seed(self.seed)
         self._t: Tensor | None = None
         self._ep_return: dict[str, Tensor] = {}
+        # Envs whose agents can be absent (cars off the grid, dead units) override ``_alive``; only
+        # then does ``step`` consult it and zero the rewards of absent agents.
+        self.has_absent_agents = type(self)._alive is not BatchedEnv._alive
 
     # ------------------------------------------------------------------ hooks (scenario)
     @abc.abstractmethod
@@ -188,8 +211,11 @@ class BatchedEnv(abc.ABC):
         """Inverse of ``_get_sim_state`` (inputs are already validated and on the device)."""
 
     def _alive(self) -> dict[str, Tensor]:
-        """Which agents exist, per group ``(B, N_g)`` bool. Default: all of them."""
-        return {g: torch.ones(self.num_envs, gs.n_agents, dtype=torch.bool, device=self.device) for g, gs in self.spec.groups.items()}
+        """Which agents exist, per group ``(B, N_g)`` bool. Default: all of them (a cached,
+        read-only tensor); envs whose agents come and go override this."""
+        if getattr(self, "_all_alive", None) is None:
+            self._all_alive = {g: torch.ones(self.num_envs, gs.n_agents, dtype=torch.bool, device=self.device) for g, gs in self.spec.groups.items()}
+        return self._all_alive
 
     def action_mask(self) -> dict[str, Tensor] | None:
         """Legal actions per group ``(B, N_g, n)`` bool for groups with ``has_action_mask``; else ``None``."""
@@ -216,16 +242,20 @@ class BatchedEnv(abc.ABC):
         if self._t is None:
             raise RuntimeError(f"{self.spec.name}: call reset() before step()")
         acts = validate_actions(self.spec, actions, self.num_envs, self.device)
-        alive_before = self._alive()
-        reward, terminated, extra = self._step_world(acts)
-        reward = {g: torch.where(alive_before[g], r, torch.zeros_like(r)) for g, r in reward.items()}
+        if self.has_absent_agents:
+            alive_before = self._alive()
+            reward, terminated, extra = self._step_world(acts)
+            reward = {g: r * alive_before[g] for g, r in reward.items()}
+        else:
+            reward, terminated, extra = self._step_world(acts)
+        # Counters are replaced, never mutated in place, so info may hold them without copies.
         self._t = self._t + 1
         truncated = (self._t >= self.spec.max_steps) & ~terminated
         done = terminated | truncated
         self._ep_return = {g: self._ep_return[g] + reward[g] for g in self.spec.groups}
-        info: dict[str, Tensor] = {"done": done, "episode_length": self._t.clone()}
+        info: dict[str, Tensor] = {"done": done, "episode_length": self._t}
         for g in self.spec.groups:
-            info[f"episode_return/{g}"] = self._ep_return[g].clone()
+            info[f"episode_return/{g}"] = self._ep_return[g]
         info.update(extra)
         final_obs = self._observe()
         final_state = self._global_state()
