@@ -40,7 +40,9 @@ class StepOut:
 
     Attributes:
         obs: per group ``(B, N_g, *obs_shape)``: the observation to act on next (after auto-reset).
-        reward: per group ``(B, N_g)`` float32: reward of this step (0 for agents not alive).
+        reward: per group ``(B, N_g)`` float32: reward of this step. The env decides what absent
+            agents receive: usually 0, but a team reward (combat's terminal reward) reaches every
+            member of the team, dead or alive, as in CommNet and MS-MARL's Algorithm 1.
         terminated: ``(B,)`` bool: the episode ended in a terminal state.
         truncated: ``(B,)`` bool: the episode hit ``max_steps`` without terminating.
         final_obs: per group ``(B, N_g, *obs_shape)``: the observation reached by this step,
@@ -181,9 +183,6 @@ class BatchedEnv(abc.ABC):
         self.rng.manual_seed(self.seed)
         self._t: Tensor | None = None
         self._ep_return: dict[str, Tensor] = {}
-        # Envs whose agents can be absent (cars off the grid, dead units) override ``_alive``; only
-        # then does ``step`` consult it and zero the rewards of absent agents.
-        self.has_absent_agents = type(self)._alive is not BatchedEnv._alive
 
     # ------------------------------------------------------------------ hooks (scenario)
     @abc.abstractmethod
@@ -242,12 +241,7 @@ class BatchedEnv(abc.ABC):
         if self._t is None:
             raise RuntimeError(f"{self.spec.name}: call reset() before step()")
         acts = validate_actions(self.spec, actions, self.num_envs, self.device)
-        if self.has_absent_agents:
-            alive_before = self._alive()
-            reward, terminated, extra = self._step_world(acts)
-            reward = {g: r * alive_before[g] for g, r in reward.items()}
-        else:
-            reward, terminated, extra = self._step_world(acts)
+        reward, terminated, extra = self._step_world(acts)
         # Counters are replaced, never mutated in place, so info may hold them without copies.
         self._t = self._t + 1
         truncated = (self._t >= self.spec.max_steps) & ~terminated

@@ -1,0 +1,316 @@
+"""Traffic junction: conformance, route geometry, exits, collisions, the entry process, the
+curriculum, observations and bad input (hand-built situations through ``set_state``)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import maestro
+from maestro.envs.check import check_env
+from maestro.envs.grid.traffic_junction import (
+    BRAKE,
+    GAS,
+    TrafficJunctionConfig,
+    _lanes,
+    add_rate,
+    always_gas,
+    brake_if_occupied,
+    build_layout,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The grid envs work on small tensors: one intra-op thread is as fast and immune to CPU contention."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def make(num_envs=1, seed=0, **kw):
+    env = maestro.make_env("traffic_junction", num_envs=num_envs, seed=seed, **kw)
+    env.reset()
+    return env
+
+
+def place(env, cars, add_rate=0.0):
+    """Put cars ``{slot: (route, pos, tau)}`` on every copy; no entries unless ``add_rate`` > 0."""
+    s = env.get_state()
+    s["on_grid"][:] = False
+    for slot, (route, pos, tau) in cars.items():
+        s["on_grid"][:, slot] = True
+        s["route"][:, slot] = route
+        s["pos"][:, slot] = pos
+        s["tau"][:, slot] = tau
+    s["add_rate"][:] = add_rate
+    env.set_state(s)
+
+
+def acts(env, *per_slot):
+    a = torch.full((env.num_envs, env.params.n_cars), GAS, dtype=torch.long)
+    for slot, v in per_slot:
+        a[:, slot] = v
+    return {"car": a}
+
+
+def route_id(env, first, last):
+    """The route starting at cell ``first`` and ending at ``last``."""
+    for i, r in enumerate(env.layout.routes):
+        if r[0] == first and r[-1] == last:
+            return i
+    raise AssertionError(f"no route {first} -> {last}")
+
+
+@pytest.mark.parametrize("difficulty", ["easy", "medium", "hard"])
+def test_check_env(difficulty):
+    check_env("traffic_junction", difficulty=difficulty)
+
+
+def test_check_env_first_turn_routes():
+    check_env("traffic_junction", difficulty="hard", route_set="first_turn", max_steps=10, num_envs=3)
+
+
+@pytest.mark.parametrize(
+    "difficulty, dim, route_set, n_entries, per_entry",
+    [("easy", 7, "all", 2, 1), ("medium", 14, "all", 4, 3), ("hard", 18, "all", 8, 7),
+     ("hard", 18, "first_turn", 8, 3), ("medium", 10, "all", 4, 3), ("hard", 9, "all", 8, 7)],
+)
+def test_route_geometry(difficulty, dim, route_set, n_entries, per_entry):
+    lay = build_layout(difficulty, dim, route_set)
+    assert lay.entry_routes.shape == (n_entries, per_entry)
+    vert, horiz = _lanes(difficulty, dim)
+    col_heading = dict(vert)
+    row_heading = dict(horiz)
+    step_name = {(1, 0): "S", (-1, 0): "N", (0, 1): "E", (0, -1): "W"}
+    for e, (r0, c0, _) in enumerate(lay.entries):
+        ends = set()
+        for rid in lay.entry_routes[e]:
+            route = lay.routes[rid]
+            assert route[0] == (r0, c0)
+            assert len(set(route)) == len(route), "a route visits a cell twice"
+            assert all(lay.road[r, c] for r, c in route), "a route leaves the road"
+            for (ra, ca), (rb, cb) in zip(route, route[1:]):
+                h = step_name[(rb - ra, cb - ca)]  # unit steps only (KeyError otherwise)
+                # keep right: the lane of the destination cell carries this heading
+                lane_ok = (h in "NS" and col_heading.get(cb) == h) or (h in "EW" and row_heading.get(rb) == h)
+                assert lane_ok, f"route {rid} drives {h} into ({rb},{cb}) against the lane"
+            r, c = route[-1]
+            assert r in (0, dim - 1) or c in (0, dim - 1), "a route must end on the grid edge"
+            ends.add(route[-1])
+        assert len(ends) == per_entry, "routes of one entry must lead to distinct exits"
+
+
+def test_hard_routes_match_commnet_lengths():
+    # CommNet CrossingHard.lua, source (1, 5) (1-indexed) = (0, 4): its seven routes' cell counts
+    lay = build_layout("hard", 18, "all")
+    e = [i for i, (r, c, _) in enumerate(lay.entries) if (r, c) == (0, 4)][0]
+    assert sorted(len(lay.routes[i]) for i in lay.entry_routes[e]) == [9, 17, 18, 19, 20, 26, 27]
+
+
+def test_easy_routes_are_ic3net_straight_lines():
+    lay = build_layout("easy", 7, "all")
+    assert lay.routes[0] == tuple((i, 3) for i in range(7))
+    assert lay.routes[1] == tuple((3, i) for i in range(7))
+
+
+def test_gas_brake_ageing_and_exit():
+    env = make(difficulty="easy")
+    top = route_id(env, (0, 3), (6, 3))
+    place(env, {0: (top, 5, 4), 1: (top, 1, 2)})
+    out = env.step(acts(env, (1, BRAKE)))
+    s = env.get_state()
+    assert s["pos"][0].tolist()[:2] == [6, 1], "gas advances one cell, brake stays"
+    assert s["tau"][0].tolist()[:2] == [5, 3], "every car on the grid ages"
+    assert torch.allclose(out.reward["car"][0, :2], torch.tensor([-0.05, -0.03]))
+    out = env.step(acts(env, (1, BRAKE)))  # car 0 drives past its last cell and leaves
+    assert out.alive["car"][0].tolist()[:2] == [False, True]
+    assert out.reward["car"][0, 0] == 0.0, "a car that left gets no reward"
+    assert out.info["exited"][0] == 1.0
+    assert (out.obs["car"][0, 0] == 0).all(), "a free slot observes zeros"
+    assert out.state[0].sum() == 1.0
+
+
+def test_collision_exactly_when_two_cars_share_a_cell():
+    env = make(difficulty="easy")
+    top, left = route_id(env, (0, 3), (6, 3)), route_id(env, (3, 0), (3, 6))
+    # both cars one cell away from the crossing (3, 3)
+    place(env, {0: (top, 2, 2), 1: (left, 2, 2)})
+    snap = env.get_state()
+    out = env.step(acts(env, (0, BRAKE)))  # only one moves: no collision
+    assert out.info["success"][0] == 1.0 and out.info["collisions"][0] == 0.0
+    assert torch.allclose(out.reward["car"][0, :2], torch.tensor([-0.03, -0.03]))
+    env.set_state(snap)
+    out = env.step(acts(env))  # both move into (3, 3)
+    assert torch.allclose(out.reward["car"][0, :2], torch.tensor([-10.03, -10.03]))
+    assert out.info["success"][0] == 0.0 and out.info["collisions"][0] == 1.0
+    assert out.state[0, 3 * 7 + 3] == 2.0
+    out = env.step(acts(env, (0, BRAKE), (1, BRAKE)))  # still together: penalised again
+    assert out.info["collisions"][0] == 2.0 and out.reward["car"][0, 0] < -10
+    out = env.step(acts(env, (1, BRAKE)))  # separated; success stays 0 for the episode
+    assert out.info["success"][0] == 0.0 and out.reward["car"][0, 0] > -1
+
+
+def test_rear_end_collision_on_one_route():
+    env = make(difficulty="medium")
+    r = env.layout.entry_routes[0, 0]
+    place(env, {3: (r, 4, 4), 7: (r, 3, 3)})
+    out = env.step(acts(env))  # both drive: no collision
+    assert out.info["collisions"][0] == 0.0
+    out = env.step(acts(env, (3, BRAKE)))  # the car behind drives into the braking one
+    assert out.info["collisions"][0] == 1.0
+    assert out.reward["car"][0, 3] < -10 and out.reward["car"][0, 7] < -10
+
+
+def test_entry_rate_matches_add_rate():
+    B, p = 4000, 0.3
+    env = make(num_envs=B, seed=1, difficulty="medium", n_cars=20)
+    s = env.get_state()
+    s["add_rate"][:] = p
+    env.set_state(s)
+    out = env.step(acts(env))
+    entered = out.alive["car"].sum(1).float()  # 4 entries, never capped with 20 slots
+    mean, sd = 4 * p, math.sqrt(4 * p * (1 - p) / B)
+    assert abs(entered.mean().item() - mean) < 4 * sd
+    # each entry point separately, and the route choice uniform among that entry's routes
+    s = env.get_state()
+    first = torch.tensor([env.layout.routes[i][0][0] * env.params.dim + env.layout.routes[i][0][1] for i in range(env.n_routes)])
+    routes = s["route"][s["on_grid"]]
+    counts = torch.bincount(routes, minlength=env.n_routes).float()
+    for e in range(env.n_entries):
+        ids = torch.as_tensor(env.layout.entry_routes[e])
+        n_e = counts[ids].sum().item()
+        assert abs(n_e / B - p) < 4 * math.sqrt(p * (1 - p) / B), f"entry {e}"
+        chi2 = (((counts[ids] - n_e / 3) ** 2) / (n_e / 3)).sum().item()
+        assert chi2 < 13.8, f"route choice of entry {e} not uniform (chi2={chi2:.1f}, 2 dof)"
+    assert len(set(first.tolist())) == env.n_entries
+    # a car starts on its route's first cell with tau 0
+    assert (s["pos"][s["on_grid"]] == 0).all() and (s["tau"][s["on_grid"]] == 0).all()
+
+
+def test_entries_stop_at_the_car_limit_and_use_free_slots():
+    B = 500
+    env = make(num_envs=B, seed=2, difficulty="hard", n_cars=3)
+    s = env.get_state()
+    s["add_rate"][:] = 1.0
+    env.set_state(s)
+    out = env.step(acts(env))
+    assert (out.alive["car"].sum(1) == 3).all(), "exactly n_cars cars, never more"
+    s = env.get_state()
+    ent = torch.as_tensor(env.layout.entry_routes)
+    entry_of = torch.zeros(env.n_routes, dtype=torch.long)
+    for e in range(env.n_entries):
+        entry_of[ent[e]] = e
+    # entries are served in order: the first three entry points got the cars
+    assert set(entry_of[s["route"]].flatten().tolist()) == {0, 1, 2}
+    # the first entry's car lands in a uniformly random slot
+    slot_of_first = (entry_of[s["route"]] == 0).float().argmax(1)
+    freq = torch.bincount(slot_of_first, minlength=3).float() / B
+    assert (freq - 1 / 3).abs().max() < 0.08
+
+
+def test_curriculum_schedule():
+    cfg = TrafficJunctionConfig(difficulty="easy", curriculum_start=0.2, curriculum_end=0.6)
+    assert add_rate(0.0, cfg) == pytest.approx(0.1)
+    assert add_rate(0.2, cfg) == pytest.approx(0.1)
+    assert add_rate(0.4, cfg) == pytest.approx(0.2)
+    assert add_rate(0.6, cfg) == pytest.approx(0.3)
+    assert add_rate(1.0, cfg) == pytest.approx(0.3)
+    xs = np.linspace(0, 1, 41)
+    ys = [add_rate(x, cfg) for x in xs]
+    assert all(b >= a for a, b in zip(ys, ys[1:]))
+    step = TrafficJunctionConfig(difficulty="hard", curriculum_start=0.5, curriculum_end=0.5)
+    assert add_rate(0.49, step) == pytest.approx(0.02) and add_rate(0.5, step) == pytest.approx(0.05)
+    env = make(num_envs=2, difficulty="easy", curriculum_start=0.2, curriculum_end=0.6, initial_progress=0.0)
+    assert env.get_state()["add_rate"].tolist() == pytest.approx([0.1, 0.1])
+    assert env.set_progress(0.4) == pytest.approx(0.2)
+    assert env.step(acts(env)).info["add_rate"].tolist() == pytest.approx([0.2, 0.2])
+    with pytest.raises(ValueError, match="progress"):
+        env.set_progress(1.5)
+
+
+def test_observation_layout():
+    env = make(num_envs=2, difficulty="medium")
+    p, D = env.params, env.params.dim
+    r = env.layout.entry_routes[0, 0]  # southbound straight down column 6
+    place(env, {2: (r, 5, 3), 4: (r, 6, 2)})  # (5, 6) and (6, 6) (a junction cell)
+    obs = env.observe()["car"][0]
+    N, R, NR = p.n_cars, env.n_routes, env.n_road
+    assert obs.shape[0] == N and obs.shape[1] == N + R + NR + 2 * 9
+    o = obs[2]
+    assert o[:N].tolist() == [1.0 if i == 2 else 0.0 for i in range(N)]
+    assert o[N + r] == 1 and o[N : N + R].sum() == 1
+    road_ids = np.cumsum(env.layout.road.reshape(-1)) - 1
+    assert o[N + R + road_ids[5 * D + 6]] == 1 and o[N + R : N + R + NR].sum() == 1
+    road_win = o[N + R + NR : N + R + NR + 9].view(3, 3)
+    cars_win = o[N + R + NR + 9 :].view(3, 3)
+    assert road_win.tolist() == [[0, 1, 1], [0, 1, 1], [1, 1, 1]]  # column 5 is grass above row 6
+    assert cars_win.tolist() == [[0, 0, 0], [0, 0, 0], [0, 1, 0]], "the car ahead below, itself not counted"
+    for i in range(N):
+        if i not in (2, 4):
+            assert (obs[i] == 0).all()
+    assert env.state()[0].sum() == 2 and env.state()[0, 5 * D + 6] == 1
+
+
+def test_vision_zero_window_is_the_own_cell():
+    env = make(difficulty="easy")
+    assert env.spec.groups["car"].obs_shape == (5 + 2 + 13 + 2,)
+
+
+def test_scripted_policies():
+    env = make(difficulty="easy")
+    top = route_id(env, (0, 3), (6, 3))
+    place(env, {0: (top, 2, 1), 1: (top, 3, 1), 2: (top, 5, 1)})
+    a = brake_if_occupied(env)["car"][0]
+    assert a[:3].tolist() == [BRAKE, GAS, GAS]
+    assert (always_gas(env)["car"] == GAS).all()
+    # brake_if_occupied avoids the rear-end collision that always_gas makes
+    env.step(brake_if_occupied(env))
+    assert env.get_state()["n_collisions"][0] == 0
+
+
+def test_always_gas_success_rate_matches_the_analytic_value():
+    # easy, no car cap: two straight routes cross at (3, 3), reached 3 steps after entry; with
+    # always-gas a collision happens iff both entries admit a car in the same step s <= T - 3,
+    # so P(success) = (1 - p^2)^(T - 3).
+    B, p, T = 4000, 0.3, 20
+    env = make(num_envs=B, seed=7, difficulty="easy", n_cars=20, max_steps=T)
+    for _ in range(T):
+        out = env.step(always_gas(env))
+    assert out.done.all()
+    expected = (1 - p * p) ** (T - 3)
+    got = out.info["success"].mean().item()
+    assert abs(got - expected) < 4 * math.sqrt(expected * (1 - expected) / B), (got, expected)
+
+
+@pytest.mark.parametrize(
+    "kw, key",
+    [
+        ({"difficulty": "expert"}, "difficulty"),
+        ({"difficulty": "hard", "dim": 8}, "dim"),
+        ({"difficulty": "medium", "dim": 3}, "dim"),
+        ({"n_cars": 0}, "n_cars"),
+        ({"vision": -1}, "vision"),
+        ({"add_rate_max": 1.5}, "add_rate_max"),
+        ({"curriculum_start": 0.8, "curriculum_end": 0.2}, "curriculum_end"),
+        ({"route_set": "some"}, "route_set"),
+        ({"n_carz": 3}, "n_carz"),
+    ],
+)
+def test_bad_config_names_the_key(kw, key):
+    with pytest.raises(ValueError, match=key):
+        maestro.make_env("traffic_junction", **kw)
+
+
+def test_bad_actions_name_the_group():
+    env = make(num_envs=2, difficulty="easy")
+    with pytest.raises(ValueError, match="car"):
+        env.step({"car": torch.zeros(2, 4, dtype=torch.long)})
+    with pytest.raises(ValueError, match=r"car.*\[0, 2\)"):
+        env.step({"car": torch.full((2, 5), 2)})
+    with pytest.raises(ValueError, match="route"):
+        s = env.get_state()
+        s["route"][:] = 99
+        env.set_state(s)
