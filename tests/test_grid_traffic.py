@@ -211,6 +211,26 @@ def test_entries_stop_at_the_car_limit_and_use_free_slots():
     assert (freq - 1 / 3).abs().max() < 0.08
 
 
+def test_a_freed_slot_is_not_reused_in_the_same_step():
+    """A leaving car's slot shows alive=False for a step before a new car takes it, so a learner
+    never carries the leaving car's hidden state or return into the new car."""
+    env = make(num_envs=4, seed=3, difficulty="easy", n_cars=1, max_steps=200)
+    s = env.get_state()
+    s["add_rate"][:] = 1.0
+    env.set_state(s)
+    alive = []
+    for _ in range(60):
+        out = env.step(acts(env))
+        alive.append(out.alive["car"][:, 0])
+    alive = torch.stack(alive)  # (T, B)
+    exits = out.info["exited"]
+    assert (exits >= 2).all(), "cars must have left and re-entered during the test"
+    # every run of alive steps is separated by at least one not-alive step, and the number of
+    # alive -> not-alive transitions equals the number of cars that left
+    drops = (alive[:-1] & ~alive[1:]).sum(0).float()
+    assert torch.equal(drops, exits)
+
+
 def test_curriculum_schedule():
     cfg = TrafficJunctionConfig(difficulty="easy", curriculum_start=0.2, curriculum_end=0.6)
     assert add_rate(0.0, cfg) == pytest.approx(0.1)

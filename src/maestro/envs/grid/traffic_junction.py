@@ -70,7 +70,10 @@ Deliberate departures: per-step randomness comes from per-copy hash streams (``c
 that a copy replays identically alone; the entry process draws its Bernoulli per entry exactly as
 IC3Net, but the random free slot uses one random permutation per step; the collision penalty is
 IC3Net's −10 per car (CommNet's code charges 0.5 × 10 per car); a car leaves when it drives past
-its last cell (IC3Net; CommNet removes it on reaching that cell).
+its last cell (IC3Net; CommNet removes it on reaching that cell); a slot freed by a car leaving
+is reused from the next step on, never in the same step, so that the slot's ``alive`` flag drops
+for at least one step (a new car never inherits the leaving car's hidden state); when all
+``n_cars`` slots are taken or just freed, entries wait one step.
 """
 
 from __future__ import annotations
@@ -444,15 +447,18 @@ class TrafficJunction(BatchedEnv):
         self.pos = self.pos + gas.long()
         exited = gas & (self.pos >= self._route_len[self.route])
         self.on_grid = self.on_grid & ~exited
-        # 2. entries (entry e admits its car if fewer than N cars would be on the grid)
+        # 2. entries (entry e admits its car if a slot is free). A slot freed by a car leaving in
+        # this very step is not reused before the next step: its ``alive`` flag must go False
+        # for one step so that a learner resets the slot's hidden state and return.
         u = stream_uniform(self.key, self.counter, 2 * E + N)
         self.counter = self.counter + 1
+        busy = self.on_grid | exited
         want = u[:, :E] < self.add_rate[:, None]
         rank = want.long().cumsum(1)
-        accept = want & (self.on_grid.sum(1, keepdim=True) + rank <= N)
+        accept = want & (busy.sum(1, keepdim=True) + rank <= N)
         pick = (u[:, E : 2 * E] * K).long().clamp(max=K - 1)
         new_route = self._entry_routes[torch.arange(E, device=self.device)[None, :], pick]  # (B, E)
-        free_first = torch.argsort(u[:, 2 * E :] + 2.0 * self.on_grid.float(), dim=1)  # free slots first, shuffled
+        free_first = torch.argsort(u[:, 2 * E :] + 2.0 * busy.float(), dim=1)  # free slots first, shuffled
         slot = free_first.gather(1, (rank - 1).clamp(0, N - 1))
         slot = torch.where(accept, slot, torch.full_like(slot, N))  # column N = discarded
         entered = torch.zeros(B, N + 1, dtype=torch.bool, device=self.device).scatter_(1, slot, accept)[:, :N]
