@@ -103,6 +103,8 @@ def check_env(env: str | EnvFactory, num_envs: int = 4, seed: int = 0, steps: in
     make = _factory(env, kwargs)
     e = make(num_envs, seed)
     spec = e.spec
+    for method in ("reset", "step", "observe", "state", "alive", "action_mask", "get_state", "set_state", "render"):
+        assert callable(getattr(e, method, None)), f"env.{method} must be the contract's method; the env shadows it with {type(getattr(e, method, None)).__name__}"
     assert e.num_envs == num_envs
     T = steps if steps is not None else 2 * spec.max_steps + 3
     obs0 = e.reset(seed=seed)

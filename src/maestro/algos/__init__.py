@@ -1,0 +1,71 @@
+"""Built-in algorithms; importing this package registers them. Also: matching algorithms to envs.
+
+Each algorithm registers with ``capabilities`` (``maestro.registry.register_algo``); an env's spec
+implies ``requirements``; ``check_compatible`` refuses a mismatch with a message that says what
+the env needs and the algorithm lacks.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from typing import Any
+
+from maestro.registry import AlgoEntry, algo_entry
+from maestro.spec import EnvSpec
+
+# One import per algorithm family; each registers its algorithms.
+from maestro.algos import ppo  # noqa: F401  (ippo, mappo)
+from maestro.algos import maddpg  # noqa: F401
+from maestro.algos import reinforce  # noqa: F401
+
+
+class IncompatibleError(ValueError):
+    """An algorithm cannot handle an environment (action kind, groups, masks, missing state)."""
+
+
+def requirements(spec: EnvSpec) -> dict[str, str]:
+    """Capabilities an algorithm needs for ``spec``, each with the reason (for error messages)."""
+    req: dict[str, str] = {}
+    for g, gs in spec.groups.items():
+        if gs.discrete:
+            req.setdefault("discrete", f"group {g!r} has discrete actions")
+        else:
+            req.setdefault("continuous", f"group {g!r} has continuous actions")
+        if gs.has_action_mask:
+            req.setdefault("action_mask", f"group {g!r} has action masks")
+    if len(spec.groups) > 1:
+        req["multi_group"] = f"it has {len(spec.groups)} groups ({', '.join(spec.groups)})"
+    return req
+
+
+def incompatibility(algo: str | AlgoEntry, spec: EnvSpec) -> str | None:
+    """Why ``algo`` (a registered name or an entry) cannot train on ``spec``, or ``None`` if it can."""
+    entry = algo if isinstance(algo, AlgoEntry) else algo_entry(algo)
+    caps, algo = entry.capabilities, entry.name
+    for need, why in requirements(spec).items():
+        if need not in caps:
+            return f"algorithm {algo!r} cannot train on env {spec.name!r}: {why}, and {algo!r} does not support {need!r} (it supports: {', '.join(sorted(caps))})"
+    if "needs_state" in caps and (not spec.state_shape or math.prod(spec.state_shape) == 0):
+        return f"algorithm {algo!r} needs a global state, but env {spec.name!r} has state_shape {spec.state_shape}"
+    return None
+
+
+def check_compatible(algo: str | AlgoEntry, spec: EnvSpec) -> None:
+    """Raise ``IncompatibleError`` if ``algo`` cannot train on ``spec``."""
+    why = incompatibility(algo, spec)
+    if why:
+        raise IncompatibleError(why)
+
+
+def load_policy(state: dict[str, Any], device: str = "cpu") -> Any:
+    """Rebuild a policy from its saved state (``state["class"]`` names a class inside maestro)."""
+    path = str(state.get("class", ""))
+    mod_name, _, cls_name = path.partition(":")
+    if not mod_name.startswith("maestro.") or not cls_name:
+        raise ValueError(f"not a maestro policy state (class {path!r})")
+    cls = getattr(importlib.import_module(mod_name), cls_name)
+    return cls.from_state(state, device)
+
+
+__all__ = ["IncompatibleError", "check_compatible", "incompatibility", "load_policy", "requirements"]

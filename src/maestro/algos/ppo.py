@@ -1,0 +1,574 @@
+"""Multi-agent PPO: IPPO and MAPPO (from https://arxiv.org/abs/2103.01955).
+
+Yu, Velu, Vinitsky, Gao, Wang, Bayen, Wu 2022, "The Surprising Effectiveness of PPO in Cooperative
+Multi-Agent Games" (MAPPO), on top of PPO (Schulman et al. 2017, arXiv 1707.06347) with GAE
+(Schulman et al. 2016, arXiv 1506.02438). IPPO (de Witt et al. 2020, arXiv 2011.09533) is the same
+learner with per-agent critics on local observations; MAPPO's critic sees the global ``state``.
+
+- One actor and one critic **per group**, shared by the group's agents (parameter sharing within a
+  group; heterogeneous teams such as simple tag's adversaries and prey get separate networks). An
+  optional one-hot agent id lets shared networks specialise.
+- Discrete actions: a Categorical over masked logits (``env.action_mask()`` for groups with
+  ``has_action_mask``). Continuous actions: a diagonal Gaussian in ``[-1, 1]^d`` with a learned,
+  state-independent log std, mapped affinely onto the env's Box after clipping (the log-probability
+  is that of the unclipped sample, as in the MAPPO and CleanRL code).
+- Agents that are not ``alive`` have their samples weighted out of every loss and statistic.
+- The MAPPO paper's practices: value normalisation (running statistics), clipped value loss with a
+  Huber loss, orthogonal initialisation, input LayerNorm, advantage normalisation, gradient norm
+  clipping, Adam with eps 1e-5.
+
+The module reads top to bottom: ``Config`` -> ``Policy`` (acts, saves, loads) -> critics ->
+``collect`` (one rollout of ``T`` steps of ``B`` copies) -> ``update`` (epochs of minibatch PPO) ->
+``train`` (the loop with the run: log, evaluate, checkpoint). Tensors are ``(T, B, N, ...)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from maestro.core.checkpoint import load_checkpoint, save_atomic
+from maestro.core.normalise import RunningMeanStd
+from maestro.core.returns import gae
+from maestro.core.run import Run, env_restore, env_snapshot
+from maestro.core.seeding import make_generator
+from maestro.envs.api import BatchedEnv
+from maestro.nn.heads import (
+    categorical_entropy,
+    categorical_log_prob,
+    categorical_sample,
+    gaussian_entropy,
+    gaussian_log_prob,
+    gaussian_sample,
+    mask_logits,
+)
+from maestro.nn.mlp import MLP
+from maestro.registry import register_algo
+from maestro.spec import EnvSpec
+
+CAPABILITIES = frozenset({"discrete", "continuous", "multi_group", "action_mask", "alive_mask", "on_policy"})
+"""What both variants handle; MAPPO adds ``needs_state`` (a non-empty ``spec.state_shape``)."""
+
+
+# ====================================================================== config
+@dataclass(frozen=True)
+class Config:
+    """PPO hyperparameters. Defaults are MAPPO's for the particle envs (Yu et al. 2022, arXiv
+    2103.01955, Appendix tables "Common hyperparameters" and "MPE"; their code ``marlbenchmark/on-policy``)."""
+
+    rollout_steps: int = 25
+    """Steps ``T`` per env copy collected between updates (MAPPO: episode length 25 for MPE)."""
+    epochs: int = 10
+    """Passes over each rollout (MAPPO MPE: ppo_epoch 10)."""
+    minibatches: int = 1
+    """Minibatches per epoch, splitting the ``T * B`` (time, copy) samples (MAPPO MPE: 1)."""
+    lr: float = 7e-4
+    """Adam learning rate of the actors (MAPPO MPE: 7e-4)."""
+    critic_lr: float = 7e-4
+    """Adam learning rate of the critics (MAPPO MPE: 7e-4)."""
+    adam_eps: float = 1e-5
+    """Adam epsilon (MAPPO: 1e-5)."""
+    gamma: float = 0.99
+    """Discount factor (MAPPO: 0.99)."""
+    gae_lambda: float = 0.95
+    """GAE lambda (MAPPO: 0.95)."""
+    clip: float = 0.2
+    """PPO ratio clipping epsilon (MAPPO: 0.2)."""
+    value_clip: float = 0.2
+    """Clip of the value change per update around the rollout's values (0 disables; MAPPO: 0.2)."""
+    value_loss: Literal["huber", "mse"] = "huber"
+    """Critic loss on (normalised) targets (MAPPO: Huber)."""
+    huber_delta: float = 10.0
+    """Huber loss threshold (MAPPO: 10)."""
+    value_coef: float = 1.0
+    """Weight of the value loss (MAPPO: 1)."""
+    entropy_coef: float = 0.01
+    """Weight of the entropy bonus (MAPPO MPE: 0.01)."""
+    max_grad_norm: float = 10.0
+    """Gradient norm clip, applied to actors and critics separately (MAPPO: 10; 0 disables)."""
+    value_norm: bool = True
+    """Train critics on targets standardised by running return statistics (MAPPO Sec. 4.1)."""
+    normalize_advantages: bool = True
+    """Standardise advantages over the alive samples of each group and rollout."""
+    hidden: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of actors and critics (MAPPO: 64 units)."""
+    activation: Literal["relu", "tanh"] = "relu"
+    """Hidden activation (MAPPO: ReLU)."""
+    feature_norm: bool = True
+    """LayerNorm on network inputs (MAPPO's use_feature_normalization)."""
+    agent_id: bool = False
+    """Append a one-hot agent id to the actor input (the critic of MAPPO always gets it)."""
+    critic_obs: bool = False
+    """MAPPO: also feed the agent's own observation to the centralised critic (the paper's
+    agent-specific global state); ignored by IPPO, whose critic sees only the observation."""
+    init_log_std: float = -0.5
+    """Initial log standard deviation of continuous actions, in the [-1, 1] action scale."""
+
+    def __post_init__(self) -> None:
+        for name in ("rollout_steps", "epochs", "minibatches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError(f"gamma and gae_lambda must lie in [0, 1], got {self.gamma}, {self.gae_lambda}")
+        if self.lr <= 0 or self.critic_lr <= 0:
+            raise ValueError(f"lr and critic_lr must be > 0, got {self.lr}, {self.critic_lr}")
+
+
+def _flat_dim(shape: tuple[int, ...]) -> int:
+    return int(math.prod(shape)) if shape else 1
+
+
+def group_layout(spec: EnvSpec) -> dict[str, dict[str, Any]]:
+    """Per group, the plain facts a Policy needs to rebuild itself (saved inside its state)."""
+    out = {}
+    for g, gs in spec.groups.items():
+        info: dict[str, Any] = {
+            "n_agents": gs.n_agents,
+            "obs_shape": list(gs.obs_shape),
+            "obs_dim": _flat_dim(gs.obs_shape),
+            "discrete": gs.discrete,
+            "action_dim": gs.action_dim,
+            "has_action_mask": gs.has_action_mask,
+        }
+        if not gs.discrete:
+            info["low"] = [float(x) for x in gs.action_space.low]  # type: ignore[attr-defined]
+            info["high"] = [float(x) for x in gs.action_space.high]  # type: ignore[attr-defined]
+        out[g] = info
+    return out
+
+
+# ====================================================================== policy
+class Policy(nn.Module):
+    """Decentralised actors, one per group, each shared by the group's agents.
+
+    ``act(obs, state, hidden)`` maps per-group observations ``(B, N_g, *obs_shape)`` to env-ready
+    actions (``(B, N_g)`` int64 or ``(B, N_g, d)`` float inside the Box). The actors are
+    feed-forward, so ``hidden`` is passed through unchanged and ``state`` is unused (it is part of
+    the common interface of maestro policies).
+    """
+
+    def __init__(self, layout: dict[str, dict[str, Any]], cfg: Config) -> None:
+        super().__init__()
+        self.layout = layout
+        self.arch = {k: getattr(cfg, k) for k in ("hidden", "activation", "feature_norm", "agent_id", "init_log_std")}
+        self.actors = nn.ModuleDict()
+        self.log_std = nn.ParameterDict()
+        for g, info in layout.items():
+            n, in_dim = info["n_agents"], info["obs_dim"] + (info["n_agents"] if cfg.agent_id else 0)
+            self.actors[g] = MLP(in_dim, tuple(cfg.hidden), info["action_dim"], cfg.activation, out_gain=0.01, input_norm=cfg.feature_norm)
+            self.register_buffer(f"ids_{g}", torch.eye(n))
+            if not info["discrete"]:
+                self.log_std[g] = nn.Parameter(torch.full((info["action_dim"],), float(cfg.init_log_std)))
+                low, high = torch.tensor(info["low"]), torch.tensor(info["high"])
+                bounded = torch.isfinite(low) & torch.isfinite(high)
+                self.register_buffer(f"low_{g}", torch.where(bounded, low, torch.full_like(low, -1.0)))
+                self.register_buffer(f"high_{g}", torch.where(bounded, high, torch.full_like(high, 1.0)))
+                self.register_buffer(f"bounded_{g}", bounded)
+
+    # ---------------------------------------------------------------- forward pieces
+    def actor_input(self, g: str, obs: Tensor) -> Tensor:
+        """``(..., N, *obs_shape)`` -> ``(..., N, obs_dim [+ N])`` (flattened obs, optional one-hot id)."""
+        flat = self.flat_obs(g, obs)
+        if self.arch["agent_id"]:
+            n = self.layout[g]["n_agents"]
+            flat = torch.cat([flat, getattr(self, f"ids_{g}").expand(*flat.shape[:-1], n)], -1)
+        return flat
+
+    def flat_obs(self, g: str, obs: Tensor) -> Tensor:
+        """``(..., N, *obs_shape)`` -> ``(..., N, obs_dim)``, checking the shape."""
+        info = self.layout[g]
+        shape = tuple(info["obs_shape"])
+        k = obs.dim() - len(shape)
+        if k < 1 or tuple(obs.shape[k:]) != shape or obs.shape[k - 1] != info["n_agents"]:
+            raise ValueError(f"observations of group {g!r} have shape {tuple(obs.shape)}, expected (..., {info['n_agents']}, {', '.join(map(str, shape))})")
+        return obs.reshape(*obs.shape[:k], info["obs_dim"])
+
+    def dist_params(self, g: str, obs: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Masked logits ``(..., N, n)`` or Gaussian means ``(..., N, d)`` of group ``g``."""
+        out = self.actors[g](self.actor_input(g, obs))
+        if self.layout[g]["discrete"]:
+            return mask_logits(out, mask)
+        return out
+
+    def to_env(self, g: str, raw: Tensor) -> Tensor:
+        """Continuous samples in ``[-1, 1]`` scale -> env actions inside the Box (clipped); discrete unchanged."""
+        if self.layout[g]["discrete"]:
+            return raw
+        low, high, bounded = getattr(self, f"low_{g}"), getattr(self, f"high_{g}"), getattr(self, f"bounded_{g}")
+        scaled = low + (raw.clamp(-1.0, 1.0) + 1.0) * 0.5 * (high - low)
+        return torch.where(bounded, scaled, raw)
+
+    def sample(
+        self, g: str, obs: Tensor, mask: Tensor | None, generator: torch.Generator | None, deterministic: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """Raw actions (``(..., N)`` int64 or ``(..., N, d)``) and their log-probabilities ``(..., N)``."""
+        params = self.dist_params(g, obs, mask)
+        if self.layout[g]["discrete"]:
+            a = categorical_sample(params, generator, deterministic)
+            return a, categorical_log_prob(params, a)
+        a = gaussian_sample(params, self.log_std[g], generator, deterministic)
+        return a, gaussian_log_prob(params, self.log_std[g], a)
+
+    def evaluate_actions(self, g: str, obs: Tensor, raw: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Log-probabilities and entropies ``(..., N)`` of stored raw actions under the current actor."""
+        params = self.dist_params(g, obs, mask)
+        if self.layout[g]["discrete"]:
+            return categorical_log_prob(params, raw), categorical_entropy(params)
+        return gaussian_log_prob(params, self.log_std[g], raw), gaussian_entropy(self.log_std[g], params.shape[:-1])
+
+    # ---------------------------------------------------------------- the policy interface
+    @torch.no_grad()
+    def act(
+        self,
+        obs: dict[str, Tensor],
+        state: Tensor | None = None,
+        hidden: Any = None,
+        *,
+        action_mask: dict[str, Tensor] | None = None,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> tuple[dict[str, Tensor], Any]:
+        """Env-ready actions for every group, and the (unchanged) ``hidden``.
+
+        Args:
+            obs: per group ``(B, N_g, *obs_shape)``.
+            state: global state ``(B, *state_shape)`` (unused by decentralised actors).
+            hidden: recurrent state (``None`` for these feed-forward actors).
+            action_mask: per group ``(B, N_g, n)`` bool legal actions, as ``env.action_mask()``.
+            deterministic: take the argmax / mean instead of sampling.
+            generator: torch generator for sampling (``None``: torch's global generator).
+        """
+        acts = {}
+        for g in self.layout:
+            mask = action_mask.get(g) if action_mask else None
+            raw, _ = self.sample(g, obs[g], mask, generator, deterministic)
+            acts[g] = self.to_env(g, raw)
+        return acts, hidden
+
+    def policy_state(self) -> dict[str, Any]:
+        """Everything needed to rebuild this policy: class path, layout, architecture, weights."""
+        arch = dict(self.arch)
+        arch["hidden"] = list(arch["hidden"])
+        return {"class": "maestro.algos.ppo:Policy", "layout": self.layout, "arch": arch, "weights": self.state_dict()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> "Policy":
+        """Rebuild a policy from ``policy_state()``."""
+        arch = dict(state["arch"])
+        arch["hidden"] = tuple(arch["hidden"])
+        policy = cls(state["layout"], Config(**arch))
+        policy.load_state_dict(state["weights"])
+        return policy.to(device)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the policy alone (atomically) to ``path``."""
+        return save_atomic({"policy": self.policy_state()}, path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Policy":
+        """Load a policy written by ``save`` (or the policy inside a training checkpoint)."""
+        obj = load_checkpoint(path, map_location=device)
+        state = obj["policy"] if "policy" in obj else obj["state"]["policy"]
+        return cls.from_state(state, device)
+
+
+# ====================================================================== critics
+def critic_input_dim(info: dict[str, Any], spec: EnvSpec, cfg: Config, centralised: bool) -> int:
+    """Features of one agent's critic input: obs (IPPO) or state + one-hot id [+ obs] (MAPPO)."""
+    if not centralised:
+        return info["obs_dim"] + (info["n_agents"] if cfg.agent_id else 0)
+    return _flat_dim(spec.state_shape) + info["n_agents"] + (info["obs_dim"] if cfg.critic_obs else 0)
+
+
+def critic_input(policy: Policy, g: str, obs: Tensor, state: Tensor, cfg: Config, centralised: bool) -> Tensor:
+    """``(..., N, features)`` critic input from obs ``(..., N, *obs_shape)`` and state ``(..., *state_shape)``."""
+    if not centralised:
+        return policy.actor_input(g, obs)
+    n = policy.layout[g]["n_agents"]
+    own = policy.flat_obs(g, obs)  # (..., N, obs_dim)
+    lead = own.shape[:-2]
+    s = state.reshape(*lead, 1, -1).expand(*lead, n, -1)
+    parts = [s, getattr(policy, f"ids_{g}").expand(*lead, n, n)]
+    if cfg.critic_obs:
+        parts.append(own)
+    return torch.cat(parts, -1)
+
+
+def build_critics(policy: Policy, spec: EnvSpec, cfg: Config, centralised: bool) -> nn.ModuleDict:
+    """One value MLP per group, shared by its agents: ``(..., N, features) -> (..., N, 1)``."""
+    return nn.ModuleDict(
+        {
+            g: MLP(critic_input_dim(info, spec, cfg, centralised), tuple(cfg.hidden), 1, cfg.activation, 1.0, cfg.feature_norm)
+            for g, info in policy.layout.items()
+        }
+    )
+
+
+# ====================================================================== rollout storage
+def allocate_rollout(spec: EnvSpec, T: int, B: int, device: torch.device) -> dict[str, Any]:
+    """Preallocated ``(T, B, ...)`` buffers (allocated once, overwritten every rollout)."""
+    z = lambda *shape, dtype=torch.float32: torch.zeros(*shape, dtype=dtype, device=device)  # noqa: E731
+    buf: dict[str, Any] = {
+        "state": z(T, B, *spec.state_shape),
+        "final_state": z(T, B, *spec.state_shape),
+        "terminated": z(T, B, dtype=torch.bool),
+        "done": z(T, B, dtype=torch.bool),
+        "groups": {},
+    }
+    for g, gs in spec.groups.items():
+        N = gs.n_agents
+        buf["groups"][g] = {
+            "obs": z(T, B, N, *gs.obs_shape),
+            "final_obs": z(T, B, N, *gs.obs_shape),
+            "action": z(T, B, N, dtype=torch.long) if gs.discrete else z(T, B, N, gs.action_dim),
+            "logp": z(T, B, N),
+            "reward": z(T, B, N),
+            "alive": z(T, B, N, dtype=torch.bool),
+            "mask": z(T, B, N, gs.action_dim, dtype=torch.bool) if gs.has_action_mask else None,
+        }
+    return buf
+
+
+# ====================================================================== collect
+@torch.no_grad()
+def collect(env: Any, policy: Policy, buf: dict[str, Any], cur: dict[str, Any], generator: torch.Generator) -> tuple[dict[str, Any], dict[str, float]]:
+    """Fill ``buf`` with ``T`` steps of all ``B`` copies from the current ``cur`` (obs, state, alive).
+
+    Returns the new ``cur`` and the episode statistics of the episodes that ended in the rollout
+    (``train/episode_return[/<group>]``, ``train/episode_length``, ``train/<extra>``).
+    """
+    spec = env.spec
+    T = buf["done"].shape[0]
+    groups = list(spec.groups)
+    ret_sum = {g: torch.zeros((), device=env.device) for g in groups}
+    len_sum = torch.zeros((), device=env.device)
+    extra_sum: dict[str, Tensor] = {}
+    n_done = torch.zeros((), device=env.device)
+    obs, state, alive = cur["obs"], cur["state"], cur["alive"]
+    for t in range(T):
+        masks = env.action_mask()
+        actions = {}
+        for g in groups:
+            gb = buf["groups"][g]
+            mask = masks.get(g) if (masks is not None and gb["mask"] is not None) else None
+            raw, logp = policy.sample(g, obs[g], mask, generator)
+            gb["obs"][t].copy_(obs[g])
+            gb["alive"][t].copy_(alive[g])
+            gb["action"][t].copy_(raw)
+            gb["logp"][t].copy_(logp)
+            if mask is not None:
+                gb["mask"][t].copy_(mask)
+            actions[g] = policy.to_env(g, raw)
+        buf["state"][t].copy_(state)
+        out = env.step(actions)
+        done = out.done
+        buf["terminated"][t].copy_(out.terminated)
+        buf["done"][t].copy_(done)
+        buf["final_state"][t].copy_(out.final_state)
+        w = done.float()
+        n_done += w.sum()
+        for g in groups:
+            gb = buf["groups"][g]
+            gb["reward"][t].copy_(out.reward[g])
+            gb["final_obs"][t].copy_(out.final_obs[g])
+            ret_sum[g] += (out.info[f"episode_return/{g}"].float().mean(-1) * w).sum()
+        len_sum += (out.info["episode_length"].float() * w).sum()
+        for k in spec.info_keys:
+            if k in out.info:
+                v = out.info[k].float().reshape(done.shape[0], -1).mean(-1)
+                extra_sum[k] = extra_sum.get(k, torch.zeros((), device=env.device)) + (v * w).sum()
+        obs, state, alive = out.obs, out.state, out.alive
+    stats: dict[str, float] = {}
+    count = float(n_done)  # one sync per rollout
+    if count > 0:
+        for g in groups:
+            stats[f"train/episode_return/{g}"] = float(ret_sum[g]) / count
+        stats["train/episode_return"] = stats[f"train/episode_return/{groups[0]}"]
+        stats["train/episode_length"] = float(len_sum) / count
+        for k, v in extra_sum.items():
+            stats[f"train/{k}"] = float(v) / count
+    stats["train/episodes"] = count
+    return {"obs": obs, "state": state, "alive": alive}, stats
+
+
+# ====================================================================== update
+def _wmean(x: Tensor, w: Tensor) -> Tensor:
+    """Mean of ``x`` weighted by the 0/1 ``w`` (alive agents); 0 if nothing is alive."""
+    return (x * w).sum() / w.sum().clamp_min(1.0)
+
+
+def _value_error(err: Tensor, cfg: Config) -> Tensor:
+    if cfg.value_loss == "huber":
+        return F.huber_loss(err, torch.zeros_like(err), reduction="none", delta=cfg.huber_delta)
+    return 0.5 * err.pow(2)
+
+
+def update(
+    cfg: Config,
+    policy: Policy,
+    critics: nn.ModuleDict,
+    optimiser: torch.optim.Optimizer,
+    vnorm: dict[str, RunningMeanStd],
+    buf: dict[str, Any],
+    generator: torch.Generator,
+    centralised: bool,
+    spec: EnvSpec,
+) -> dict[str, float]:
+    """Advantages by GAE, then ``epochs`` x ``minibatches`` clipped-PPO steps on all groups at once.
+
+    The samples are the ``T * B`` (time, copy) pairs; each minibatch holds every agent of every
+    group at those pairs, so one optimiser step updates all actors and critics.
+    """
+    T, B = buf["done"].shape
+    groups = list(policy.layout)
+    data: dict[str, dict[str, Tensor]] = {}
+    with torch.no_grad():
+        for g in groups:
+            gb = buf["groups"][g]
+            cin = critic_input(policy, g, gb["obs"], buf["state"], cfg, centralised)  # (T, B, N, F)
+            cin_next = critic_input(policy, g, gb["final_obs"], buf["final_state"], cfg, centralised)
+            v_out = critics[g](cin).squeeze(-1)  # (T, B, N), in normalised units if value_norm
+            v_next_out = critics[g](cin_next).squeeze(-1)
+            v = vnorm[g].denormalise(v_out) if cfg.value_norm else v_out
+            v_next = vnorm[g].denormalise(v_next_out) if cfg.value_norm else v_next_out
+            adv, ret = gae(gb["reward"], v, v_next, buf["terminated"], buf["done"], cfg.gamma, cfg.gae_lambda)
+            w = gb["alive"].float()
+            if cfg.value_norm:
+                vnorm[g].update(ret, w)
+                target = vnorm[g].normalise(ret)
+            else:
+                target = ret
+            if cfg.normalize_advantages:
+                mu = _wmean(adv, w)
+                sd = torch.sqrt(_wmean((adv - mu).pow(2), w)) + 1e-8
+                adv = (adv - mu) / sd
+            flat = lambda x: x.reshape(T * B, *x.shape[2:])  # noqa: E731
+            data[g] = {
+                "obs": flat(gb["obs"]),
+                "cin": flat(cin),
+                "action": flat(gb["action"]),
+                "logp": flat(gb["logp"]),
+                "adv": flat(adv),
+                "target": flat(target),
+                "v_old": flat(v_out),
+                "w": flat(w),
+            }
+            if gb["mask"] is not None:
+                data[g]["mask"] = flat(gb["mask"])
+    actor_params = list(policy.parameters())
+    critic_params = list(critics.parameters())
+    mb = max(1, (T * B) // cfg.minibatches)
+    sums = {k: torch.zeros(()) for k in ("policy", "value", "entropy", "approx_kl", "clip_frac", "actor_grad_norm", "critic_grad_norm")}
+    n_steps = 0
+    for _ in range(cfg.epochs):
+        # one minibatch (MAPPO's MPE setting) is the whole batch: no shuffle or gather needed
+        perm = torch.randperm(T * B, generator=generator, device=generator.device).to(buf["done"].device) if cfg.minibatches > 1 else None
+        for start in range(0, T * B - mb + 1, mb):
+            idx = perm[start : start + mb] if perm is not None else None
+            loss = torch.zeros((), device=buf["done"].device)
+            for g in groups:
+                d = data[g] if idx is None else {k: x[idx] for k, x in data[g].items()}
+                logp, ent = policy.evaluate_actions(g, d["obs"], d["action"], d.get("mask"))
+                log_ratio = logp - d["logp"]
+                ratio = log_ratio.exp()
+                pg = -torch.min(ratio * d["adv"], ratio.clamp(1.0 - cfg.clip, 1.0 + cfg.clip) * d["adv"])
+                v = critics[g](d["cin"]).squeeze(-1)
+                err = v - d["target"]
+                v_loss = _value_error(err, cfg)
+                if cfg.value_clip > 0:
+                    v_clipped = d["v_old"] + (v - d["v_old"]).clamp(-cfg.value_clip, cfg.value_clip)
+                    v_loss = torch.max(v_loss, _value_error(v_clipped - d["target"], cfg))
+                p_loss, v_l, e = _wmean(pg, d["w"]), _wmean(v_loss, d["w"]), _wmean(ent, d["w"])
+                loss = loss + p_loss + cfg.value_coef * v_l - cfg.entropy_coef * e
+                with torch.no_grad():
+                    sums["policy"] += p_loss.detach().cpu()
+                    sums["value"] += v_l.detach().cpu()
+                    sums["entropy"] += e.detach().cpu()
+                    sums["approx_kl"] += _wmean((ratio - 1.0) - log_ratio, d["w"]).cpu()
+                    sums["clip_frac"] += _wmean(((ratio - 1.0).abs() > cfg.clip).float(), d["w"]).cpu()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.max_grad_norm > 0:
+                sums["actor_grad_norm"] += nn.utils.clip_grad_norm_(actor_params, cfg.max_grad_norm).detach().cpu()
+                sums["critic_grad_norm"] += nn.utils.clip_grad_norm_(critic_params, cfg.max_grad_norm).detach().cpu()
+            optimiser.step()
+            n_steps += 1
+    per_group = max(1, n_steps * len(groups))
+    out = {f"loss/{k}": float(v) / per_group for k, v in sums.items() if "grad_norm" not in k}
+    out.update({f"loss/{k}": float(v) / max(1, n_steps) for k, v in sums.items() if "grad_norm" in k})
+    return out
+
+
+# ====================================================================== train
+def train_ppo(cfg: Config, env: Any, run: Run, centralised: bool) -> Policy:
+    """Train with ``run`` until its budget is spent or it is stopped; returns the policy.
+
+    Each iteration collects ``cfg.rollout_steps`` steps of all ``env.num_envs`` copies, updates,
+    logs, evaluates and checkpoints through ``run``. A resumed run continues bit for bit.
+    """
+    spec: EnvSpec = env.spec
+    if centralised and _flat_dim(spec.state_shape) == 0:
+        raise ValueError(f"mappo needs a global state, but {spec.name!r} has state_shape {spec.state_shape}")
+    device = env.device
+    policy = Policy(group_layout(spec), cfg).to(device)
+    critics = build_critics(policy, spec, cfg, centralised).to(device)
+    optimiser = torch.optim.Adam(
+        [{"params": list(policy.parameters()), "lr": cfg.lr}, {"params": list(critics.parameters()), "lr": cfg.critic_lr}],
+        eps=cfg.adam_eps,
+    )
+    vnorm = {g: RunningMeanStd(device) for g in spec.groups}
+    generator = make_generator(run.seed + 7919, device)  # the trainer's sampling/minibatch randomness
+    buf = allocate_rollout(spec, cfg.rollout_steps, env.num_envs, device)
+
+    resumed = run.restore()
+    if resumed is None:
+        obs = env.reset()
+        cur = {"obs": obs, "state": env.state(), "alive": env.alive()}
+    else:
+        policy.load_state_dict(resumed["policy"]["weights"])
+        critics.load_state_dict(resumed["critics"])
+        optimiser.load_state_dict(resumed["optimiser"])
+        for g, s in resumed["vnorm"].items():
+            vnorm[g].load_state_dict(s)
+        generator.set_state(resumed["generator"])
+        env_restore(env, resumed["env"])
+        cur = {k: {g: x.to(device) for g, x in v.items()} if isinstance(v, dict) else v.to(device) for k, v in resumed["cur"].items()}
+
+    def snapshot() -> dict[str, Any]:
+        return {
+            "policy": policy.policy_state(),
+            "critics": critics.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "vnorm": {g: v.state_dict() for g, v in vnorm.items()},
+            "generator": generator.get_state(),
+            "env": env_snapshot(env),
+            "cur": cur,
+        }
+
+    while not run.finished:
+        cur, ep_stats = collect(env, policy, buf, cur, generator)
+        loss_stats = update(cfg, policy, critics, optimiser, vnorm, buf, generator, centralised, spec)
+        run.step(cfg.rollout_steps * env.num_envs, {**ep_stats, **loss_stats})
+        run.maybe_evaluate(policy)
+        run.maybe_checkpoint(snapshot)
+    return policy
+
+
+@register_algo("ippo", config=Config, capabilities=CAPABILITIES, summary="Independent PPO: per-agent critics on local observations (de Witt et al. 2020)")
+def train_ippo(cfg: Config, env: Any, run: Run) -> Policy:
+    """IPPO: PPO with a decentralised critic per group on each agent's observation."""
+    return train_ppo(cfg, env, run, centralised=False)
+
+
+@register_algo(
+    "mappo", config=Config, capabilities=CAPABILITIES | {"needs_state"}, summary="Multi-agent PPO with a centralised critic on the global state (Yu et al. 2022)"
+)
+def train_mappo(cfg: Config, env: Any, run: Run) -> Policy:
+    """MAPPO: PPO with a centralised critic per group on the global state and a one-hot agent id."""
+    return train_ppo(cfg, env, run, centralised=True)

@@ -1,0 +1,262 @@
+"""The ``maestro`` command line: list, train, eval, render, report.
+
+    maestro list
+    maestro train mappo/simple_spread --set run.env_steps=200000 --set algo_config.lr=3e-4
+    maestro train --resume runs/mappo_simple_spread/20250101-120000-s0
+    maestro eval runs/mappo_simple_spread/20250101-120000-s0 --episodes 100
+    maestro render runs/mappo_simple_spread/20250101-120000-s0 --out episode.gif
+    maestro report runs/mappo_simple_spread --out reports/spread
+
+User errors (unknown recipe key, wrong type, an algorithm that cannot handle the env, a missing or
+corrupt checkpoint, a run directory that does not exist) print one ``error:`` line and exit with
+status 2, without a traceback (set ``MAESTRO_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_USER_ERROR = 2
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def _setup_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname).1s %(message)s"))
+    logger = logging.getLogger("maestro")
+    logger.handlers = [h for h in logger.handlers if not isinstance(h, logging.StreamHandler) or isinstance(h, logging.FileHandler)]
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    logger.propagate = False
+
+
+# ---------------------------------------------------------------------- list
+def cmd_list(args: argparse.Namespace) -> int:
+    from maestro.algos import incompatibility
+    from maestro.recipes import list_recipes, load_recipe
+    from maestro.registry import algo_entry, algo_names, env_entry, env_names
+
+    algos = algo_names()
+    print("Environments:")
+    for name in env_names():
+        e = env_entry(name)
+        try:
+            env = e.cls(e.config(), num_envs=1, seed=0, device="cpu")
+            spec = env.spec
+            groups = ", ".join(
+                f"{g}×{gs.n_agents} {'Discrete(%d)' % gs.action_dim if gs.discrete else 'Box(%d)' % gs.action_dim}" for g, gs in spec.groups.items()
+            )
+            ok = [a for a in algos if incompatibility(a, spec) is None]
+            print(f"  {name:<22} {e.summary}")
+            print(f"  {'':<22} groups: {groups}; max_steps {spec.max_steps}; algorithms: {', '.join(ok) or 'none'}")
+        except Exception as err:  # an env that cannot be built with defaults is still listed
+            print(f"  {name:<22} {e.summary} (cannot build with defaults: {err})")
+    print("\nAlgorithms:")
+    for name in algos:
+        a = algo_entry(name)
+        print(f"  {name:<22} {a.summary}")
+        print(f"  {'':<22} capabilities: {', '.join(sorted(a.capabilities))}")
+    print("\nRecipes:")
+    for name, path in list_recipes().items():
+        try:
+            r = load_recipe(path)
+            paper = f"; paper: {r.paper.reference}" if r.paper else ""
+            print(f"  {name:<22} {r.env} + {r.algo}, {r.run.env_steps:,} env steps{paper}")
+        except Exception as err:
+            print(f"  {name:<22} (invalid: {err})")
+    return 0
+
+
+# ---------------------------------------------------------------------- train
+def cmd_train(args: argparse.Namespace) -> int:
+    from maestro.recipes import load_recipe, resume_run, train_recipe
+
+    progress = False if args.no_progress else None
+    if args.ray_address:
+        args.set.append(f"distributed.address={args.ray_address}")
+    if args.resume:
+        if args.recipe:
+            raise _UserError("give either RECIPE or --resume RUN, not both")
+        result = resume_run(args.resume, args.set, progress=progress)
+    else:
+        if not args.recipe:
+            raise _UserError("train needs a RECIPE (a file or a name from `maestro list`) or --resume RUN")
+        recipe = load_recipe(args.recipe, args.set)
+        result = train_recipe(recipe, args.out, progress=progress)
+    if result.stopped:
+        sig = signal.Signals(result.stop_signal).name if result.stop_signal else "a stop request"
+        print(f"stopped by {sig} at {result.env_steps:,} env steps; checkpoint: {result.checkpoint}")
+        print(f"continue with: maestro train --resume {result.dir}")
+        return 128 + int(result.stop_signal) if result.stop_signal else 0
+    print(f"trained {result.env_steps:,} env steps; run directory: {result.dir}")
+    return 0
+
+
+# ---------------------------------------------------------------------- eval
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    fmt = lambda r: "  ".join(str(c).ljust(w) if i == 0 or i == 1 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, rows)])
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from maestro.core.evaluate import evaluate, summarise
+    from maestro.recipes import _env_factory, find_run_dir, load_run_policy
+
+    run_dir = find_run_dir(args.run)
+    recipe, policy, ckpt_path = load_run_policy(run_dir, args.device)
+    env = _env_factory(recipe)(args.episodes, args.seed)
+    per_ep = evaluate(policy, env, seed=args.seed, deterministic=not args.stochastic)
+    summ = summarise(per_ep)
+    rows = []
+    for g in env.spec.groups:
+        m, ci = summ[f"episode_return/{g}"]
+        rows.append([g, "episode return", f"{m:.4g}", f"±{ci:.3g}"])
+    for k, (m, ci) in summ.items():
+        if not k.startswith("episode_return/"):
+            label = {"episode_length": "episode length", "success": "success rate", "win": "win rate"}.get(k, k)
+            rows.append(["all", label, f"{m:.4g}", f"±{ci:.3g}"])
+    mode = "stochastic" if args.stochastic else "deterministic"
+    print(f"{recipe.name}: {args.episodes} episodes (seed {args.seed}, {mode} actions), checkpoint {ckpt_path.name}")
+    print(_table(rows, ["group", "metric", "mean", "95% CI"]))
+    out = {
+        "checkpoint": str(ckpt_path),
+        "episodes": args.episodes,
+        "seed": args.seed,
+        "deterministic": not args.stochastic,
+        "summary": {k: [m, ci] for k, (m, ci) in summ.items()},
+    }
+    (run_dir / "eval.json").write_text(json.dumps(out, indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------------- render
+def cmd_render(args: argparse.Namespace) -> int:
+    from maestro.envs.render import record_episode, write_gif
+    from maestro.recipes import _env_factory, load_run_policy
+
+    recipe, policy, _ = load_run_policy(args.run, args.device)
+    env = _env_factory(recipe)(1, args.seed)
+    env.reset(seed=args.seed)
+    import torch
+
+    gen = torch.Generator(device=env.device)
+    gen.manual_seed(args.seed)
+
+    def act(obs: dict) -> dict:
+        return policy.act(obs, env.state(), None, action_mask=env.action_mask(), deterministic=not args.stochastic, generator=gen)[0]
+
+    frames = record_episode(env, act)
+    path = write_gif(frames, args.out, fps=args.fps)
+    print(f"wrote {len(frames)} frames to {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------- report
+def cmd_report(args: argparse.Namespace) -> int:
+    from maestro.reports import write_report
+
+    files = write_report(args.runs, args.out)
+    print(f"report: {files[0]}")
+    for f in files[1:]:
+        print(f"figure: {f}")
+    return 0
+
+
+# ---------------------------------------------------------------------- parser
+class _UserError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="maestro",
+        description="Batched multi-agent reinforcement learning: train, evaluate, render and report runs from recipes.",
+        epilog=__doc__.split("\n\n")[1] if __doc__ else None,
+        formatter_class=_Formatter,
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("list", help="list environments, algorithms and recipes", formatter_class=_Formatter,
+                       description="List the registered environments (with their groups and the algorithms that can train on them), algorithms (with capabilities) and recipes.")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("train", help="train a recipe (or resume a run)", formatter_class=_Formatter,
+                       description="Train RECIPE into <out>/<name>/<time>-s<seed>/ (config.yaml, metrics.jsonl, tb/, checkpoints/, log.txt). "
+                       "Ctrl-C or SIGTERM writes a checkpoint and stops; --resume continues from the newest valid checkpoint.")
+    s.add_argument("recipe", nargs="?", help="recipe file or name (e.g. mappo/simple_spread, see `maestro list`)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field by dotted path, value parsed as YAML (e.g. algo_config.lr=3e-4, run.env_steps=1e5, seed=1); repeatable")
+    s.add_argument("--out", default="runs", help="parent directory of run directories")
+    s.add_argument("--resume", metavar="RUN", help="continue this run directory from its newest valid checkpoint")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster for distributed.mode runs (same as --set distributed.address=ADDR)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("eval", help="evaluate a run's policy on a fixed seed set", formatter_class=_Formatter,
+                       description="Run EPISODES test episodes (one per env copy, fixed seeds) with the policy of the newest valid checkpoint of RUN; "
+                       "print mean episode return per group, episode length and success/win rates with 95%% confidence intervals; write RUN/eval.json.")
+    s.add_argument("run", help="run directory (or a directory of runs: the newest is used)")
+    s.add_argument("--episodes", type=int, default=100, help="number of test episodes")
+    s.add_argument("--seed", type=int, default=12345, help="seed of the test episodes")
+    s.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the policy's mode")
+    s.add_argument("--device", default="cpu", help="torch device")
+    s.set_defaults(func=cmd_eval)
+
+    s = sub.add_parser("render", help="write a GIF of one episode of a run's policy", formatter_class=_Formatter,
+                       description="Play one episode (env copy 0) with the policy of the newest valid checkpoint of RUN and write it as a GIF.")
+    s.add_argument("run", help="run directory")
+    s.add_argument("--out", default="episode.gif", help="output GIF path")
+    s.add_argument("--seed", type=int, default=0, help="episode seed")
+    s.add_argument("--fps", type=int, default=10, help="frames per second")
+    s.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the policy's mode")
+    s.add_argument("--device", default="cpu", help="torch device")
+    s.set_defaults(func=cmd_render)
+
+    s = sub.add_parser("report", help="learning curves and a paper-style table over runs", formatter_class=_Formatter,
+                       description="Group the runs at or below each RUN by recipe; write one PNG of learning curves per recipe "
+                       "(mean and standard deviation over seeds against env steps) and report.md with final values beside the paper's numbers.")
+    s.add_argument("runs", nargs="+", metavar="RUN", help="run directories or directories holding runs")
+    s.add_argument("--out", required=True, help="output directory")
+    s.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``maestro`` script; returns the exit status."""
+    from maestro.config import ConfigError
+    from maestro.core.checkpoint import CheckpointError
+    from maestro.recipes import RunDirError
+
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    user_errors: tuple[type[BaseException], ...] = (_UserError, ConfigError, CheckpointError, RunDirError, FileNotFoundError)
+    try:
+        return int(args.func(args) or 0)
+    except user_errors as err:
+        if os.environ.get("MAESTRO_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _entry() -> Any:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    _entry()

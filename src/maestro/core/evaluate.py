@@ -1,0 +1,91 @@
+"""Evaluation episodes: a fixed seed set, one episode per env copy, summarised with 95% CIs.
+
+``evaluate`` runs ``num_envs`` copies of a fresh env (seeded, so the episodes are the same set every
+time) until every copy has finished its first episode, recording per-episode metrics at that
+step: the mean return of each group's agents, the episode length and every extra the env reports
+(``success``, ``win``, ...). The loop is over time only; copies and agents are batched.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from maestro.envs.api import BatchedEnv
+
+
+@torch.no_grad()
+def evaluate(
+    policy: Any,
+    env: BatchedEnv,
+    seed: int,
+    deterministic: bool = False,
+    generator: torch.Generator | None = None,
+) -> dict[str, np.ndarray]:
+    """One episode per copy of ``env`` (``B`` episodes) with ``policy.act``; per-episode metrics.
+
+    Args:
+        policy: has ``act(obs, state, hidden, action_mask=..., deterministic=..., generator=...)``.
+        env: a batched env; it is reset with ``seed``.
+        seed: seed of the episode set (env reset and the policy's sampling generator).
+        deterministic: act with the policy's mode instead of sampling.
+        generator: sampling generator (default: a CPU generator seeded with ``seed``).
+
+    Returns:
+        ``{"episode_return/<group>": (B,), "episode_length": (B,), "<extra>": (B,)}`` numpy arrays.
+    """
+    spec = env.spec
+    B = env.num_envs
+    if generator is None:
+        generator = torch.Generator(device=env.device)
+        generator.manual_seed(seed)
+    obs = env.reset(seed=seed)
+    state = env.state()
+    hidden = None
+    recorded = torch.zeros(B, dtype=torch.bool, device=env.device)
+    keys = [f"episode_return/{g}" for g in spec.groups] + ["episode_length"]
+    results: dict[str, Tensor] = {k: torch.zeros(B, device=env.device) for k in keys}
+    extras: dict[str, Tensor] = {}
+    for _ in range(spec.max_steps + 1):
+        actions, hidden = policy.act(obs, state, hidden, action_mask=env.action_mask(), deterministic=deterministic, generator=generator)
+        out = env.step(actions)
+        new = out.done & ~recorded
+        if bool(new.any()):
+            for g in spec.groups:
+                r = out.info[f"episode_return/{g}"].float().reshape(B, -1).mean(-1)
+                results[f"episode_return/{g}"] = torch.where(new, r, results[f"episode_return/{g}"])
+            results["episode_length"] = torch.where(new, out.info["episode_length"].float(), results["episode_length"])
+            for k in spec.info_keys:
+                if k in out.info:
+                    v = out.info[k].float().reshape(B, -1).mean(-1)
+                    extras[k] = torch.where(new, v, extras.get(k, torch.zeros(B, device=env.device)))
+            recorded |= new
+            if bool(recorded.all()):
+                break
+        obs, state = out.obs, out.state
+    if not bool(recorded.all()):
+        raise RuntimeError(f"{spec.name}: {int((~recorded).sum())} copies did not finish within max_steps={spec.max_steps}")
+    results.update(extras)
+    return {k: v.cpu().numpy() for k, v in results.items()}
+
+
+def mean_ci95(x: np.ndarray) -> tuple[float, float]:
+    """Mean and half-width of the normal-approximation 95% confidence interval (``1.96 s / sqrt(n)``)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0:
+        return float("nan"), float("nan")
+    if x.size == 1:
+        return float(x[0]), 0.0
+    return float(x.mean()), float(1.96 * x.std(ddof=1) / math.sqrt(x.size))
+
+
+def summarise(per_episode: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
+    """``{metric: (mean, ci95)}`` of ``evaluate``'s per-episode arrays."""
+    return {k: mean_ci95(v) for k, v in per_episode.items()}
+
+
+EnvFactory = Callable[[int, int], BatchedEnv]

@@ -1,0 +1,73 @@
+"""Action heads as pure functions: masked Categorical and diagonal Gaussian.
+
+Every function works on any leading shape ``(...)``, typically ``(B, N)`` when acting and
+``(M, N)`` on a minibatch. Sampling takes an explicit ``torch.Generator`` so that a training
+run's randomness is one generator that is saved in checkpoints (resume is bitwise exact).
+Categorical sampling uses the Gumbel-max trick (Gumbel 1954; Maddison et al. 2014), which is one
+batched ``argmax`` and needs no ``torch.distributions`` objects on the hot path.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+# Logit given to illegal actions: exp(MASKED) == 0 in float32, and it stays finite so that
+# probabilities * log-probabilities are 0, not NaN.
+MASKED = -1e9
+
+
+def mask_logits(logits: Tensor, mask: Tensor | None) -> Tensor:
+    """Logits ``(..., n)`` with illegal actions (``mask`` ``(..., n)`` bool, False = illegal) at ``MASKED``.
+
+    A row with no legal action is left unmasked (its agent is absent and its loss is masked out).
+    """
+    if mask is None:
+        return logits
+    if mask.shape != logits.shape:
+        raise ValueError(f"action mask has shape {tuple(mask.shape)}, expected {tuple(logits.shape)} (..., n)")
+    usable = mask | ~mask.any(-1, keepdim=True)
+    return logits.masked_fill(~usable, MASKED)
+
+
+def categorical_sample(logits: Tensor, generator: torch.Generator | None = None, deterministic: bool = False) -> Tensor:
+    """Sample ``(...)`` int64 actions from logits ``(...,n)`` (Gumbel-max); ``deterministic`` takes the argmax."""
+    if deterministic:
+        return logits.argmax(-1)
+    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
+    gumbel = -torch.log(-torch.log(u.clamp_(1e-20, 1.0 - 1e-7)))
+    return (logits + gumbel).argmax(-1)
+
+
+def categorical_log_prob(logits: Tensor, actions: Tensor) -> Tensor:
+    """``log pi(a)``: logits ``(..., n)``, actions ``(...)`` int64 -> ``(...)``."""
+    logp = torch.log_softmax(logits, -1)
+    return logp.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+
+
+def categorical_entropy(logits: Tensor) -> Tensor:
+    """Entropy ``(...)`` of the categorical with logits ``(..., n)`` (masked logits contribute 0)."""
+    logp = torch.log_softmax(logits, -1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def gaussian_sample(mean: Tensor, log_std: Tensor, generator: torch.Generator | None = None, deterministic: bool = False) -> Tensor:
+    """Sample ``(..., d)`` from ``N(mean, exp(log_std)^2)`` (``log_std`` broadcasts, e.g. ``(d,)``)."""
+    if deterministic:
+        return mean.clone()
+    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+    return mean + eps * log_std.exp()
+
+
+def gaussian_log_prob(mean: Tensor, log_std: Tensor, x: Tensor) -> Tensor:
+    """Log density ``(...)`` of ``x`` ``(..., d)`` under the diagonal Gaussian, summed over ``d``."""
+    z = (x - mean) * torch.exp(-log_std)
+    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2.0 * math.pi)).sum(-1)
+
+
+def gaussian_entropy(log_std: Tensor, shape: torch.Size | tuple[int, ...]) -> Tensor:
+    """Entropy of the diagonal Gaussian, summed over ``d``, expanded to ``shape`` (the leading dims)."""
+    h = (log_std + 0.5 * (1.0 + math.log(2.0 * math.pi))).sum(-1)
+    return h.expand(shape)

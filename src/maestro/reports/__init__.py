@@ -1,0 +1,203 @@
+"""Reports over finished runs: learning curves (mean and spread over seeds) and paper-style tables.
+
+A run directory holds ``config.yaml`` (the resolved recipe) and ``metrics.jsonl`` (one row per
+iteration or evaluation, keyed by the metric namespace of ``maestro.core.run``). Runs are grouped by
+recipe name; each group (the seeds of one recipe) gets a PNG of its curves against env steps
+(mean over seeds, with a band of one standard deviation) and a row in a Markdown table that puts
+the final value (mean and 95% CI over seeds) beside the paper's number when the recipe has one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class RunData:
+    """One run's files, loaded."""
+
+    dir: Path
+    config: dict[str, Any]
+    rows: list[dict[str, float]] = field(default_factory=list)
+    eval: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.config.get("name") or self.dir.parent.name)
+
+    def series(self, metric: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(env_steps, values)`` of the rows that carry ``metric`` (sorted by step)."""
+        pts = [(r["env_steps"], r[metric]) for r in self.rows if metric in r and r[metric] is not None and math.isfinite(r[metric])]
+        pts.sort()
+        if not pts:
+            return np.zeros(0), np.zeros(0)
+        a = np.asarray(pts, dtype=np.float64)
+        return a[:, 0], a[:, 1]
+
+    def metrics(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for r in self.rows:
+            for k in r:
+                seen.setdefault(k, None)
+        return list(seen)
+
+
+def find_runs(paths: list[str | Path]) -> list[Path]:
+    """Run directories (holding ``config.yaml``) at or below each path; raises if a path has none."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} does not exist")
+        found = [p] if (p / "config.yaml").is_file() else sorted(c.parent for c in p.rglob("config.yaml"))
+        if not found:
+            raise FileNotFoundError(f"{p} holds no run (no config.yaml at or below it)")
+        out += [f for f in found if f not in out]
+    return out
+
+
+def load_run(directory: str | Path) -> RunData:
+    """Load ``config.yaml``, ``metrics.jsonl`` and (if ``maestro eval`` ran) ``eval.json``."""
+    from maestro.recipes import parse_yaml
+
+    d = Path(directory)
+    config = parse_yaml((d / "config.yaml").read_text()) or {}
+    rows = []
+    mpath = d / "metrics.jsonl"
+    if mpath.exists():
+        for line in mpath.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    ev = json.loads((d / "eval.json").read_text()) if (d / "eval.json").exists() else None
+    return RunData(d, config, rows, ev)
+
+
+def aggregate(runs: list[RunData], metric: str, points: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Mean and standard deviation over seeds of ``metric`` against env steps.
+
+    Each run's series is linearly interpolated onto a common grid up to the shortest run's last
+    step. Returns ``(steps, mean, std, n_runs)``; a single run is returned as is (std 0).
+    """
+    series = [r.series(metric) for r in runs]
+    series = [(x, y) for x, y in series if x.size]
+    if not series:
+        return np.zeros(0), np.zeros(0), np.zeros(0), 0
+    if len(series) == 1:
+        x, y = series[0]
+        return x, y, np.zeros_like(y), 1
+    lo = max(x[0] for x, _ in series)
+    hi = min(x[-1] for x, _ in series)
+    grid = np.linspace(lo, hi, points) if hi > lo else np.asarray([hi])
+    ys = np.stack([np.interp(grid, x, y) for x, y in series])
+    return grid, ys.mean(0), ys.std(0), len(series)
+
+
+def curve_metrics(runs: list[RunData]) -> list[str]:
+    """The curves worth plotting: per-group train/eval returns, then success / win rates."""
+    present: dict[str, None] = {}
+    for r in runs:
+        for m in r.metrics():
+            present.setdefault(m, None)
+    keys = [m for m in present if m.startswith(("train/episode_return/", "eval/episode_return/"))]
+    keys += [m for m in present if m.split("/", 1)[-1] in ("success", "win") and m.startswith(("train/", "eval/"))]
+    return sorted(keys, key=lambda m: (not m.startswith("train"), m))
+
+
+def plot_group(runs: list[RunData], out: Path) -> Path | None:
+    """One PNG with a panel per curve metric for the seeds of one recipe."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = curve_metrics(runs)
+    if not metrics:
+        return None
+    cols = min(3, len(metrics))
+    rows = math.ceil(len(metrics) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.3 * rows), squeeze=False)
+    for ax, m in zip(axes.flat, metrics):
+        x, mean, std, n = aggregate(runs, m)
+        ax.plot(x, mean, lw=1.8)
+        if n > 1:
+            ax.fill_between(x, mean - std, mean + std, alpha=0.25)
+        ax.set_title(f"{m} ({n} seed{'s' if n != 1 else ''})", fontsize=9)
+        ax.set_xlabel("env steps")
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.axis("off")
+    fig.suptitle(runs[0].name)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def final_value(run: RunData, metric: str) -> float | None:
+    """The run's final ``metric``: from ``eval.json`` when ``maestro eval`` wrote it, else the last row."""
+    if run.eval and metric.startswith("eval/"):
+        key = metric[len("eval/") :]
+        summ = run.eval.get("summary", {})
+        if key in summ:
+            return float(summ[key][0])
+    _, y = run.series(metric)
+    return float(y[-1]) if y.size else None
+
+
+def table(groups: dict[str, list[RunData]]) -> str:
+    """Markdown table: recipe, env, algo, seeds, env steps, final metric (mean ± 95% CI over seeds), paper."""
+    lines = [
+        "| recipe | env | algo | seeds | env steps | metric | maestro (mean ± 95% CI) | paper | reference |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, runs in groups.items():
+        cfg = runs[0].config
+        paper = cfg.get("paper") or {}
+        metric = paper.get("metric") or "eval/episode_return"
+        vals = [v for v in (final_value(r, metric) for r in runs) if v is not None]
+        if not vals and metric == "eval/episode_return":
+            metric = "train/episode_return"
+            vals = [v for v in (final_value(r, metric) for r in runs) if v is not None]
+        steps = [r.rows[-1]["env_steps"] for r in runs if r.rows]
+        if vals:
+            a = np.asarray(vals)
+            ci = 1.96 * a.std(ddof=1) / math.sqrt(a.size) if a.size > 1 else 0.0
+            ours = f"{a.mean():.4g} ± {ci:.2g}"
+        else:
+            ours = "n/a"
+        pv = paper.get("value")
+        lines.append(
+            f"| {name} | {cfg.get('env', '?')} | {cfg.get('algo', '?')} | {len(runs)} | {int(np.mean(steps)) if steps else 0} | "
+            f"{metric} | {ours} | {'' if pv is None else f'{pv:.4g}'} | {paper.get('reference', '')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(paths: list[str | Path], out: str | Path) -> list[Path]:
+    """Curves (one PNG per recipe) and ``report.md`` for the runs at or below ``paths``; returns the files."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [load_run(d) for d in find_runs(paths)]
+    groups: dict[str, list[RunData]] = {}
+    for r in runs:
+        groups.setdefault(r.name, []).append(r)
+    written: list[Path] = []
+    md = ["# maestro report", "", table(groups)]
+    for name, rs in groups.items():
+        png = plot_group(rs, out / f"{name}.png")
+        if png is not None:
+            written.append(png)
+            md += [f"## {name}", "", f"![{name}]({png.name})", "", "Runs: " + ", ".join(f"`{r.dir}`" for r in rs), ""]
+    report = out / "report.md"
+    report.write_text("\n".join(md))
+    written.insert(0, report)
+    return written

@@ -1,0 +1,208 @@
+"""The ``maestro`` CLI end to end on tiny budgets, recipe validation errors, and SIGTERM + resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from maestro.cli import main
+from maestro.config import ConfigError
+from maestro.core import checkpoint as ckpt
+from maestro.recipes import list_recipes, load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = """\
+name: tiny_spread
+env: simple_spread
+env_config: {n_agents: 3}
+algo: mappo
+algo_config: {rollout_steps: 5, epochs: 2, hidden: [16]}
+seed: 0
+run: {env_steps: 400, num_envs: 8, eval_every: 200, eval_episodes: 4, checkpoint_every: 200}
+"""
+
+
+def write(tmp_path, text, name="recipe.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def cli(*args):
+    """Run the CLI in a subprocess; returns (exit code, stdout, stderr)."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    p = subprocess.run([sys.executable, "-m", "maestro.cli", *map(str, args)], capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_list_shows_envs_algorithms_and_recipes(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("simple_spread", "mappo", "ippo", "mappo/simple_spread", "ippo/simple_spread", "capabilities"):
+        assert word in out
+
+
+@pytest.mark.parametrize("cmd", [[], ["list"], ["train"], ["eval"], ["render"], ["report"]])
+def test_help(cmd, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*cmd, "--help"])
+    assert exc.value.code == 0
+    assert "usage: maestro" in capsys.readouterr().out
+
+
+def test_train_eval_render_report_end_to_end(tmp_path, capsys):
+    recipe = write(tmp_path, TINY)
+    out = tmp_path / "runs"
+    assert main(["train", str(recipe), "--out", str(out), "--no-progress", "--set", "seed=1"]) == 0
+    (run_dir,) = list((out / "tiny_spread").iterdir())
+    assert run_dir.name.endswith("-s1")
+    assert {p.name for p in run_dir.iterdir()} >= {"config.yaml", "metrics.jsonl", "checkpoints", "tb", "log.txt"}
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any("train/episode_return" in r for r in rows) and any("eval/episode_return" in r for r in rows)
+
+    assert main(["eval", str(run_dir), "--episodes", "6"]) == 0
+    table = capsys.readouterr().out
+    assert "episode return" in table and "95% CI" in table and "success rate" in table and "episode length" in table
+    summary = json.loads((run_dir / "eval.json").read_text())["summary"]
+    assert summary["episode_length"][0] == 25.0
+
+    gif = tmp_path / "ep.gif"
+    assert main(["render", str(run_dir), "--out", str(gif)]) == 0
+    from PIL import Image
+
+    assert Image.open(gif).n_frames >= 2
+
+    # a second seed, then a report over both
+    assert main(["train", str(recipe), "--out", str(out), "--no-progress", "--set", "seed=2"]) == 0
+    rep = tmp_path / "report"
+    assert main(["report", str(out / "tiny_spread"), "--out", str(rep)]) == 0
+    md = (rep / "report.md").read_text()
+    assert "| tiny_spread | simple_spread | mappo | 2 |" in md
+    assert (rep / "tiny_spread.png").stat().st_size > 1000
+
+
+def test_report_shows_the_paper_number(tmp_path):
+    recipe = write(tmp_path, TINY + "paper: {reference: 'Someone et al. 2020, Table 1', metric: eval/episode_return, value: -42.5}\n")
+    assert main(["train", str(recipe), "--out", str(tmp_path / "runs"), "--no-progress", "--set", "run.env_steps=40"]) == 0
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "-42.5" in md and "Someone et al. 2020, Table 1" in md
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        (TINY.replace("epochs: 2", "epochz: 2"), ["algo_config.epochz", "did you mean 'epochs'"]),
+        (TINY.replace("env_steps: 400", "env_steps: many"), ["run.env_steps", "integer"]),
+        (TINY.replace("n_agents: 3", "n_agents: 3, colour: red"), ["env_config.colour"]),
+        (TINY + "budget: 5\n", ["'budget'"]),
+        (TINY.replace("algo: mappo", "algo: mapo"), ["'algo'", "mapo", "did you mean 'mappo'"]),
+        (TINY.replace("env: simple_spread", "env: simple_sprad"), ["'env'", "simple_sprad"]),
+        (TINY.replace("hidden: [16]", "hidden: 16"), ["algo_config.hidden", "list"]),
+    ],
+)
+def test_recipe_errors_name_key_and_file(tmp_path, capsys, text, words):
+    recipe = write(tmp_path, text, "bad.yaml")
+    assert main(["train", str(recipe), "--out", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(recipe) in err and "Traceback" not in err
+    for w in words:
+        assert w in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_set_overrides_and_yaml12_floats(tmp_path, capsys):
+    recipe = write(tmp_path, TINY)
+    r = load_recipe(recipe, ["algo_config.lr=3e-4", "run.env_steps=1e3", "env_config.n_agents=4", "algo_config.hidden=[8, 8]"])
+    assert r.algo_config.lr == 3e-4 and r.run.env_steps == 1000 and r.env_config.n_agents == 4 and r.algo_config.hidden == (8, 8)
+    with pytest.raises(ConfigError, match=r"--set algo_config.lrr=1: unknown key .algo_config\.lrr"):
+        load_recipe(recipe, ["algo_config.lrr=1"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_recipe(recipe, ["algo_config.lr"])
+    assert main(["train", str(recipe), "--set", "run.num_envs=zero"]) == 2
+    assert "run.num_envs" in capsys.readouterr().err
+
+
+def test_shipped_recipes_are_listed():
+    assert {"mappo/simple_spread", "ippo/simple_spread", "mappo/simple_tag"} <= set(list_recipes())
+
+
+@pytest.mark.parametrize("name", sorted(list_recipes()))
+def test_shipped_recipe_validates(name):
+    from maestro.recipes import parse_yaml
+    from maestro.registry import env_names
+
+    path = list_recipes()[name]
+    env = parse_yaml(path.read_text()).get("env")
+    if env not in env_names():
+        pytest.skip(f"{name}: env {env!r} is not registered (yet)")
+    load_recipe(path)
+
+
+def test_user_errors_on_runs_exit_2_without_traceback(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    recipe = write(tmp_path, TINY)
+    assert main(["train", str(recipe), "--out", str(tmp_path / "runs"), "--no-progress", "--set", "run.env_steps=40"]) == 0
+    (run_dir,) = list((tmp_path / "runs" / "tiny_spread").iterdir())
+    for p in ckpt.list_checkpoints(run_dir / "checkpoints"):
+        p.write_bytes(p.read_bytes()[:100])
+    capsys.readouterr()
+    assert main(["eval", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "corrupt or truncated" in err and "Traceback" not in err
+    assert main(["render", str(run_dir), "--out", str(tmp_path / "x.gif")]) == 2
+    for p in ckpt.list_checkpoints(run_dir / "checkpoints"):
+        p.unlink()
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+    assert main(["train"]) == 2
+    assert main(["train", "no/such_recipe"]) == 2
+    assert "no recipe" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "void"), "--out", str(tmp_path / "r")]) == 2
+
+
+def _final(run_dir):
+    _, payload, _ = ckpt.latest_valid(run_dir / "checkpoints")
+    return payload
+
+
+def test_sigterm_checkpoints_and_resume_matches_uninterrupted(tmp_path):
+    """A real process: SIGTERM mid-run -> checkpoint + clean exit; resume ends with the same parameters."""
+    recipe = write(tmp_path, TINY.replace("env_steps: 400", "env_steps: 3000").replace("eval_every: 200", "eval_every: 0"))
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    base = [sys.executable, "-m", "maestro.cli", "train", str(recipe), "--no-progress"]
+    proc = subprocess.Popen([*base, "--out", str(tmp_path / "a")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    deadline = time.time() + 120
+    def started():  # the first iteration's metrics row is written: training is under way
+        return any(m.stat().st_size > 0 for m in (tmp_path / "a").rglob("metrics.jsonl"))
+
+    while time.time() < deadline and not started():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and "--resume" in out
+    (run_a,) = list((tmp_path / "a" / "tiny_spread").iterdir())
+    stopped_at = _final(run_a)["run"]["env_steps"]
+    assert 0 < stopped_at < 3000
+
+    code, out, err = cli("train", "--resume", run_a, "--no-progress")
+    assert code == 0, err
+    code, out, err = cli("train", recipe, "--no-progress", "--out", tmp_path / "b")
+    assert code == 0, err
+    (run_b,) = list((tmp_path / "b" / "tiny_spread").iterdir())
+    a, b = _final(run_a), _final(run_b)
+    assert a["run"]["env_steps"] == b["run"]["env_steps"] == 3000
+    for part in ("critics",):
+        for k in b["state"][part]:
+            assert torch.equal(a["state"][part][k], b["state"][part][k]), k
+    for k, v in b["state"]["policy"]["weights"].items():
+        assert torch.equal(a["state"]["policy"]["weights"][k], v), k
