@@ -1,0 +1,222 @@
+"""Episodic policy gradient (MS-MARL Algorithm 1): returns by hand, the loss ignores dead agents and
+invalid steps, every model learns a two-agent signalling game that needs communication (and the
+independent controller does not), continuous Gaussian policies, action masks, the curriculum hook,
+determinism, bitwise resume, recipes through ``maestro train``, and the Figure 6b plot."""
+
+from dataclasses import dataclass
+
+import gymnasium.spaces as gspaces
+import numpy as np
+import pytest
+import torch
+
+import maestro
+from maestro.algos.ppo import group_layout
+from maestro.algos.reinforce import Config, Policy, batch_returns, plot_action_components, reinforce_loss, run_batch, train_reinforce
+from maestro.core import checkpoint as ckpt
+from maestro.core.run import Run, RunConfig
+from maestro.core.seeding import make_generator
+from maestro.envs.api import BatchedEnv, group_spec
+from maestro.recipes import list_recipes, load_recipe, train_recipe
+from maestro.spec import EnvSpec
+from tiny_envs import MatchConfig, MatchEnv
+
+MODELS = ["independent", "commnet", "bicnet", "ms_marl", "ms_marl_gcm"]
+
+
+# ---------------------------------------------------------------------- a coordination game
+@dataclass(frozen=True)
+class SignalConfig:
+    max_steps: int = 3
+    """episode length"""
+
+
+class SignalEnv(BatchedEnv):
+    """Two agents; only agent 0 sees the episode's bit; each step both get 0.5 per agent naming it.
+
+    ``success``: agent 1 names the bit at the step, which needs communication (0.5 without). The
+    state is a constant, so the MS-MARL master learns the bit only from agent 0's message.
+    """
+
+    def __init__(self, cfg=SignalConfig(), num_envs=1, seed=0, device="cpu"):
+        super().__init__(cfg, num_envs, seed, device)
+        self.spec = EnvSpec("signal", {"agent": group_spec("agent", 2, 3, gspaces.Discrete(2))}, cfg.max_steps, (1,), ("success",))
+        self.bit = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self.progress_calls = []
+
+    def set_progress(self, fraction):
+        self.progress_calls.append(fraction)
+        return fraction
+
+    def _reset_copies(self, mask):
+        self.bit = torch.where(mask, torch.randint(0, 2, self.bit.shape, generator=self.rng, device=self.device), self.bit)
+
+    def _step_world(self, actions):
+        ok = actions["agent"] == self.bit[:, None]
+        r = 0.5 * ok.float().sum(1, keepdim=True).expand(-1, 2).contiguous()
+        return {"agent": r}, torch.zeros_like(self.bit, dtype=torch.bool), {"success": ok[:, 1].float()}
+
+    def _observe(self):
+        obs = torch.zeros(self.num_envs, 2, 3, device=self.device)
+        obs[:, :, 0] = 1.0
+        obs[:, 0, 1:] = torch.nn.functional.one_hot(self.bit, 2).float()
+        return {"agent": obs}
+
+    def _global_state(self):
+        return torch.ones(self.num_envs, 1, device=self.device)
+
+    def _get_sim_state(self):
+        return {"bit": self.bit}
+
+    def _set_sim_state(self, s):
+        self.bit = s["bit"]
+
+    def render(self):
+        return np.zeros((8, 8, 3), dtype=np.uint8)
+
+
+def train(model, env_fn, iters, B=32, cfg=Config(lr=0.01, hidden_size=16), seed=0, directory=None, hooks=(), resume=False, **run_kw):
+    env = env_fn(B, seed)
+    rc = RunConfig(env_steps=B * env.spec.max_steps * iters, num_envs=B, progress=False, **{"eval_episodes": 200, **run_kw})
+    with Run(rc, directory, seed=seed, make_env=env_fn, hooks=hooks, resume=resume) as run:
+        policy = train_reinforce(cfg, env, run, model)
+    return policy, run, env
+
+
+def signal(n, s):
+    return SignalEnv(SignalConfig(), n, s)
+
+
+# ---------------------------------------------------------------------- returns and loss
+def test_returns_by_hand():
+    # one copy, two agents, T = 4. Agent 0 stays; agent 1 leaves after step 1 (cut), a new agent
+    # takes its slot at step 2. The episode ends at step 2 (step 3 is invalid, reward 0).
+    r = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [0.0, 0.0]]).view(4, 1, 2)
+    cut = torch.tensor([[0, 0], [0, 1], [1, 1], [0, 0]], dtype=torch.bool).view(4, 1, 2)
+    v = batch_returns(r, cut, gamma=1.0)
+    assert v.view(4, 2).tolist() == [[9.0, 6.0], [8.0, 4.0], [5.0, 6.0], [0.0, 0.0]]
+    v = batch_returns(r, cut, gamma=0.5)
+    assert v.view(4, 2).tolist() == [[1 + 0.5 * 3 + 0.25 * 5, 2 + 0.5 * 4], [3 + 0.5 * 5, 4.0], [5.0, 6.0], [0.0, 0.0]]
+
+
+def test_loss_ignores_dead_agents_and_invalid_steps():
+    g = torch.Generator().manual_seed(0)
+    shape = (4, 3, 2)
+    logp, ent, value, ret = (torch.randn(shape, generator=g) for _ in range(4))
+    w = (torch.rand(shape, generator=g) > 0.4).float()
+    cfg = Config(entropy_coef=0.01, normalize_advantages=True)
+    base, _ = reinforce_loss(logp, ent, value, ret, w, torch.tensor(12.0), cfg)
+    noise = torch.randn(shape, generator=g) * 100 * (1 - w)
+    again, _ = reinforce_loss(logp + noise, ent + noise, value + noise, ret - noise, w, torch.tensor(12.0), cfg)
+    torch.testing.assert_close(base, again)
+
+
+def test_combat_batch_masks_and_credits_the_team_terminal_reward():
+    env = maestro.make_env("combat", num_envs=16, seed=0, max_steps=12)
+    policy = Policy("commnet", group_layout(env.spec), 675, {"hidden_size": 8, "cell": "lstm", "comm_steps": 1, "communicate": True})
+    batch, stats = run_batch(env, policy, make_generator(0))
+    valid, done, alive = batch["valid"], batch["done"], batch["alive"]
+    assert bool((done.sum(0) == 1).all())  # every copy's first episode ends exactly once
+    assert not bool((alive & ~valid[..., None]).any())  # nothing counts after a copy's first episode
+    assert float(batch["reward"][~valid].abs().sum()) == 0.0
+    # at the last step, agents that died earlier receive the same (terminal) reward as the others
+    t_end = done.float().argmax(0)
+    last = batch["reward"][t_end, torch.arange(16)]  # (B, N)
+    assert torch.allclose(last, last[:, :1].expand_as(last))
+    assert not bool(batch["cut"][:-1][batch["left"][:-1] & ~done[:-1, :, None]].any())  # no cut at a death: the terminal reward flows back
+    assert stats["train/episodes"] == 16
+
+
+def test_traffic_returns_are_cut_where_a_car_leaves():
+    env = maestro.make_env("traffic_junction", num_envs=4, seed=0, difficulty="easy")
+    policy = Policy("independent", group_layout(env.spec), 49, {"hidden_size": 8, "cell": "rnn", "comm_steps": 1, "communicate": False})
+    batch, _ = run_batch(env, policy, make_generator(0))
+    assert bool(batch["left"].any()) and bool((batch["cut"] == (batch["left"] | batch["done"][..., None])).all())
+
+
+# ---------------------------------------------------------------------- learning
+@pytest.mark.parametrize("model", MODELS)
+def test_learns_the_signalling_game(model):
+    _, run, _ = train(model, signal, iters=60)
+    success = run.last_eval["eval/success"]
+    if model == "independent":
+        assert 0.35 < success < 0.65, run.last_eval  # agent 1 cannot know the bit without communication
+    else:
+        assert success >= 0.9, run.last_eval
+
+
+def test_learns_continuous_actions_with_annealed_sigma():
+    # reward -|a - target| per step; random actions in [0, 1] get about -1.9 per episode
+    cfg = Config(lr=0.01, hidden_size=16, sigma=0.3, sigma_final=0.05, optimizer="adam", normalize_advantages=True)
+    mc = MatchConfig(continuous=True)
+    _, run, _ = train("ms_marl", lambda n, s: MatchEnv(mc, n, s), iters=40, cfg=cfg, eval_episodes=64, eval_deterministic=True)
+    assert run.last_eval["eval/episode_return"] >= -0.4, run.last_eval
+
+
+@pytest.mark.parametrize("model", ["bicnet", "ms_marl_gcm"])
+def test_action_masks_and_dead_agents(model):
+    # MatchEnv(masked=True) raises if a masked action is ever taken; its last agent is never alive
+    mc = MatchConfig(masked=True, dead_agent=True, n_agents=3)
+    policy, run, _ = train(model, lambda n, s: MatchEnv(mc, n, s), iters=30, eval_episodes=64)
+    assert run.last_eval["eval/episode_return"] >= 0.8 * 5 * 2 / 3, run.last_eval
+    assert all(torch.isfinite(p).all() for p in policy.parameters())
+
+
+def test_curriculum_hook_follows_training_progress():
+    _, run, env = train("commnet", signal, iters=4, eval_episodes=0)
+    assert env.progress_calls == [0.0, 0.25, 0.5, 0.75]
+    _, _, env = train("commnet", signal, iters=2, cfg=Config(curriculum=False), eval_episodes=0)
+    assert env.progress_calls == []
+
+
+# ---------------------------------------------------------------------- determinism and resume
+def test_same_seed_same_parameters():
+    a = train("ms_marl", signal, iters=3, eval_episodes=0)[0].state_dict()
+    b = train("ms_marl", signal, iters=3, eval_episodes=0)[0].state_dict()
+    c = train("ms_marl", signal, iters=3, eval_episodes=0, seed=1)[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resume_is_bitwise_equal_to_uninterrupted(tmp_path):
+    full = train("ms_marl_gcm", signal, iters=5, directory=tmp_path / "a", eval_episodes=0)[0].state_dict()
+
+    def stop_at_2(run):
+        if run.iteration == 2:
+            run.request_stop()
+
+    train("ms_marl_gcm", signal, iters=5, directory=tmp_path / "b", eval_episodes=0, hooks=(stop_at_2,))
+    torch.manual_seed(999)
+    resumed = train("ms_marl_gcm", signal, iters=5, directory=tmp_path / "b", eval_episodes=0, resume=True)[0].state_dict()
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    _, payload, _ = ckpt.latest_valid(tmp_path / "b" / "checkpoints")
+    assert payload["run"]["iteration"] == 5
+
+
+def test_policy_save_load_round_trip(tmp_path):
+    policy = train("ms_marl", signal, iters=2, eval_episodes=0)[0]
+    again = Policy.load(policy.save(tmp_path / "p.pt"))
+    env = signal(8, 0)
+    obs = env.reset()
+    a1, h1 = policy.act(obs, env.state(), None, generator=torch.Generator().manual_seed(0))
+    a2, h2 = again.act(obs, env.state(), None, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a1["agent"], a2["agent"]) and all(torch.equal(h1[k], h2[k]) for k in h1)
+
+
+# ---------------------------------------------------------------------- recipes and Figure 6b
+def test_ms_marl_recipes_validate_and_name_their_paper_metric():
+    names = [n for n in list_recipes() if n.startswith("ms_marl/")]
+    assert len(names) >= 11, names
+    for n in names:
+        r = load_recipe(n)
+        assert r.paper is not None and r.paper.metric in ("eval/success", "eval/win"), n
+        assert r.run.num_envs == (16 if r.env == "traffic_junction" else 144), n
+
+
+def test_recipe_trains_and_action_components_plot(tmp_path):
+    recipe = load_recipe("ms_marl/combat_ms_marl", ["run.env_steps=1", "run.num_envs=2", "run.eval_episodes=2", "algo_config.hidden_size=8"])
+    result = train_recipe(recipe, tmp_path / "runs", progress=False)
+    path = plot_action_components(result.dir, out=tmp_path / "fig6b.png")
+    assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="MS-MARL policies only"):
+        plot_action_components(train("commnet", signal, iters=1, eval_episodes=0)[0], signal(1, 0), tmp_path / "x.png")
