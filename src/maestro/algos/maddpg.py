@@ -1,0 +1,944 @@
+"""MADDPG, with policy inference and policy ensembles; DDPG with local critics as the baseline.
+
+Lowe, Wu, Tamar, Harb, Abbeel, Mordatch 2017, "Multi-Agent Actor-Critic for Mixed
+Cooperative-Competitive Environments" (arXiv 1706.02275), as used by Zhou & Chen, "Distributed
+MADDPG" (``papers/002``, Sec. 2 and Appendix Algorithm 1):
+
+* every agent ``i`` has a deterministic actor ``mu_i(o_i)`` on its own observation and a
+  centralised critic ``Q_i(x, a_1..a_N)`` on the observations and actions of all agents, of every
+  group (Lowe Eq. 5-6). The critic regresses ``y = r_i + gamma (1 - terminated) Q'_i(x', a'_1..a'_N)``
+  with ``a'_j = mu'_j(o'_j)`` from target networks, updated softly ``theta' <- tau theta + (1 - tau) theta'``;
+  the actor ascends ``Q_i(x, a_1.., mu_i(o_i), ..a_N)`` with the other actions from the buffer.
+* discrete actions: the actor's outputs are logits; it acts by sampling them (Gumbel-max), is
+  differentiated through a straight-through Gumbel-softmax sample (``maestro.nn.gumbel``; Lowe Sec. 4),
+  and its pre-activation outputs are penalised by ``actor_reg * mean(logits^2)`` (the original code,
+  ``openai/maddpg``: ``p_reg = mean(square(p))``, weight 1e-3). Continuous actions: ``sigmoid``
+  (or ``tanh``) of the outputs mapped onto the env's Box, so every action is inside the Box (maestro
+  never clips); exploration adds Gaussian noise (``noise_rate`` x half the Box width, then clamped into
+  the Box) and, with probability ``epsilon``, a uniform random action (the PyTorch MADDPG whose
+  hyperparameters ``papers/002`` uses).
+* gradients are clipped by norm per agent (``max_grad_norm``; 0.5 in ``openai/maddpg``).
+* **policy inference** (Lowe Sec. 4.2, Eq. 7): agent ``i`` learns ``hat-mu_i^j`` of every other agent
+  ``j`` by maximising the log-likelihood of ``j``'s stored actions plus ``inference_entropy`` times the
+  entropy, and uses ``hat-mu_i^j(o'_j)`` instead of ``mu'_j(o'_j)`` in its critic target. Discrete:
+  a categorical over logits (the target takes a one-hot sample); continuous: a Gaussian whose mean is
+  mapped onto the Box (the target takes the mean).
+* **policy ensembles** (Lowe Sec. 4.3, Eq. 8-9): ``K`` sub-policies per agent, each with its own
+  critic; every env copy draws one sub-policy per agent at the start of each episode, and each
+  sub-policy ``(i, k)`` learns from its own buffer ``D_i^(k)``: the transitions in which agent ``i``
+  acted with ``k`` (``ReplayBuffer`` partitions, ``maestro.core.replay``). A critic target uses each
+  other agent's sub-policy that acted in the sampled transition.
+* **DDPG** (``ddpg``, Lillicrap et al. 2016, arXiv 1509.02971; Lowe's baseline): the same learner
+  with each critic on the agent's own observation and action only.
+* **frozen opponents**: ``frozen: {group: path}`` drives a group with a policy loaded from a run
+  directory or a checkpoint (e.g. a pre-trained prey); its agents appear in the critics' inputs but are
+  not trained. Loading checks the group's observation and action spaces against the env.
+
+Batching: the networks of all agents (and sub-policies) of a group are one ``StackedMLP`` whose
+weights are ``(M, in, out)`` and whose forward is one ``baddbmm`` per layer, so an update runs every
+agent's minibatch at once; the critics of all learners are one stack. Observations and actions of
+the groups are zero-padded to common widths (``obs_max``, ``act_max``) so a transition is one row
+``(A, obs_max)`` in the buffer; padded inputs are zeros and leave the networks' functions unchanged.
+
+The module reads top to bottom: ``Config`` -> networks (``StackedMLP``) and pure maths (critic
+target, soft update, per-agent clipping) -> ``Policy`` (acts, saves, loads) -> frozen opponents ->
+``collect`` (one env step of all copies into the buffer) -> ``update`` (one gradient step of every
+critic, actor and inference net) -> ``train`` (the loop with the run). Shapes: ``B`` env copies,
+``A`` agents over all groups, ``L`` learners (trained agents x ``K``), ``S`` minibatch size.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from maestro.algos.ppo import group_layout
+from maestro.core.checkpoint import CheckpointError, latest_valid, load_checkpoint, save_atomic
+from maestro.core.replay import ReplayBuffer
+from maestro.core.run import Run, env_restore, env_snapshot
+from maestro.core.seeding import make_generator
+from maestro.nn.gumbel import gumbel_softmax, one_hot_sample
+from maestro.nn.heads import categorical_entropy, gaussian_entropy, gaussian_log_prob
+from maestro.registry import register_algo
+from maestro.spec import EnvSpec
+
+CAPABILITIES = frozenset({"discrete", "continuous", "multi_group", "off_policy"})
+
+
+# ====================================================================== config
+@dataclass(frozen=True)
+class Config:
+    """MADDPG hyperparameters. Defaults are the original code's (``openai/maddpg``, Lowe et al. 2017,
+    arXiv 1706.02275, Appendix: "Adam, learning rate 0.01, tau 0.01, gamma 0.95, replay buffer 10^6,
+    batch 1024, two hidden layers of 64 units, updates every 100 samples")."""
+
+    hidden: tuple[int, ...] = (64, 64)
+    """Hidden widths of actors, critics and inference nets (ReLU)."""
+    actor_lr: float = 1e-2
+    """Adam learning rate of the actors."""
+    critic_lr: float = 1e-2
+    """Adam learning rate of the critics."""
+    gamma: float = 0.95
+    """Discount factor."""
+    tau: float = 0.01
+    """Soft target update rate: ``theta' <- tau theta + (1 - tau) theta'`` after every gradient update."""
+    buffer_size: int = 1_000_000
+    """Replay capacity in transitions (one transition = one env step of one copy, all agents)."""
+    batch_size: int = 1024
+    """Minibatch size ``S`` of every learner (each agent / sub-policy samples its own)."""
+    warmup_steps: int = 25_600
+    """Transitions stored before the first update (``openai/maddpg``: batch 1024 x 25 steps)."""
+    update_every: int = 100
+    """Env steps (summed over copies) between update rounds."""
+    updates_per_step: float = 0.01
+    """Gradient updates per env step: a round makes ``update_every * updates_per_step`` updates
+    (fractions carry over). ``openai/maddpg``: one update every 100 steps (0.01)."""
+    max_grad_norm: float = 0.5
+    """Gradient norm clip, per agent and network (0 disables; ``openai/maddpg``: 0.5)."""
+    actor_reg: float = 1e-3
+    """Weight of the mean squared pre-activation actor outputs in the actor loss (``openai/maddpg``: 1e-3)."""
+    gumbel_temperature: float = 1.0
+    """Temperature of the straight-through Gumbel-softmax of discrete actors."""
+    continuous_head: Literal["sigmoid", "tanh"] = "sigmoid"
+    """Squashing of continuous actor outputs onto the Box: ``low + (high - low) * sigmoid(x)`` or ``(tanh(x) + 1) / 2``."""
+    epsilon: float = 0.0
+    """Probability of a uniformly random action per agent and step during training (``papers/002``: 0.1)."""
+    noise_rate: float = 0.0
+    """Std of the Gaussian exploration noise on continuous actions, in units of half the Box width (``papers/002``: 0.1)."""
+    policy_inference: bool = False
+    """Lowe Sec. 4.2: each agent learns approximations of the others' policies and uses them in its critic target."""
+    inference_lr: float = 1e-2
+    """Adam learning rate of the policy-inference networks."""
+    inference_entropy: float = 1e-3
+    """Weight ``lambda`` of the entropy regulariser of the policy-inference likelihood (Lowe Eq. 7)."""
+    ensemble_size: int = 1
+    """``K`` sub-policies per agent (Lowe Sec. 4.3); one is drawn per episode, env copy and agent."""
+    frozen: dict[str, str] = field(default_factory=dict)
+    """Groups driven by a frozen pre-trained policy: ``{group: run directory or checkpoint file}``."""
+    episode_sum_info: tuple[str, ...] = ("touches",)
+    """Env info keys that count events per step (simple tag's ``touches``): also logged summed over
+    each episode as ``train/<key>_per_episode`` (Lowe et al. Table 2 counts touches per episode)."""
+    iteration_steps: int = 0
+    """Vectorised env steps per logged iteration (0: one episode length, ``spec.max_steps``)."""
+    checkpoint_replay: bool = True
+    """Save the replay buffer in checkpoints (a resumed run then continues exactly; costs disk)."""
+
+    def __post_init__(self) -> None:
+        for name in ("buffer_size", "batch_size", "update_every", "ensemble_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "iteration_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.gamma <= 1.0 or not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"gamma must lie in [0, 1] and tau in (0, 1], got {self.gamma}, {self.tau}")
+        if not 0.0 <= self.epsilon <= 1.0:
+            raise ValueError(f"epsilon must lie in [0, 1], got {self.epsilon}")
+        for name in ("actor_lr", "critic_lr", "inference_lr", "gumbel_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        for name in ("updates_per_step", "max_grad_norm", "actor_reg", "noise_rate", "inference_entropy"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+
+# ====================================================================== networks and pure maths
+class StackedMLP(nn.Module):
+    """``M`` independent MLPs evaluated at once: ``(M, S, in) -> (M, S, out)``, one ``baddbmm`` per layer.
+
+    Weights are ``(M, in, out)`` and biases ``(M, 1, out)``, initialised like ``nn.Linear``
+    (uniform in ``+-1/sqrt(fan_in)``); Adam on the stack equals one Adam per member. ``index``
+    (``(M',)`` long) evaluates members ``index`` on an input ``(M', S, in)``; ``detach`` uses the
+    weights without recording their gradient (the critic inside an actor loss).
+    """
+
+    def __init__(self, members: int, in_dim: int, hidden: tuple[int, ...], out_dim: int) -> None:
+        super().__init__()
+        dims = [in_dim, *hidden, out_dim]
+        self.members, self.in_dim, self.out_dim = members, in_dim, out_dim
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for i, o in zip(dims[:-1], dims[1:]):
+            bound = 1.0 / math.sqrt(i)
+            self.weights.append(nn.Parameter(torch.empty(members, i, o).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(members, 1, o).uniform_(-bound, bound)))
+
+    def forward(self, x: Tensor, index: Tensor | None = None, detach: bool = False) -> Tensor:
+        """``(M or len(index), S, in) -> (M or len(index), S, out)``."""
+        m = self.members if index is None else index.shape[0]
+        if x.dim() != 3 or x.shape[0] != m or x.shape[2] != self.in_dim:
+            raise ValueError(f"StackedMLP input has shape {tuple(x.shape)}, expected ({m}, S, {self.in_dim})")
+        last = len(self.weights) - 1
+        for li, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if index is not None:
+                w, b = w[index], b[index]
+            if detach:
+                w, b = w.detach(), b.detach()
+            x = torch.baddbmm(b, x, w)
+            if li < last:
+                x = x.relu_()  # in place: baddbmm's backward does not need its output
+        return x
+
+
+def critic_target(reward: Tensor, terminated: Tensor, next_q: Tensor, gamma: float) -> Tensor:
+    """TD target ``y = r + gamma * (1 - terminated) * Q'(x', a')`` (Lowe Eq. 6), any matching shapes.
+
+    Truncated episodes bootstrap (only ``terminated`` cuts the return); ``next_q`` comes from the
+    final observation of the step (``StepOut.final_obs``), not from the reset one.
+    """
+    return reward + gamma * (1.0 - terminated.to(reward.dtype)) * next_q
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """Polyak averaging in place: ``theta' <- tau * theta + (1 - tau) * theta'`` for every parameter."""
+    t_params = list(target.parameters())
+    o_params = list(online.parameters())
+    if len(t_params) != len(o_params):
+        raise ValueError(f"soft_update: target has {len(t_params)} parameters, online {len(o_params)}")
+    torch._foreach_lerp_(t_params, o_params, tau)
+
+
+def clip_grad_norm_per_member(params: list[Tensor], max_norm: float) -> Tensor:
+    """Clip gradients by norm separately for each member (leading axis ``M`` of every tensor).
+
+    Equivalent to ``nn.utils.clip_grad_norm_`` on each agent's own network; returns the norms ``(M,)``
+    before clipping.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(0)
+    norm = torch.stack([g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
+    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    torch._foreach_mul_(grads, [scale.view(-1, *([1] * (g.dim() - 1))) for g in grads])
+    return norm
+
+
+def squash_to_box(x: Tensor, low: Tensor, high: Tensor, head: str) -> Tensor:
+    """Unbounded outputs ``(..., d)`` -> actions inside ``[low, high]`` (``sigmoid`` or ``tanh`` head)."""
+    unit = torch.sigmoid(x) if head == "sigmoid" else 0.5 * (torch.tanh(x) + 1.0)
+    return low + (high - low) * unit
+
+
+# ====================================================================== layout
+@dataclass(frozen=True)
+class AgentLayout:
+    """Where every agent and learner sits in the padded, flattened tensors (derived from the spec).
+
+    ``A`` agents in group order; group ``g`` owns agents ``[offset[g], offset[g] + n_agents)``.
+    Learners (trained agents x ``K`` sub-policies) are ordered group by group, then sub-policy,
+    then agent, which is the member order of each group's actor stack.
+    """
+
+    groups: dict[str, dict[str, Any]]
+    trained: tuple[str, ...]
+    K: int
+    offset: dict[str, int]
+    n_agents: int
+    obs_max: int
+    act_max: int
+    learner_agent: tuple[int, ...]
+    learner_k: tuple[int, ...]
+    learner_trained_index: tuple[int, ...]
+    """Index of each learner's agent among the trained agents (rows of the inference stacks)."""
+
+    @property
+    def n_learners(self) -> int:
+        return len(self.learner_agent)
+
+    @property
+    def n_trained_agents(self) -> int:
+        return sum(self.groups[g]["n_agents"] for g in self.trained)
+
+    def learner_block(self, g: str) -> tuple[int, int]:
+        """Learners ``[start, stop)`` of trained group ``g``."""
+        start = 0
+        for h in self.trained:
+            n = self.K * self.groups[h]["n_agents"]
+            if h == g:
+                return start, start + n
+            start += n
+        raise KeyError(g)
+
+
+def make_layout(groups: dict[str, dict[str, Any]], trained: list[str], K: int) -> AgentLayout:
+    """The ``AgentLayout`` of ``groups`` (``ppo.group_layout`` entries) with ``trained`` groups and ``K`` sub-policies."""
+    offset, a = {}, 0
+    for g, info in groups.items():
+        offset[g] = a
+        a += info["n_agents"]
+    la, lk, lt = [], [], []
+    t0 = 0
+    for g in trained:
+        n = groups[g]["n_agents"]
+        for k in range(K):
+            for i in range(n):
+                la.append(offset[g] + i)
+                lk.append(k)
+                lt.append(t0 + i)
+        t0 += n
+    return AgentLayout(
+        groups=groups,
+        trained=tuple(trained),
+        K=K,
+        offset=offset,
+        n_agents=a,
+        obs_max=max(info["obs_dim"] for info in groups.values()),
+        act_max=max(info["action_dim"] for info in groups.values()),
+        learner_agent=tuple(la),
+        learner_k=tuple(lk),
+        learner_trained_index=tuple(lt),
+    )
+
+
+def pad_last(x: Tensor, width: int) -> Tensor:
+    """Zero-pad the last axis of ``x`` to ``width``."""
+    return x if x.shape[-1] == width else F.pad(x, (0, width - x.shape[-1]))
+
+
+# ====================================================================== policy
+class Policy(nn.Module):
+    """Decentralised MADDPG actors (``K`` sub-policies per agent) plus any frozen group policies.
+
+    ``act(obs, state, hidden)`` maps per-group observations ``(B, N_g, *obs_shape)`` to env actions
+    (``(B, N_g)`` int64 or ``(B, N_g, d)`` inside the Box). ``hidden`` carries the sub-policy each
+    agent of each copy executes (``{"sub": {g: (B, N_g)}, "frozen": {g: hidden of that policy}}``);
+    ``None`` draws them (one draw per episode: evaluation starts every episode with ``None``).
+    Discrete actors sample their logits (argmax when ``deterministic``); continuous actors are
+    deterministic (exploration noise belongs to training, see ``explore``).
+    """
+
+    def __init__(self, layout: dict[str, dict[str, Any]], arch: dict[str, Any], frozen: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.layout = layout
+        self.arch = dict(arch)
+        self.frozen_policies: dict[str, Any] = dict(frozen or {})  # not submodules: never trained, saved separately
+        self.trained = [g for g in layout if g not in self.frozen_policies]
+        K, hidden = int(arch["ensemble_size"]), tuple(arch["hidden"])
+        self.actors = nn.ModuleDict()
+        for g in self.trained:
+            info = layout[g]
+            self.actors[g] = StackedMLP(K * info["n_agents"], info["obs_dim"], hidden, info["action_dim"])
+            if not info["discrete"]:
+                low, high = torch.tensor(info["low"]), torch.tensor(info["high"])
+                if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
+                    raise ValueError(f"maddpg needs a bounded Box for group {g!r}, got low {info['low']} high {info['high']}")
+                self.register_buffer(f"low_{g}", low)
+                self.register_buffer(f"high_{g}", high)
+
+    @property
+    def K(self) -> int:
+        return int(self.arch["ensemble_size"])
+
+    # ---------------------------------------------------------------- forward pieces
+    def flat_obs(self, g: str, obs: Tensor) -> Tensor:
+        """``(..., N, *obs_shape)`` -> ``(..., N, obs_dim)``, checking the shape."""
+        info = self.layout[g]
+        shape = tuple(info["obs_shape"])
+        k = obs.dim() - len(shape)
+        if k < 1 or tuple(obs.shape[k:]) != shape or obs.shape[k - 1] != info["n_agents"]:
+            raise ValueError(f"observations of group {g!r} have shape {tuple(obs.shape)}, expected (..., {info['n_agents']}, {', '.join(map(str, shape))})")
+        return obs.reshape(*obs.shape[:k], info["obs_dim"])
+
+    def preact_all(self, g: str, obs: Tensor, actors: nn.ModuleDict | None = None) -> Tensor:
+        """Outputs of all ``K`` sub-policies of every agent of ``g``: obs ``(M, N, obs_dim)`` -> ``(K, N, M, act_dim)``."""
+        net = (actors or self.actors)[g]
+        M, N, D = obs.shape
+        x = obs.permute(1, 0, 2).unsqueeze(0).expand(self.K, N, M, D).reshape(self.K * N, M, D)
+        return net(x).reshape(self.K, N, M, -1)
+
+    def preact(self, g: str, obs: Tensor, sub: Tensor | None, actors: nn.ModuleDict | None = None) -> Tensor:
+        """Outputs of the sub-policies ``sub`` ``(M, N)``: obs ``(M, N, obs_dim)`` -> ``(M, N, act_dim)``."""
+        out = self.preact_all(g, obs, actors)  # (K, N, M, d)
+        if self.K == 1 or sub is None:
+            return out[0].permute(1, 0, 2)
+        idx = sub.t()[None, :, :, None].expand(1, *out.shape[1:])  # (1, N, M, d)
+        return out.gather(0, idx)[0].permute(1, 0, 2)
+
+    def box(self, g: str, x: Tensor) -> Tensor:
+        """Continuous outputs -> actions in group ``g``'s Box."""
+        return squash_to_box(x, getattr(self, f"low_{g}"), getattr(self, f"high_{g}"), self.arch["continuous_head"])
+
+    def draw_sub(self, B: int, generator: torch.Generator | None, device: torch.device) -> dict[str, Tensor]:
+        """Uniform sub-policy indices per trained group ``(B, N_g)``."""
+        return {g: torch.randint(0, self.K, (B, self.layout[g]["n_agents"]), generator=generator, device=device) for g in self.trained}
+
+    def reset_hidden(self, hidden: dict[str, Any], done: Tensor, generator: torch.Generator | None) -> dict[str, Any]:
+        """Redraw the sub-policies of the copies where ``done`` ``(B,)`` (a new episode), recursively for frozen ensembles."""
+        sub = hidden["sub"]
+        if self.K > 1:
+            fresh = self.draw_sub(done.shape[0], generator, done.device)
+            sub = {g: torch.where(done[:, None], fresh[g], s) for g, s in sub.items()}
+        frozen = {}
+        for g, h in hidden["frozen"].items():
+            p = self.frozen_policies[g]
+            frozen[g] = p.reset_hidden(h, done, generator) if (h is not None and hasattr(p, "reset_hidden")) else h
+        return {"sub": sub, "frozen": frozen}
+
+    # ---------------------------------------------------------------- the policy interface
+    @torch.no_grad()
+    def act(
+        self,
+        obs: dict[str, Tensor],
+        state: Tensor | None = None,
+        hidden: Any = None,
+        *,
+        action_mask: dict[str, Tensor] | None = None,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> tuple[dict[str, Tensor], Any]:
+        """Env-ready actions for every group and the new ``hidden`` (see the class docstring).
+
+        Args:
+            obs: per group ``(B, N_g, *obs_shape)``.
+            state: global state (passed to frozen policies only).
+            hidden: ``None`` at the start of episodes, else what the previous call returned.
+            action_mask: unused (MADDPG does not support masks; part of the common interface).
+            deterministic: argmax of discrete actors (and frozen policies' modes).
+            generator: torch generator for sampling.
+        """
+        B = next(iter(obs.values())).shape[0]
+        dev = next(iter(obs.values())).device
+        if hidden is None:
+            hidden = {"sub": self.draw_sub(B, generator, dev), "frozen": {g: None for g in self.frozen_policies}}
+        acts: dict[str, Tensor] = {}
+        for g in self.trained:
+            x = self.preact(g, self.flat_obs(g, obs[g]), hidden["sub"][g])
+            if self.layout[g]["discrete"]:
+                acts[g] = one_hot_sample(x, generator, deterministic).argmax(-1)
+            else:
+                acts[g] = self.box(g, x)
+        new_frozen = {}
+        for g, p in self.frozen_policies.items():
+            a, new_frozen[g] = p.act(obs, state, hidden["frozen"].get(g), deterministic=deterministic, generator=generator)
+            acts[g] = a[g]
+        return acts, {"sub": hidden["sub"], "frozen": new_frozen}
+
+    def to(self, *args: Any, **kwargs: Any) -> "Policy":  # frozen policies move with the policy
+        super().to(*args, **kwargs)
+        for p in self.frozen_policies.values():
+            p.to(*args, **kwargs)
+        return self
+
+    def policy_state(self) -> dict[str, Any]:
+        """Everything needed to rebuild this policy (frozen group policies nested as their own states)."""
+        arch = dict(self.arch)
+        arch["hidden"] = list(arch["hidden"])
+        return {
+            "class": "maestro.algos.maddpg:Policy",
+            "layout": self.layout,
+            "arch": arch,
+            "weights": self.state_dict(),
+            "frozen": {g: p.policy_state() for g, p in self.frozen_policies.items()},
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> "Policy":
+        """Rebuild a policy from ``policy_state()``."""
+        from maestro.algos import load_policy
+
+        frozen = {g: load_policy(s, str(device)) for g, s in state.get("frozen", {}).items()}
+        policy = cls(state["layout"], state["arch"], frozen)
+        policy.load_state_dict(state["weights"])
+        return policy.to(device)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the policy alone (atomically) to ``path``."""
+        return save_atomic({"policy": self.policy_state()}, path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Policy":
+        """Load a policy written by ``save`` (or the policy inside a training checkpoint)."""
+        obj = load_checkpoint(path, map_location=device)
+        return cls.from_state(obj["policy"] if "policy" in obj else obj["state"]["policy"], device)
+
+
+# ====================================================================== frozen opponents
+def _space_text(info: dict[str, Any]) -> str:
+    if info["discrete"]:
+        return f"Discrete({info['action_dim']})"
+    return f"Box({min(info['low'])}, {max(info['high'])}, ({info['action_dim']},))"
+
+
+def load_frozen_policy(path: str | Path, device: str | torch.device = "cpu") -> Any:
+    """The policy of a checkpoint file, or of the newest valid checkpoint of a run directory (or below it)."""
+    from maestro.algos import load_policy
+
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"frozen policy: {p} does not exist (give a run directory or a checkpoint file)")
+    if p.is_file():
+        obj = load_checkpoint(p, map_location=device)
+        state = obj["policy"] if "policy" in obj else obj["state"]["policy"]
+    else:
+        ckpt_dirs = [p] if any(p.glob("ckpt_*.pt")) else sorted((c.parent for c in p.rglob("ckpt_*.pt")), key=lambda d: d.stat().st_mtime)
+        if not ckpt_dirs:
+            raise CheckpointError(f"frozen policy: no checkpoint at or below {p}")
+        _, obj, _ = latest_valid(ckpt_dirs[-1], map_location=device)
+        state = obj["state"]["policy"]
+    return load_policy(state, str(device))
+
+
+def check_frozen_policy(policy: Any, group: str, env_info: dict[str, Any], env_name: str, source: str) -> None:
+    """Raise a ``ValueError`` naming both shapes if ``policy`` cannot act for ``group`` of the env."""
+    layout = getattr(policy, "layout", None)
+    if not isinstance(layout, dict) or group not in layout:
+        have = list(layout) if isinstance(layout, dict) else "none"
+        raise ValueError(f"frozen policy for group {group!r} from {source}: the checkpoint has no group {group!r} (its groups: {have})")
+    ck = layout[group]
+    same = (
+        list(ck["obs_shape"]) == list(env_info["obs_shape"])
+        and ck["n_agents"] == env_info["n_agents"]
+        and bool(ck["discrete"]) == bool(env_info["discrete"])
+        and ck["action_dim"] == env_info["action_dim"]
+        and (ck["discrete"] or (list(ck["low"]) == list(env_info["low"]) and list(ck["high"]) == list(env_info["high"])))
+    )
+    if not same:
+        raise ValueError(
+            f"frozen policy for group {group!r} from {source} does not fit env {env_name!r}: the checkpoint's group has "
+            f"{ck['n_agents']} agents, observation shape {tuple(ck['obs_shape'])} and action space {_space_text(ck)}; "
+            f"the env's group has {env_info['n_agents']} agents, observation shape {tuple(env_info['obs_shape'])} "
+            f"and action space {_space_text(env_info)}"
+        )
+
+
+# ====================================================================== trainer state
+class Nets(nn.Module):
+    """Everything trained besides the actors: critics, target networks, inference nets."""
+
+    def __init__(self, policy: Policy, lay: AgentLayout, cfg: Config, centralised: bool) -> None:
+        super().__init__()
+        hidden = tuple(cfg.hidden)
+        A, L = lay.n_agents, lay.n_learners
+        critic_in = A * (lay.obs_max + lay.act_max) if centralised else lay.obs_max + lay.act_max
+        self.critic = StackedMLP(L, critic_in, hidden, 1)
+        self.target_critic = copy.deepcopy(self.critic)
+        self.target_actors = copy.deepcopy(policy.actors)
+        for p in list(self.target_critic.parameters()) + list(self.target_actors.parameters()):
+            p.requires_grad_(False)
+        self.infer = nn.ModuleDict()
+        self.infer_log_std = nn.ParameterDict()
+        if cfg.policy_inference:
+            T = lay.n_trained_agents
+            for g, info in lay.groups.items():
+                self.infer[g] = StackedMLP(T * info["n_agents"], info["obs_dim"], hidden, info["action_dim"])
+                if not info["discrete"]:
+                    self.infer_log_std[g] = nn.Parameter(torch.zeros(T * info["n_agents"], info["action_dim"]))
+
+
+def _replay_fields(lay: AgentLayout) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    A = lay.n_agents
+    return {
+        "obs": ((A, lay.obs_max), torch.float32),
+        "next_obs": ((A, lay.obs_max), torch.float32),
+        "act": ((A, lay.act_max), torch.float32),
+        "reward": ((A,), torch.float32),
+        "terminated": ((), torch.float32),
+        "sub": ((A,), torch.int8),
+    }
+
+
+# ====================================================================== collect
+def padded_obs(policy: Policy, lay: AgentLayout, obs: dict[str, Tensor]) -> Tensor:
+    """Per-group observations -> ``(B, A, obs_max)`` (flattened, zero-padded, group order)."""
+    return torch.cat([pad_last(policy.flat_obs(g, obs[g]), lay.obs_max) for g in lay.groups], 1)
+
+
+def critic_action(lay: AgentLayout, g: str, a: Tensor) -> Tensor:
+    """Env actions of group ``g`` -> the critics' representation ``(..., N_g, act_max)`` (one-hot if discrete)."""
+    info = lay.groups[g]
+    x = F.one_hot(a.long(), info["action_dim"]).float() if info["discrete"] else a.float()
+    return pad_last(x, lay.act_max)
+
+
+@torch.no_grad()
+def explore(policy: Policy, lay: AgentLayout, cfg: Config, obs: dict[str, Tensor], state: Tensor, hidden: dict[str, Any], generator: torch.Generator) -> tuple[dict[str, Tensor], Tensor, dict[str, Any]]:
+    """Exploratory env actions of every group, their critic representation ``(B, A, act_max)`` and the new hidden.
+
+    Trained discrete groups sample their logits; continuous ones add ``noise_rate`` Gaussian noise
+    (clamped into the Box); with probability ``epsilon`` an agent takes a uniform random action.
+    Frozen groups act with their policy's own sampling.
+    """
+    acts, hidden = policy.act(obs, state, hidden, generator=generator)
+    for g in policy.trained:
+        info = lay.groups[g]
+        a = acts[g]
+        B, N = a.shape[0], info["n_agents"]
+        if info["discrete"]:
+            if cfg.epsilon > 0:
+                rand = torch.randint(0, info["action_dim"], (B, N), generator=generator, device=a.device)
+                a = torch.where(torch.rand(B, N, generator=generator, device=a.device) < cfg.epsilon, rand, a)
+        else:
+            low, high = getattr(policy, f"low_{g}"), getattr(policy, f"high_{g}")
+            if cfg.noise_rate > 0:
+                a = a + cfg.noise_rate * 0.5 * (high - low) * torch.randn(a.shape, generator=generator, device=a.device)
+                a = torch.minimum(torch.maximum(a, low), high)
+            if cfg.epsilon > 0:
+                rand = low + (high - low) * torch.rand(a.shape, generator=generator, device=a.device)
+                a = torch.where(torch.rand(B, N, 1, generator=generator, device=a.device) < cfg.epsilon, rand, a)
+        acts[g] = a
+    crit = torch.cat([critic_action(lay, g, acts[g]) for g in lay.groups], 1)
+    return acts, crit, hidden
+
+
+def _sub_tensor(lay: AgentLayout, hidden: dict[str, Any], B: int, device: torch.device) -> Tensor:
+    """Sub-policy index of every agent ``(B, A)`` int8 (0 for frozen agents)."""
+    parts = [hidden["sub"][g] if g in hidden["sub"] else torch.zeros(B, lay.groups[g]["n_agents"], dtype=torch.long, device=device) for g in lay.groups]
+    return torch.cat(parts, 1).to(torch.int8)
+
+
+# ====================================================================== update
+def _learner_batch(buf: ReplayBuffer, lay: AgentLayout, S: int, generator: torch.Generator) -> dict[str, Tensor]:
+    """A minibatch per learner: every field ``(L, S, ...)``; learner ``(i, k)`` samples ``D_i^(k)`` when ``K > 1``."""
+    L = lay.n_learners
+    if lay.K == 1:
+        idx = buf.sample_index((L, S), generator)
+    else:
+        part = buf.sample_partitioned(S, generator)  # (A, K, S)
+        la = torch.tensor(lay.learner_agent, device=part.device)
+        lk = torch.tensor(lay.learner_k, device=part.device)
+        idx = part[la, lk]
+    return buf.gather(idx)
+
+
+def target_actions(policy: Policy, nets: Nets, lay: AgentLayout, next_obs: Tensor, sub: Tensor, generator: torch.Generator) -> Tensor:
+    """``a'_j = mu'_j(o'_j)`` of every agent on every learner's batch: ``(L, S, A, act_max)``.
+
+    Trained groups use their target actors with the sub-policy that acted in the transition
+    (one-hot samples of discrete logits, Box actions otherwise); frozen groups their own policy.
+    """
+    L, S, A, _ = next_obs.shape
+    out = []
+    for g, info in lay.groups.items():
+        o, N, D = lay.offset[g], info["n_agents"], info["obs_dim"]
+        x = next_obs[:, :, o : o + N, :D].reshape(L * S, N, D)
+        if g in nets.target_actors:
+            z = policy.preact(g, x, sub[:, :, o : o + N].reshape(L * S, N).long(), nets.target_actors)
+            a = one_hot_sample(z, generator) if info["discrete"] else policy.box(g, z)
+        else:
+            fp = policy.frozen_policies[g]
+            obs_all = {h: next_obs[:, :, lay.offset[h] : lay.offset[h] + hi["n_agents"], : hi["obs_dim"]].reshape(L * S, hi["n_agents"], *hi["obs_shape"]) for h, hi in lay.groups.items()}
+            a, _ = fp.act(obs_all, None, None, generator=generator)
+            a = critic_action(lay, g, a[g])[..., : info["action_dim"]]
+        out.append(pad_last(a, lay.act_max).reshape(L, S, N, lay.act_max))
+    return torch.cat(out, 2)
+
+
+def inferred_actions(policy: Policy, nets: Nets, lay: AgentLayout, next_obs: Tensor, generator: torch.Generator) -> Tensor:
+    """``hat-mu_i^j(o'_j)`` of every agent ``j`` as approximated by each learner's agent ``i``: ``(L, S, A, act_max)``."""
+    L, S = next_obs.shape[:2]
+    lt = torch.tensor(lay.learner_trained_index, device=next_obs.device)
+    out = []
+    for g, info in lay.groups.items():
+        o, N, D = lay.offset[g], info["n_agents"], info["obs_dim"]
+        members = (lt[:, None] * N + torch.arange(N, device=lt.device)).reshape(-1)  # (L * N,)
+        x = next_obs[:, :, o : o + N, :D].permute(0, 2, 1, 3).reshape(L * N, S, D)
+        z = nets.infer[g](x, index=members).reshape(L, N, S, -1).permute(0, 2, 1, 3)
+        if info["discrete"]:
+            a = one_hot_sample(z, generator)
+        else:
+            a = policy.box(g, z)
+        out.append(pad_last(a, lay.act_max))
+    return torch.cat(out, 2)
+
+
+def inference_loss(net: StackedMLP, log_std: Tensor | None, members: Tensor, obs: Tensor, actions: Tensor, weight: Tensor, entropy_coef: float, box: Any = None) -> Tensor:
+    """Negative regularised log-likelihood of observed actions under approximate policies (Lowe Eq. 7).
+
+    ``L = -sum_m weight_m * mean_s [ log hat-pi_m(a | o) + lambda * H(hat-pi_m(. | o)) ]``.
+
+    Args:
+        net: the stack of approximate policies; ``members`` ``(M,)`` selects the nets evaluated.
+        log_std: ``(stack, d)`` log std of continuous approximations (``None``: discrete).
+        obs: ``(M, S, obs_dim)`` observations of the approximated agents.
+        actions: ``(M, S, n)`` one-hot (discrete) or ``(M, S, d)`` Box actions they took.
+        weight: ``(M,)`` weights (0 for an agent approximating itself).
+        entropy_coef: ``lambda``.
+        box: maps continuous outputs onto the Box (the mean of the Gaussian).
+    """
+    z = net(obs, index=members)
+    if log_std is None:
+        logp = (torch.log_softmax(z, -1) * actions).sum(-1)
+        ent = categorical_entropy(z)
+    else:
+        ls = log_std[members].clamp(-5.0, 2.0)[:, None, :].expand_as(z)
+        mean = box(z)
+        logp = gaussian_log_prob(mean, ls, actions)
+        ent = gaussian_entropy(ls, z.shape[:-1])
+    return -((logp + entropy_coef * ent).mean(1) * weight).sum()
+
+
+def update(cfg: Config, policy: Policy, nets: Nets, opts: dict[str, torch.optim.Optimizer], buf: ReplayBuffer, lay: AgentLayout, centralised: bool, generator: torch.Generator) -> dict[str, Tensor]:
+    """One gradient step of every critic, actor (and inference net), then the soft target updates.
+
+    Returns detached loss tensors (summed into the iteration's means by the caller, no sync here).
+    """
+    S = cfg.batch_size
+    d = _learner_batch(buf, lay, S, generator)  # obs (L, S, A, obs_max), act (L, S, A, act_max), reward (L, S, A)...
+    L, A = lay.n_learners, lay.n_agents
+    dev = d["obs"].device
+    la = torch.tensor(lay.learner_agent, device=dev)
+    ar = torch.arange(L, device=dev)
+    own = F.one_hot(la, A).to(torch.float32)[:, None, :, None]  # (L, 1, A, 1)
+
+    def critic_in(obs: Tensor, act: Tensor) -> Tensor:
+        if centralised:
+            return torch.cat([obs.reshape(L, S, -1), act.reshape(L, S, -1)], -1)
+        return torch.cat([obs[ar, :, la], act[ar, :, la]], -1)
+
+    # ---- critic: y = r_i + gamma (1 - terminated) Q'_i(x', mu'(o'))
+    with torch.no_grad():
+        a_next = target_actions(policy, nets, lay, d["next_obs"], d["sub"], generator)
+        if cfg.policy_inference and centralised:
+            a_next = own * a_next + (1.0 - own) * inferred_actions(policy, nets, lay, d["next_obs"], generator)
+        q_next = nets.target_critic(critic_in(d["next_obs"], a_next)).squeeze(-1)  # (L, S)
+        y = critic_target(d["reward"][ar, :, la], d["terminated"], q_next, cfg.gamma)
+    q = nets.critic(critic_in(d["obs"], d["act"])).squeeze(-1)
+    critic_loss = (q - y).pow(2).mean(1).sum()
+    opts["critic"].zero_grad(set_to_none=True)
+    critic_loss.backward()
+    if cfg.max_grad_norm > 0:
+        clip_grad_norm_per_member(list(nets.critic.parameters()), cfg.max_grad_norm)
+    opts["critic"].step()
+
+    # ---- actors: ascend Q_i(x, a_1.., mu_i(o_i), ..a_N) + regulariser on pre-activations
+    own_a, reg = [], torch.zeros((), device=dev)
+    for g in lay.trained:
+        info = lay.groups[g]
+        s, e = lay.learner_block(g)
+        obs_own = d["obs"][ar[s:e], :, la[s:e], : info["obs_dim"]]  # (K*N, S, obs_dim), member order = learner order
+        z = policy.actors[g](obs_own)
+        reg = reg + z.pow(2).mean((1, 2)).sum()
+        if info["discrete"]:
+            a = gumbel_softmax(z, cfg.gumbel_temperature, hard=True, generator=generator)
+        else:
+            a = policy.box(g, z)
+        own_a.append(pad_last(a, lay.act_max))
+    a_own = torch.cat(own_a, 0)[:, :, None, :]  # (L, S, 1, act_max)
+    joint = own * a_own + (1.0 - own) * d["act"]
+    q_pi = nets.critic(critic_in(d["obs"], joint), detach=True).squeeze(-1)
+    actor_loss = -q_pi.mean(1).sum() + cfg.actor_reg * reg
+    opts["actor"].zero_grad(set_to_none=True)
+    actor_loss.backward()
+    if cfg.max_grad_norm > 0:
+        for g in lay.trained:
+            clip_grad_norm_per_member(list(policy.actors[g].parameters()), cfg.max_grad_norm)
+    opts["actor"].step()
+
+    out = {"critic": critic_loss.detach() / L, "actor": actor_loss.detach() / L, "q": q.detach().mean()}
+
+    # ---- policy inference: max log-likelihood of the others' actions + entropy (Lowe Eq. 7)
+    if cfg.policy_inference and centralised:
+        lt = torch.tensor(lay.learner_trained_index, device=dev)
+        loss = torch.zeros((), device=dev)
+        for g, info in lay.groups.items():
+            o, N, D = lay.offset[g], info["n_agents"], info["obs_dim"]
+            members = (lt[:, None] * N + torch.arange(N, device=dev)).reshape(-1)
+            x = d["obs"][:, :, o : o + N, :D].permute(0, 2, 1, 3).reshape(L * N, S, D)
+            acts = d["act"][:, :, o : o + N, : info["action_dim"]].permute(0, 2, 1, 3).reshape(L * N, S, -1)
+            weight = (la[:, None] != (o + torch.arange(N, device=dev))).float().reshape(-1) / lay.K
+            ls = nets.infer_log_std[g] if g in nets.infer_log_std else None
+            box = (lambda z, g=g: policy.box(g, z)) if not info["discrete"] else None
+            loss = loss + inference_loss(nets.infer[g], ls, members, x, acts, weight, cfg.inference_entropy, box)
+        opts["infer"].zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.max_grad_norm > 0:
+            for g in lay.groups:
+                params = list(nets.infer[g].parameters()) + ([nets.infer_log_std[g]] if g in nets.infer_log_std else [])
+                clip_grad_norm_per_member(params, cfg.max_grad_norm)
+        opts["infer"].step()
+        out["inference"] = loss.detach()
+
+    # ---- targets
+    soft_update(nets.target_critic, nets.critic, cfg.tau)
+    soft_update(nets.target_actors, policy.actors, cfg.tau)
+    return out
+
+
+# ====================================================================== train
+def train_maddpg(cfg: Config, env: Any, run: Run, centralised: bool = True) -> Policy:
+    """Train with ``run`` until its budget is spent or it is stopped; returns the policy (frozen groups included).
+
+    Each iteration steps all copies ``iteration_steps`` times (one episode length by default), storing
+    every transition and running ``update_every * updates_per_step`` gradient updates every
+    ``update_every`` env steps once ``warmup_steps`` transitions are stored; then logs, evaluates and
+    checkpoints through ``run``. A resumed run continues exactly (with ``checkpoint_replay``).
+    """
+    spec: EnvSpec = env.spec
+    device = env.device
+    if cfg.policy_inference and not centralised:
+        raise ValueError("policy_inference needs centralised critics (maddpg); ddpg's local critics see no other agent's action")
+    groups = group_layout(spec)
+    unknown = [g for g in cfg.frozen if g not in groups]
+    if unknown:
+        raise ValueError(f"frozen groups {unknown} are not groups of env {spec.name!r} (groups: {list(groups)})")
+    if len(cfg.frozen) == len(groups):
+        raise ValueError(f"every group of {spec.name!r} is frozen: nothing to train")
+    frozen = {}
+    for g, path in cfg.frozen.items():
+        p = load_frozen_policy(path, device)
+        check_frozen_policy(p, g, groups[g], spec.name, str(path))
+        frozen[g] = p
+    arch = {"hidden": list(cfg.hidden), "ensemble_size": cfg.ensemble_size, "continuous_head": cfg.continuous_head}
+    policy = Policy(groups, arch, frozen).to(device)
+    lay = make_layout(groups, policy.trained, cfg.ensemble_size)
+    nets = Nets(policy, lay, cfg, centralised).to(device)
+    opts: dict[str, torch.optim.Optimizer] = {
+        "actor": torch.optim.Adam(policy.actors.parameters(), lr=cfg.actor_lr, foreach=True),
+        "critic": torch.optim.Adam(nets.critic.parameters(), lr=cfg.critic_lr, foreach=True),
+    }
+    if cfg.policy_inference:
+        opts["infer"] = torch.optim.Adam(list(nets.infer.parameters()) + list(nets.infer_log_std.parameters()), lr=cfg.inference_lr, foreach=True)
+    partition = ("sub", cfg.ensemble_size) if cfg.ensemble_size > 1 else None
+    B = env.num_envs
+    T_iter = cfg.iteration_steps or spec.max_steps
+    # A buffer larger than every transition the run will store is never used: cap it by the budget.
+    capacity = min(cfg.buffer_size, run.cfg.env_steps + T_iter * B)
+    buf = ReplayBuffer(capacity, _replay_fields(lay), device, partition)
+    generator = make_generator(run.seed + 7919, device)
+    counters = {"since_round": 0, "credit": 0.0, "updates": 0}
+
+    resumed = run.restore()
+    if resumed is None:
+        obs = env.reset()
+        cur: dict[str, Any] = {"obs": obs, "state": env.state(), "hidden": None}
+    else:
+        from maestro.algos import load_policy
+
+        # the frozen opponents the run started with (not whatever the configured path holds now)
+        policy.frozen_policies = {g: load_policy(s, str(device)) for g, s in resumed["policy"]["frozen"].items()}
+        policy.load_state_dict(resumed["policy"]["weights"])
+        nets.load_state_dict(resumed["nets"])
+        for k, o in opts.items():
+            o.load_state_dict(resumed["opts"][k])
+        if "replay" in resumed:
+            buf.load_state_dict(resumed["replay"])
+        generator.set_state(resumed["generator"])
+        counters.update(resumed["counters"])
+        env_restore(env, resumed["env"])
+        cur = _to_device(resumed["cur"], device)
+
+    def snapshot() -> dict[str, Any]:
+        snap = {
+            "policy": policy.policy_state(),
+            "nets": nets.state_dict(),
+            "opts": {k: o.state_dict() for k, o in opts.items()},
+            "generator": generator.get_state(),
+            "counters": dict(counters),
+            "env": env_snapshot(env),
+            "cur": cur,
+        }
+        if cfg.checkpoint_replay:
+            snap["replay"] = buf.state_dict()
+        return snap
+
+    groups_list = list(spec.groups)
+    sum_keys = [k for k in cfg.episode_sum_info if k in spec.info_keys]
+    if "ep_sums" not in cur:
+        cur["ep_sums"] = {k: torch.zeros(B, device=device) for k in sum_keys}
+    while not run.finished:
+        ret_sum = {g: torch.zeros((), device=device) for g in groups_list}
+        extra_sum: dict[str, Tensor] = {}
+        len_sum = torch.zeros((), device=device)
+        n_done = torch.zeros((), device=device)
+        loss_sum: dict[str, Tensor] = {}
+        n_updates = 0
+        for _ in range(T_iter):
+            # ---- collect: act, step, store (all copies at once)
+            obs, state, hidden = cur["obs"], cur["state"], cur["hidden"]
+            if hidden is None:
+                hidden = {"sub": policy.draw_sub(B, generator, device), "frozen": {g: None for g in policy.frozen_policies}}
+            acts, crit, hidden = explore(policy, lay, cfg, obs, state, hidden, generator)
+            out = env.step(acts)
+            buf.add(
+                {
+                    "obs": padded_obs(policy, lay, obs),
+                    "next_obs": padded_obs(policy, lay, out.final_obs),
+                    "act": crit,
+                    "reward": torch.cat([out.reward[g] for g in lay.groups], 1),
+                    "terminated": out.terminated.float(),
+                    "sub": _sub_tensor(lay, hidden, B, device),
+                }
+            )
+            done = out.done
+            hidden = policy.reset_hidden(hidden, done, generator)
+            ep_sums = {}
+            for k, acc in cur["ep_sums"].items():
+                acc = acc + out.info[k].float().reshape(B, -1).sum(-1)
+                extra_sum[f"{k}_per_episode"] = extra_sum.get(f"{k}_per_episode", torch.zeros((), device=device)) + (acc * done).sum()
+                ep_sums[k] = torch.where(done, torch.zeros_like(acc), acc)
+            cur = {"obs": out.obs, "state": out.state, "hidden": hidden, "ep_sums": ep_sums}
+            # ---- episode statistics (summed on the device, one sync per iteration)
+            w = done.float()
+            n_done += w.sum()
+            for g in groups_list:
+                ret_sum[g] += (out.info[f"episode_return/{g}"].float().mean(-1) * w).sum()
+            len_sum += (out.info["episode_length"].float() * w).sum()
+            for k in spec.info_keys:
+                if k in out.info:
+                    v = out.info[k].float().reshape(B, -1).mean(-1)
+                    extra_sum[k] = extra_sum.get(k, torch.zeros((), device=device)) + (v * w).sum()
+            # ---- update: update_every * updates_per_step gradient steps every update_every env steps
+            counters["since_round"] += B
+            if counters["since_round"] >= cfg.update_every:
+                if len(buf) >= max(cfg.warmup_steps, 1):
+                    counters["credit"] += counters["since_round"] * cfg.updates_per_step
+                counters["since_round"] = 0
+                while counters["credit"] >= 1.0:
+                    counters["credit"] -= 1.0
+                    losses = update(cfg, policy, nets, opts, buf, lay, centralised, generator)
+                    for k, v in losses.items():
+                        loss_sum[k] = loss_sum.get(k, torch.zeros((), device=device)) + v
+                    n_updates += 1
+                    counters["updates"] += 1
+        metrics: dict[str, float] = {}
+        count = float(n_done)
+        if count > 0:
+            for g in groups_list:
+                metrics[f"train/episode_return/{g}"] = float(ret_sum[g]) / count
+                if spec.groups[g].n_agents > 1:
+                    metrics[f"train/episode_return/{g}_sum"] = float(ret_sum[g]) / count * spec.groups[g].n_agents
+            metrics["train/episode_return"] = metrics[f"train/episode_return/{groups_list[0]}"]
+            metrics["train/episode_length"] = float(len_sum) / count
+            for k, v in extra_sum.items():
+                metrics[f"train/{k}"] = float(v) / count
+        metrics["train/episodes"] = count
+        metrics["train/replay_size"] = float(len(buf))
+        metrics["train/updates"] = float(counters["updates"])
+        for k, v in loss_sum.items():
+            metrics[f"loss/{k}"] = float(v) / max(1, n_updates)
+        run.step(T_iter * B, metrics)
+        ev = run.maybe_evaluate(policy)
+        if ev:
+            sums = {f"eval/episode_return/{g}_sum": ev[f"eval/episode_return/{g}"] * spec.groups[g].n_agents for g in groups_list if spec.groups[g].n_agents > 1 and f"eval/episode_return/{g}" in ev}
+            if sums:
+                run.log_metrics(sums)
+        run.maybe_checkpoint(snapshot)
+    return policy
+
+
+def _to_device(x: Any, device: torch.device) -> Any:
+    if isinstance(x, Tensor):
+        return x.to(device)
+    if isinstance(x, dict):
+        return {k: _to_device(v, device) for k, v in x.items()}
+    return x
+
+
+@register_algo("maddpg", config=Config, capabilities=CAPABILITIES, summary="MADDPG: centralised critics, decentralised deterministic actors (Lowe et al. 2017), with policy inference and ensembles")
+def train_maddpg_algo(cfg: Config, env: Any, run: Run) -> Policy:
+    """MADDPG: a critic per agent on all observations and actions (Lowe et al. 2017)."""
+    return train_maddpg(cfg, env, run, centralised=True)
+
+
+@register_algo("ddpg", config=Config, capabilities=CAPABILITIES, summary="Independent DDPG: each agent's critic sees only its own observation and action (Lowe et al. 2017 baseline)")
+def train_ddpg(cfg: Config, env: Any, run: Run) -> Policy:
+    """DDPG baseline: the MADDPG learner with local critics (Lillicrap et al. 2016)."""
+    return train_maddpg(cfg, env, run, centralised=False)
