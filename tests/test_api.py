@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from maestro.envs.api import random_actions
 from maestro.envs.check import check_env
 from toy_env import ToyConfig, ToyEnv
 
@@ -82,3 +83,19 @@ def test_set_state_validates():
         env.set_state({**s, "pos": torch.zeros(3, 3)})
     with pytest.raises(ValueError, match="missing"):
         env.set_state({"pos": s["pos"]})
+
+
+def test_episode_sums_total_the_per_step_counts():
+    env = make(3, 2)
+    env.reset()
+    gen = torch.Generator().manual_seed(0)
+    total = torch.zeros(3)
+    finished = 0
+    for _ in range(40):
+        out = env.step(random_actions(env, gen))
+        total += out.info["moved"]
+        d = out.done
+        assert torch.equal(out.info["episode_sum/moved"][d], total[d])
+        finished += int(d.sum())
+        total[d] = 0
+    assert finished > 3

@@ -33,7 +33,8 @@ class ToyEnv(BatchedEnv):
             },
             max_steps=cfg.max_steps,
             state_shape=(cfg.n_walkers + 1,),
-            info_keys=("reached",),
+            info_keys=("reached", "moved"),
+            episode_sums=("moved",),
         )
         self.pos = torch.zeros(num_envs, cfg.n_walkers + 1, device=self.device)
 
@@ -46,7 +47,8 @@ class ToyEnv(BatchedEnv):
         self.pos = self.pos + step
         reached = (self.pos[:, :-1] > self.cfg.goal).any(1)
         r = -self.pos.abs()
-        return {"walker": r[:, :-1], "pusher": r[:, -1:]}, reached, {"reached": reached.float()}
+        moved = (actions["walker"] != 1).sum(1).float()
+        return {"walker": r[:, :-1], "pusher": r[:, -1:]}, reached, {"reached": reached.float(), "moved": moved}
 
     def _observe(self):
         t = self._t.float()[:, None, None]

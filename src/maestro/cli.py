@@ -153,8 +153,14 @@ def cmd_render(args: argparse.Namespace) -> int:
     gen = torch.Generator(device=env.device)
     gen.manual_seed(args.seed)
 
+    hidden = None  # recurrent policies keep their memory over the episode
+
     def act(obs: dict) -> dict:
-        return policy.act(obs, env.state(), None, action_mask=env.action_mask(), deterministic=not args.stochastic, generator=gen)[0]
+        nonlocal hidden
+        actions, hidden = policy.act(
+            obs, env.state(), hidden, action_mask=env.action_mask(), deterministic=not args.stochastic, generator=gen, alive=env.alive()
+        )
+        return actions
 
     frames = record_episode(env, act)
     path = write_gif(frames, args.out, fps=args.fps)

@@ -77,7 +77,12 @@ class EnvSpec:
         state_shape: shape of the global state of one copy (``(B, *state_shape)`` in a batch),
             the input of centralised critics and of a master agent.
         info_keys: names of the extra per-copy tensors the env reports in ``info`` on top of the
-            standard ``done``, ``episode_length`` and ``episode_return/<group>``.
+            standard ``done``, ``episode_length`` and ``episode_return/<group>``. Their value where
+            a copy is done describes the episode (``success``, ``win``; a count of this step for
+            the keys also listed in ``episode_sums``).
+        episode_sums: the ``info_keys`` that count events of one step (``touches``,
+            ``collisions``...); the env also reports their totals over the episode as
+            ``info["episode_sum/<key>"]`` (valid where done).
     """
 
     name: str
@@ -85,6 +90,12 @@ class EnvSpec:
     max_steps: int
     state_shape: tuple[int, ...]
     info_keys: tuple[str, ...] = field(default_factory=tuple)
+    episode_sums: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        unknown = [k for k in self.episode_sums if k not in self.info_keys]
+        if unknown:
+            raise ValueError(f"{self.name}: episode_sums {unknown} are not info_keys {list(self.info_keys)}")
 
     @property
     def group_names(self) -> list[str]:

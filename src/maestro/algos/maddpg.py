@@ -61,6 +61,7 @@ from torch import Tensor, nn
 
 from maestro.algos.ppo import group_layout
 from maestro.core.checkpoint import CheckpointError, latest_valid, load_checkpoint, save_atomic
+from maestro.core.episodes import EpisodeStats
 from maestro.core.replay import ReplayBuffer
 from maestro.core.run import Run, env_restore, env_snapshot
 from maestro.core.seeding import make_generator
@@ -122,9 +123,6 @@ class Config:
     """``K`` sub-policies per agent (Lowe Sec. 4.3); one is drawn per episode, env copy and agent."""
     frozen: dict[str, str] = field(default_factory=dict)
     """Groups driven by a frozen pre-trained policy: ``{group: run directory or checkpoint file}``."""
-    episode_sum_info: tuple[str, ...] = ("touches",)
-    """Env info keys that count events per step (simple tag's ``touches``): also logged summed over
-    each episode as ``train/<key>_per_episode`` (Lowe et al. Table 2 counts touches per episode)."""
     iteration_steps: int = 0
     """Vectorised env steps per logged iteration (0: one episode length, ``spec.max_steps``)."""
     checkpoint_replay: bool = True
@@ -393,6 +391,7 @@ class Policy(nn.Module):
         action_mask: dict[str, Tensor] | None = None,
         deterministic: bool = False,
         generator: torch.Generator | None = None,
+        alive: dict[str, Tensor] | None = None,
     ) -> tuple[dict[str, Tensor], Any]:
         """Env-ready actions for every group and the new ``hidden`` (see the class docstring).
 
@@ -403,6 +402,8 @@ class Policy(nn.Module):
             action_mask: unused (MADDPG does not support masks; part of the common interface).
             deterministic: argmax of discrete actors (and frozen policies' modes).
             generator: torch generator for sampling.
+            alive: per group ``(B, N_g)`` bool; passed on to frozen policies (MADDPG's own actors
+                act for every agent; the env ignores absent agents' actions).
         """
         B = next(iter(obs.values())).shape[0]
         dev = next(iter(obs.values())).device
@@ -417,7 +418,7 @@ class Policy(nn.Module):
                 acts[g] = self.box(g, x)
         new_frozen = {}
         for g, p in self.frozen_policies.items():
-            a, new_frozen[g] = p.act(obs, state, hidden["frozen"].get(g), deterministic=deterministic, generator=generator)
+            a, new_frozen[g] = p.act(obs, state, hidden["frozen"].get(g), action_mask=action_mask, deterministic=deterministic, generator=generator, alive=alive)
             acts[g] = a[g]
         return acts, {"sub": hidden["sub"], "frozen": new_frozen}
 
@@ -839,15 +840,8 @@ def train_maddpg(cfg: Config, env: Any, run: Run, centralised: bool = True) -> P
             snap["replay"] = buf.state_dict()
         return snap
 
-    groups_list = list(spec.groups)
-    sum_keys = [k for k in cfg.episode_sum_info if k in spec.info_keys]
-    if "ep_sums" not in cur:
-        cur["ep_sums"] = {k: torch.zeros(B, device=device) for k in sum_keys}
     while not run.finished:
-        ret_sum = {g: torch.zeros((), device=device) for g in groups_list}
-        extra_sum: dict[str, Tensor] = {}
-        len_sum = torch.zeros((), device=device)
-        n_done = torch.zeros((), device=device)
+        episodes = EpisodeStats(spec, device)
         loss_sum: dict[str, Tensor] = {}
         n_updates = 0
         for _ in range(T_iter):
@@ -869,22 +863,8 @@ def train_maddpg(cfg: Config, env: Any, run: Run, centralised: bool = True) -> P
             )
             done = out.done
             hidden = policy.reset_hidden(hidden, done, generator)
-            ep_sums = {}
-            for k, acc in cur["ep_sums"].items():
-                acc = acc + out.info[k].float().reshape(B, -1).sum(-1)
-                extra_sum[f"{k}_per_episode"] = extra_sum.get(f"{k}_per_episode", torch.zeros((), device=device)) + (acc * done).sum()
-                ep_sums[k] = torch.where(done, torch.zeros_like(acc), acc)
-            cur = {"obs": out.obs, "state": out.state, "hidden": hidden, "ep_sums": ep_sums}
-            # ---- episode statistics (summed on the device, one sync per iteration)
-            w = done.float()
-            n_done += w.sum()
-            for g in groups_list:
-                ret_sum[g] += (out.info[f"episode_return/{g}"].float().mean(-1) * w).sum()
-            len_sum += (out.info["episode_length"].float() * w).sum()
-            for k in spec.info_keys:
-                if k in out.info:
-                    v = out.info[k].float().reshape(B, -1).mean(-1)
-                    extra_sum[k] = extra_sum.get(k, torch.zeros((), device=device)) + (v * w).sum()
+            cur = {"obs": out.obs, "state": out.state, "hidden": hidden}
+            episodes.add(out.info, done)  # summed on the device, one sync per iteration
             # ---- update: update_every * updates_per_step gradient steps every update_every env steps
             counters["since_round"] += B
             if counters["since_round"] >= cfg.update_every:
@@ -898,28 +878,13 @@ def train_maddpg(cfg: Config, env: Any, run: Run, centralised: bool = True) -> P
                         loss_sum[k] = loss_sum.get(k, torch.zeros((), device=device)) + v
                     n_updates += 1
                     counters["updates"] += 1
-        metrics: dict[str, float] = {}
-        count = float(n_done)
-        if count > 0:
-            for g in groups_list:
-                metrics[f"train/episode_return/{g}"] = float(ret_sum[g]) / count
-                if spec.groups[g].n_agents > 1:
-                    metrics[f"train/episode_return/{g}_sum"] = float(ret_sum[g]) / count * spec.groups[g].n_agents
-            metrics["train/episode_return"] = metrics[f"train/episode_return/{groups_list[0]}"]
-            metrics["train/episode_length"] = float(len_sum) / count
-            for k, v in extra_sum.items():
-                metrics[f"train/{k}"] = float(v) / count
-        metrics["train/episodes"] = count
+        metrics = episodes.summary("train")
         metrics["train/replay_size"] = float(len(buf))
         metrics["train/updates"] = float(counters["updates"])
         for k, v in loss_sum.items():
             metrics[f"loss/{k}"] = float(v) / max(1, n_updates)
         run.step(T_iter * B, metrics)
-        ev = run.maybe_evaluate(policy)
-        if ev:
-            sums = {f"eval/episode_return/{g}_sum": ev[f"eval/episode_return/{g}"] * spec.groups[g].n_agents for g in groups_list if spec.groups[g].n_agents > 1 and f"eval/episode_return/{g}" in ev}
-            if sums:
-                run.log_metrics(sums)
+        run.maybe_evaluate(policy)
         run.maybe_checkpoint(snapshot)
     return policy
 

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from maestro.core.checkpoint import load_checkpoint, save_atomic
+from maestro.core.episodes import EpisodeStats
 from maestro.core.normalise import RunningMeanStd
 from maestro.core.returns import gae
 from maestro.core.run import Run, env_restore, env_snapshot
@@ -233,6 +234,7 @@ class Policy(nn.Module):
         action_mask: dict[str, Tensor] | None = None,
         deterministic: bool = False,
         generator: torch.Generator | None = None,
+        alive: dict[str, Tensor] | None = None,
     ) -> tuple[dict[str, Tensor], Any]:
         """Env-ready actions for every group, and the (unchanged) ``hidden``.
 
@@ -243,6 +245,8 @@ class Policy(nn.Module):
             action_mask: per group ``(B, N_g, n)`` bool legal actions, as ``env.action_mask()``.
             deterministic: take the argmax / mean instead of sampling.
             generator: torch generator for sampling (``None``: torch's global generator).
+            alive: per group ``(B, N_g)`` bool (as ``env.alive()``); unused: the actors are
+                per agent, and the env ignores the actions of absent agents.
         """
         acts = {}
         for g in self.layout:
@@ -340,16 +344,14 @@ def allocate_rollout(spec: EnvSpec, T: int, B: int, device: torch.device) -> dic
 def collect(env: Any, policy: Policy, buf: dict[str, Any], cur: dict[str, Any], generator: torch.Generator) -> tuple[dict[str, Any], dict[str, float]]:
     """Fill ``buf`` with ``T`` steps of all ``B`` copies from the current ``cur`` (obs, state, alive).
 
-    Returns the new ``cur`` and the episode statistics of the episodes that ended in the rollout
-    (``train/episode_return[/<group>]``, ``train/episode_length``, ``train/<extra>``).
+    Returns the new ``cur`` and the statistics of the episodes that ended in the rollout
+    (``maestro.core.episodes``: ``train/episode_return[/<group>]``, ``train/episode_length``,
+    ``train/<extra>``...).
     """
     spec = env.spec
     T = buf["done"].shape[0]
     groups = list(spec.groups)
-    ret_sum = {g: torch.zeros((), device=env.device) for g in groups}
-    len_sum = torch.zeros((), device=env.device)
-    extra_sum: dict[str, Tensor] = {}
-    n_done = torch.zeros((), device=env.device)
+    episodes = EpisodeStats(spec, env.device)
     obs, state, alive = cur["obs"], cur["state"], cur["alive"]
     for t in range(T):
         masks = env.action_mask()
@@ -371,30 +373,13 @@ def collect(env: Any, policy: Policy, buf: dict[str, Any], cur: dict[str, Any], 
         buf["terminated"][t].copy_(out.terminated)
         buf["done"][t].copy_(done)
         buf["final_state"][t].copy_(out.final_state)
-        w = done.float()
-        n_done += w.sum()
         for g in groups:
             gb = buf["groups"][g]
             gb["reward"][t].copy_(out.reward[g])
             gb["final_obs"][t].copy_(out.final_obs[g])
-            ret_sum[g] += (out.info[f"episode_return/{g}"].float().mean(-1) * w).sum()
-        len_sum += (out.info["episode_length"].float() * w).sum()
-        for k in spec.info_keys:
-            if k in out.info:
-                v = out.info[k].float().reshape(done.shape[0], -1).mean(-1)
-                extra_sum[k] = extra_sum.get(k, torch.zeros((), device=env.device)) + (v * w).sum()
+        episodes.add(out.info, done)
         obs, state, alive = out.obs, out.state, out.alive
-    stats: dict[str, float] = {}
-    count = float(n_done)  # one sync per rollout
-    if count > 0:
-        for g in groups:
-            stats[f"train/episode_return/{g}"] = float(ret_sum[g]) / count
-        stats["train/episode_return"] = stats[f"train/episode_return/{groups[0]}"]
-        stats["train/episode_length"] = float(len_sum) / count
-        for k, v in extra_sum.items():
-            stats[f"train/{k}"] = float(v) / count
-    stats["train/episodes"] = count
-    return {"obs": obs, "state": state, "alive": alive}, stats
+    return {"obs": obs, "state": state, "alive": alive}, episodes.summary("train")  # one sync per rollout
 
 
 # ====================================================================== update

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from maestro.algos.ppo import group_layout
 from maestro.core.checkpoint import load_checkpoint, save_atomic
+from maestro.core.episodes import EpisodeStats
 from maestro.core.returns import discounted_returns
 from maestro.core.run import Run, env_restore, env_snapshot
 from maestro.core.seeding import make_generator
@@ -305,9 +306,7 @@ def run_batch(env: BatchedEnv, policy: Policy, generator: torch.Generator, team_
     running = torch.ones(B, dtype=torch.bool, device=dev)
     credit = team_terminal_reward and "terminal_reward" in spec.info_keys
     rec: dict[str, list[Tensor]] = {k: [] for k in ("logp", "entropy", "value", "reward", "alive", "left", "valid", "done")}
-    ret_sum = torch.zeros((), device=dev)
-    len_sum = torch.zeros((), device=dev)
-    extra_sum = {k: torch.zeros((), device=dev) for k in spec.info_keys}
+    episodes = EpisodeStats(spec, dev)
     for _ in range(spec.max_steps + 1):  # every copy finishes within max_steps
         masks = env.action_mask() if gs.has_action_mask else None
         out = policy.step(obs[g], state, alive, hidden, masks[g] if masks is not None else None)
@@ -325,12 +324,7 @@ def run_batch(env: BatchedEnv, policy: Policy, generator: torch.Generator, team_
         rec["left"].append(alive & ~next_alive)
         rec["valid"].append(running)
         rec["done"].append(done)
-        w = done.float()
-        ret_sum = ret_sum + (step.info[f"episode_return/{g}"].float().mean(-1) * w).sum()
-        len_sum = len_sum + (step.info["episode_length"].float() * w).sum()
-        for k in spec.info_keys:
-            if k in step.info:
-                extra_sum[k] = extra_sum[k] + (step.info[k].float().reshape(B, -1).mean(-1) * w).sum()
+        episodes.add(step.info, done)
         running = running & ~step.done
         if not bool(running.any()):
             break
@@ -338,10 +332,7 @@ def run_batch(env: BatchedEnv, policy: Policy, generator: torch.Generator, team_
         hidden = out.hidden
     batch = {k: torch.stack(v) for k, v in rec.items()}
     batch["cut"] = batch["done"][..., None] | (batch["left"] & ~torch.tensor(credit, device=dev))
-    stats = {f"train/episode_return/{g}": float(ret_sum) / B, "train/episode_length": float(len_sum) / B, "train/episodes": float(B)}
-    stats["train/episode_return"] = stats[f"train/episode_return/{g}"]
-    stats.update({f"train/{k}": float(v) / B for k, v in extra_sum.items()})
-    return batch, stats
+    return batch, episodes.summary("train")
 
 
 # ====================================================================== returns and loss

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from maestro.core.episodes import episode_metrics
 from maestro.envs.api import BatchedEnv
 
 
@@ -29,14 +30,17 @@ def evaluate(
     """One episode per copy of ``env`` (``B`` episodes) with ``policy.act``; per-episode metrics.
 
     Args:
-        policy: has ``act(obs, state, hidden, action_mask=..., deterministic=..., generator=...)``.
+        policy: has ``act(obs, state, hidden, action_mask=..., deterministic=..., generator=..., alive=...)``;
+            its recurrent ``hidden`` is carried through the episode (copies run their first
+            episode only, so no reset is needed).
         env: a batched env; it is reset with ``seed``.
         seed: seed of the episode set (env reset and the policy's sampling generator).
         deterministic: act with the policy's mode instead of sampling.
         generator: sampling generator (default: a CPU generator seeded with ``seed``).
 
     Returns:
-        ``{"episode_return/<group>": (B,), "episode_length": (B,), "<extra>": (B,)}`` numpy arrays.
+        per-episode ``(B,)`` numpy arrays of ``maestro.core.episodes.episode_metrics``
+        (``episode_return/<group>``, ``episode_length``, extras, ``<key>_per_episode``).
     """
     spec = env.spec
     B = env.num_envs
@@ -44,32 +48,23 @@ def evaluate(
         generator = torch.Generator(device=env.device)
         generator.manual_seed(seed)
     obs = env.reset(seed=seed)
-    state = env.state()
+    state, alive = env.state(), env.alive()
     hidden = None
     recorded = torch.zeros(B, dtype=torch.bool, device=env.device)
-    keys = [f"episode_return/{g}" for g in spec.groups] + ["episode_length"]
-    results: dict[str, Tensor] = {k: torch.zeros(B, device=env.device) for k in keys}
-    extras: dict[str, Tensor] = {}
+    results: dict[str, Tensor] = {}
     for _ in range(spec.max_steps + 1):
-        actions, hidden = policy.act(obs, state, hidden, action_mask=env.action_mask(), deterministic=deterministic, generator=generator)
+        actions, hidden = policy.act(obs, state, hidden, action_mask=env.action_mask(), deterministic=deterministic, generator=generator, alive=alive)
         out = env.step(actions)
         new = out.done & ~recorded
         if bool(new.any()):
-            for g in spec.groups:
-                r = out.info[f"episode_return/{g}"].float().reshape(B, -1).mean(-1)
-                results[f"episode_return/{g}"] = torch.where(new, r, results[f"episode_return/{g}"])
-            results["episode_length"] = torch.where(new, out.info["episode_length"].float(), results["episode_length"])
-            for k in spec.info_keys:
-                if k in out.info:
-                    v = out.info[k].float().reshape(B, -1).mean(-1)
-                    extras[k] = torch.where(new, v, extras.get(k, torch.zeros(B, device=env.device)))
+            for k, v in episode_metrics(spec, out.info).items():
+                results[k] = torch.where(new, v, results[k]) if k in results else torch.where(new, v, torch.zeros_like(v))
             recorded |= new
             if bool(recorded.all()):
                 break
-        obs, state = out.obs, out.state
+        obs, state, alive = out.obs, out.state, out.alive
     if not bool(recorded.all()):
         raise RuntimeError(f"{spec.name}: {int((~recorded).sum())} copies did not finish within max_steps={spec.max_steps}")
-    results.update(extras)
     return {k: v.cpu().numpy() for k, v in results.items()}
 
 

@@ -51,9 +51,10 @@ class StepOut:
             units alive); absent agents' observations are zeros and their actions are ignored.
         state: ``(B, *state_shape)``: global state after auto-reset (centralised critic, master).
         final_state: ``(B, *state_shape)``: global state before auto-reset.
-        info: dict of ``(B, ...)`` tensors: ``done``, ``episode_length`` (int64) and
-            ``episode_return/<group>`` (``(B, N_g)``) valid where ``done``; plus env extras
-            (``success``, ``win``, ``touches``...) listed in ``spec.info_keys``.
+        info: dict of ``(B, ...)`` tensors: ``done``, ``episode_length`` (int64),
+            ``episode_return/<group>`` (``(B, N_g)``) and ``episode_sum/<key>`` for the keys of
+            ``spec.episode_sums``, valid where ``done``; plus env extras (``success``, ``win``,
+            ``touches``...) listed in ``spec.info_keys``.
     """
 
     obs: Obs
@@ -233,6 +234,7 @@ class BatchedEnv(abc.ABC):
         B = self.num_envs
         self._t = torch.zeros(B, dtype=torch.long, device=self.device)
         self._ep_return = {g: torch.zeros(B, gs.n_agents, device=self.device) for g, gs in self.spec.groups.items()}
+        self._ep_sum = {k: torch.zeros(B, device=self.device) for k in self.spec.episode_sums}
         self._reset_copies(torch.ones(B, dtype=torch.bool, device=self.device))
         return self._observe()
 
@@ -251,12 +253,16 @@ class BatchedEnv(abc.ABC):
         for g in self.spec.groups:
             info[f"episode_return/{g}"] = self._ep_return[g]
         info.update(extra)
+        if self._ep_sum:
+            self._ep_sum = {k: v + extra[k].float().reshape(self.num_envs, -1).sum(-1) for k, v in self._ep_sum.items()}
+            info.update({f"episode_sum/{k}": v for k, v in self._ep_sum.items()})
         final_obs = self._observe()
         final_state = self._global_state()
         if bool(done.any()):
             self._reset_copies(done)
             self._t = torch.where(done, torch.zeros_like(self._t), self._t)
             self._ep_return = {g: torch.where(done[:, None], torch.zeros_like(r), r) for g, r in self._ep_return.items()}
+            self._ep_sum = {k: torch.where(done, torch.zeros_like(v), v) for k, v in self._ep_sum.items()}
             obs, state = self._observe(), self._global_state()
         else:
             obs, state = final_obs, final_state
@@ -277,7 +283,8 @@ class BatchedEnv(abc.ABC):
     def get_state(self) -> dict[str, Tensor]:
         """A snapshot (cloned tensors, each ``(B, ...)``) of everything that defines every copy.
 
-        Includes the step counter ``t`` and the running ``episode_return/<group>``, so that
+        Includes the step counter ``t``, the running ``episode_return/<group>`` and
+        ``episode_sum/<key>``, so that
         ``set_state(get_state())`` restores the env exactly (the generator is not included).
         """
         if self._t is None:
@@ -286,6 +293,8 @@ class BatchedEnv(abc.ABC):
         s["t"] = self._t.clone()
         for g, r in self._ep_return.items():
             s[f"episode_return/{g}"] = r.clone()
+        for k, v in self._ep_sum.items():
+            s[f"episode_sum/{k}"] = v.clone()
         return s
 
     def set_state(self, state: dict[str, Tensor]) -> None:
@@ -311,6 +320,7 @@ class BatchedEnv(abc.ABC):
             clean[k] = v.to(device=self.device, dtype=r.dtype).clone()
         self._t = clean.pop("t")
         self._ep_return = {g: clean.pop(f"episode_return/{g}") for g in self.spec.groups}
+        self._ep_sum = {k: clean.pop(f"episode_sum/{k}") for k in self.spec.episode_sums}
         self._set_sim_state(clean)
 
     def close(self) -> None:

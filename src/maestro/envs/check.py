@@ -66,7 +66,7 @@ def _assert_step_shapes(env: BatchedEnv, out: StepOut) -> None:
         exp = (B, *spec.state_shape)
         assert tuple(s.shape) == exp, f"{name} shape {tuple(s.shape)}, expected {exp}"
         assert s.dtype == torch.float32, f"{name} dtype {s.dtype}, expected float32"
-    for k in ("done", "episode_length", *(f"episode_return/{g}" for g in spec.groups), *spec.info_keys):
+    for k in ("done", "episode_length", *(f"episode_return/{g}" for g in spec.groups), *spec.info_keys, *(f"episode_sum/{k}" for k in spec.episode_sums)):
         assert k in out.info, f"info lacks {k!r} (has {sorted(out.info)})"
     for k, v in out.info.items():
         assert isinstance(v, Tensor) and v.shape[:1] == (B,), f"info[{k!r}] must be a tensor with leading dim {B}"

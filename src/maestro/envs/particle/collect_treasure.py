@@ -220,6 +220,7 @@ class CollectTreasure(BatchedEnv):
             max_steps=cfg.max_cycles,
             state_shape=(C * obs_c + D * obs_d,),
             info_keys=("collections", "deposits", "collisions", "carrying"),
+            episode_sums=("collections", "deposits", "collisions"),
         )
         self.params = PhysicsParams()
         self.ent = Entities.build(

@@ -147,6 +147,7 @@ class SimpleSpread(BatchedEnv):
             max_steps=cfg.max_cycles,
             state_shape=(N * obs_dim,),
             info_keys=("occupied_landmarks", "collisions", "landmark_dist", "success"),
+            episode_sums=("collisions",),
         )
         self._agent0 = torch.zeros(N, 1, device=dev)
         self._agent0[0] = 1.0

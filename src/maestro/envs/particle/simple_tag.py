@@ -153,6 +153,7 @@ class SimpleTag(BatchedEnv):
             max_steps=cfg.max_cycles,
             state_shape=(A * da + G * dg,),
             info_keys=("touches", "caught", "success"),
+            episode_sums=("touches",),
         )
         # obstacle positions are drawn in [-0.9, 0.9], agents in [-1, 1] (as MPE2)
         self._spawn_scale = torch.tensor([1.0] * N + [0.9] * L, device=dev).reshape(N + L, 1, 1)
