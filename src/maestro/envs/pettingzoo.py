@@ -1,0 +1,589 @@
+"""Interoperation with PettingZoo's Parallel API (Terry et al., "PettingZoo: Gym for Multi-Agent
+Reinforcement Learning", NeurIPS 2021, https://arxiv.org/abs/2009.14471; API reference:
+https://pettingzoo.farama.org/api/parallel/).
+
+Two converters:
+
+``to_parallel_env(env)``
+    A maestro ``BatchedEnv`` with ``num_envs == 1`` seen as a ``pettingzoo.ParallelEnv``.
+    Agents are named ``<group>_<i>`` (``adversary_0``, ``prey_0``...), in group order.
+    Observations are float32 arrays of ``GroupSpec.obs_shape``; actions are ``int`` (Discrete) or
+    float32 arrays ``(d,)`` (Box); ``state()`` is the ``(*state_shape,)`` global state.
+
+    Episode semantics: the batched env auto-resets inside ``step``; the wrapper returns the
+    pre-reset ``final_obs`` / ``final_state`` of the finishing step, marks every agent terminated
+    (or truncated) and empties ``agents``. The next ``reset()`` without a seed hands out the episode
+    the batched env already started by its auto-reset (so the wrapper replays exactly the episode
+    stream of the batched env); ``reset(seed=s)`` reseeds the env. ``step`` after the end of an
+    episode raises ``RuntimeError``.
+
+    Absent agents (``alive`` False: cars not yet on the grid, dead units): PettingZoo forbids
+    reviving a removed agent, while a maestro agent slot may leave and come back within an
+    episode. The wrapper therefore keeps *every* agent in ``agents`` until the episode ends and
+    reports presence in ``infos[agent]["alive"]``; an absent agent observes zeros, earns 0 and its
+    action is ignored (as in the batched contract). On the final step ``infos[..]["alive"]`` is the
+    presence at the start of that step (the batched env reports presence after its auto-reset).
+    Agents missing from the ``actions`` dict take action 0 (Discrete) or the point of the Box
+    nearest 0. ``render()`` draws the env's current world, i.e. after the final step of an episode
+    it shows the first frame of the next one.
+
+``from_parallel_env(factory, num_envs, seed)``
+    Any PettingZoo ParallelEnv as a maestro ``BatchedEnv``: ``num_envs`` instances made by
+    ``factory()`` are stepped **one by one in a Python loop**; this is the one place maestro
+    accepts a per-copy loop (PettingZoo envs are single-copy numpy programs), so it is meant for
+    interoperation and parity tests, not speed. Instance ``i`` is reset with ``seed + i`` on a
+    seeded (or the first) reset; auto-resets continue each instance's own random stream.
+
+    Groups: an agent ``name_<digits>`` belongs to group ``name`` (agents without a numeric suffix
+    form a group of their own); agents of a group must share observation and action spaces (a
+    ``ValueError`` names the two that differ). Tensors are ``obs[g]: (B, N_g, *obs_shape)``,
+    actions ``(B, N_g)`` int64 (Discrete) or ``(B, N_g, d)`` float32 (Box), ``state: (B, *state_shape)``
+    from ``env.state()`` when the env has a ``state_space``, else the concatenation of every agent's
+    flattened observation. An agent is alive while it is in ``env.agents`` (and its info does not say
+    ``alive=False``, which makes ``from_parallel_env(to_parallel_env(e))`` faithful); absent agents
+    observe zeros except in ``final_obs`` of a finished episode, which keeps the last observation
+    of every agent for bootstrapping.
+
+    Episode ends: an instance whose ``agents`` list empties has finished; it is ``terminated``
+    unless an agent was truncated, which must coincide with ``max_steps`` (taken from the env's
+    ``max_cycles`` / ``max_steps`` / ``max_episode_steps`` attribute, or given): a truncation at
+    another step raises ``RuntimeError`` naming both numbers, since the batched contract defines
+    truncation as the time limit.
+
+    Snapshots: a PettingZoo env has no state API, so ``get_state()`` deep-copies every instance
+    into a module-level side table and returns per-copy integer tokens (``"token": (B,)``) next
+    to the cached ``obs/<g>``, ``alive/<g>``, ``state`` tensors, the step counter and returns.
+    ``set_state`` deep-copies the instances back, so a snapshot can be restored many times, by
+    any wrapper of the same factory, and sliced per copy (``check_env``'s batched-vs-single check
+    works unchanged). The table keeps the last ``SNAPSHOT_CAPACITY`` instance copies (never fewer
+    than the newest snapshot); restoring an evicted token raises ``ValueError``. The copy is
+    ``copy.deepcopy`` except that ``gymnasium.utils.EzPickle`` objects (MPE2's raw envs), whose
+    pickling rebuilds a *fresh* env from constructor arguments, are copied attribute by attribute,
+    and pygame objects (render surfaces and fonts) are shared, not copied.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+import types
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import gymnasium.spaces as gspaces
+import numpy as np
+import torch
+from torch import Tensor
+
+from maestro.envs.api import BatchedEnv, Obs
+from maestro.spec import EnvSpec, GroupSpec
+
+try:
+    from pettingzoo import ParallelEnv
+except ImportError as _err:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "maestro.envs.pettingzoo needs PettingZoo; install it with `pip install 'maestro-marl[dev]'` "
+        "(or `pip install pettingzoo`)"
+    ) from _err
+
+try:
+    from gymnasium.utils.ezpickle import EzPickle
+except ImportError:  # pragma: no cover - gymnasium always ships it
+    EzPickle = ()  # type: ignore[assignment,misc]
+
+__all__ = ["MaestroParallelEnv", "PettingZooBatchedEnv", "PettingZooConfig", "SNAPSHOT_CAPACITY", "from_parallel_env", "to_parallel_env"]
+
+SNAPSHOT_CAPACITY = 8192
+"""Instance copies kept by the snapshot side table of ``PettingZooBatchedEnv.get_state``."""
+
+_AGENT_RE = re.compile(r"^(.+)_(\d+)$")
+
+
+# ---------------------------------------------------------------------------------------------
+# maestro -> PettingZoo
+# ---------------------------------------------------------------------------------------------
+def _default_action(space: gspaces.Space) -> Any:
+    if isinstance(space, gspaces.Discrete):
+        return 0
+    box: gspaces.Box = space  # type: ignore[assignment]
+    return np.clip(np.zeros(box.shape, dtype=np.float32), box.low, box.high).astype(np.float32)
+
+
+class MaestroParallelEnv(ParallelEnv):
+    """A ``num_envs == 1`` maestro env as a PettingZoo ``ParallelEnv`` (module docstring: semantics).
+
+    Attributes:
+        env: the wrapped ``BatchedEnv``.
+        possible_agents: ``[f"{group}_{i}"]`` in group order.
+        state_space: ``Box(-inf, inf, spec.state_shape, float32)``.
+        max_cycles: the wrapped env's ``spec.max_steps`` (informative; PettingZoo's test sets it).
+    """
+
+    def __init__(self, env: BatchedEnv) -> None:
+        if not isinstance(env, BatchedEnv):
+            raise ValueError(f"to_parallel_env expects a maestro BatchedEnv, got {type(env).__name__}")
+        if env.num_envs != 1:
+            raise ValueError(f"to_parallel_env needs an env with num_envs=1, got num_envs={env.num_envs}")
+        self.env = env
+        spec = env.spec
+        self.metadata = {"render_modes": ["rgb_array"], "name": spec.name, "is_parallelizable": True}
+        self.render_mode = "rgb_array"
+        self.max_cycles = spec.max_steps
+        self._where: dict[str, tuple[str, int]] = {}
+        self.possible_agents: list[str] = []
+        self.observation_spaces: dict[str, gspaces.Space] = {}
+        self.action_spaces: dict[str, gspaces.Space] = {}
+        for g, gs in spec.groups.items():
+            for i in range(gs.n_agents):
+                name = f"{g}_{i}"
+                self.possible_agents.append(name)
+                self._where[name] = (g, i)
+                # one space object per agent, so that seeding one agent's space leaves the others alone
+                self.observation_spaces[name] = copy.deepcopy(gs.observation_space)
+                self.action_spaces[name] = copy.deepcopy(gs.action_space)
+        self.state_space = gspaces.Box(-np.inf, np.inf, spec.state_shape, dtype=np.float32)
+        self.agents: list[str] = []
+        self._started = False
+        self._fresh = False  # the batched env auto-reset at the end of the last episode
+        self._final_state: np.ndarray | None = None
+        self._alive: dict[str, np.ndarray] = {}
+
+    def observation_space(self, agent: str) -> gspaces.Space:
+        return self.observation_spaces[agent]
+
+    def action_space(self, agent: str) -> gspaces.Space:
+        return self.action_spaces[agent]
+
+    # -------------------------------------------------------------- conversions
+    def _obs_dict(self, obs: Obs) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for g, x in obs.items():
+            arr = x[0].detach().cpu().numpy().astype(np.float32, copy=True)
+            for i in range(arr.shape[0]):
+                out[f"{g}_{i}"] = arr[i]
+        return out
+
+    def _alive_np(self) -> dict[str, np.ndarray]:
+        return {g: a[0].detach().cpu().numpy().copy() for g, a in self.env.alive().items()}
+
+    def _infos(self, alive: dict[str, np.ndarray], masks: dict[str, Tensor] | None) -> dict[str, dict[str, Any]]:
+        infos: dict[str, dict[str, Any]] = {}
+        for a, (g, i) in self._where.items():
+            d: dict[str, Any] = {"alive": bool(alive[g][i])}
+            if masks is not None and g in masks:
+                d["action_mask"] = masks[g][0, i].detach().cpu().numpy().astype(np.int8)
+            infos[a] = d
+        return infos
+
+    def _actions(self, actions: dict[str, Any]) -> dict[str, Tensor]:
+        if not isinstance(actions, dict):
+            raise ValueError(f"{self.metadata['name']}: actions must be a dict keyed by agent name, got {type(actions).__name__}")
+        unknown = sorted(set(actions) - set(self.agents))
+        if unknown:
+            raise ValueError(f"{self.metadata['name']}: actions for agents that are not live: {unknown}; live agents: {self.agents}")
+        spec = self.env.spec
+        batch: dict[str, np.ndarray] = {}
+        for g, gs in spec.groups.items():
+            default = _default_action(gs.action_space)
+            if gs.discrete:
+                batch[g] = np.zeros((1, gs.n_agents), dtype=np.int64)
+            else:
+                batch[g] = np.broadcast_to(default, (1, gs.n_agents, gs.action_dim)).astype(np.float32)
+        for a, act in actions.items():
+            g, i = self._where[a]
+            gs = spec.groups[g]
+            arr = np.asarray(act)
+            if gs.discrete:
+                v = arr.reshape(()).item() if arr.size == 1 else None
+                ok = isinstance(v, int) and not isinstance(v, bool) or isinstance(v, float) and v.is_integer()
+                if not ok or not 0 <= int(v) < gs.action_dim:  # type: ignore[arg-type]
+                    raise ValueError(f"{self.metadata['name']}: action of {a!r} must be one integer in [0, {gs.action_dim}), got {act!r}")
+                batch[g][0, i] = int(v)  # type: ignore[arg-type]
+            else:
+                box: gspaces.Box = gs.action_space  # type: ignore[assignment]
+                if arr.shape != (gs.action_dim,):
+                    raise ValueError(f"{self.metadata['name']}: action of {a!r} must have shape ({gs.action_dim},), got {arr.shape}")
+                if not np.issubdtype(arr.dtype, np.number) or not bool(np.all((arr >= box.low) & (arr <= box.high))):
+                    raise ValueError(
+                        f"{self.metadata['name']}: action of {a!r} must lie in [{float(box.low.min())}, {float(box.high.max())}] "
+                        f"(no clipping is done), got {arr}"
+                    )
+                batch[g][0, i] = arr.astype(np.float32)
+        return {g: torch.as_tensor(x, device=self.env.device) for g, x in batch.items()}
+
+    # -------------------------------------------------------------- the Parallel API
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+        """Start an episode (``options`` is accepted and ignored); returns ``(obs, infos)``."""
+        if seed is not None or not self._started or not self._fresh:
+            obs = self.env.reset(seed=seed)
+        else:  # the batched env has already started a new episode by its auto-reset
+            obs = self.env.observe()
+        self._started, self._fresh = True, False
+        self._final_state = None
+        self.agents = list(self.possible_agents)
+        self._alive = self._alive_np()
+        return self._obs_dict(obs), self._infos(self._alive, self.env.action_mask())
+
+    def step(self, actions: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        """Step every agent; returns ``(obs, rewards, terminations, truncations, infos)`` keyed by agent."""
+        if not self.agents:
+            raise RuntimeError(f"{self.metadata['name']}: the episode is over (or reset() was never called); call reset()")
+        out = self.env.step(self._actions(actions))
+        done = bool(out.done[0])
+        term, trunc = bool(out.terminated[0]), bool(out.truncated[0])
+        live = list(self.agents)
+        obs = self._obs_dict(out.final_obs)
+        rewards_t = {g: r[0].detach().cpu().numpy() for g, r in out.reward.items()}
+        rewards = {a: float(rewards_t[self._where[a][0]][self._where[a][1]]) for a in live}
+        if done:
+            alive = self._alive
+            infos = self._infos(alive, None)
+            for a in live:
+                g, i = self._where[a]
+                infos[a]["episode_return"] = float(out.info[f"episode_return/{g}"][0, i])
+                infos[a]["episode_length"] = int(out.info["episode_length"][0])
+            self._final_state = out.final_state[0].detach().cpu().numpy().astype(np.float32, copy=True)
+            self._fresh = True
+            self.agents = []
+        else:
+            alive = {g: a[0].detach().cpu().numpy().copy() for g, a in out.alive.items()}
+            self._alive = alive
+            infos = self._infos(alive, self.env.action_mask())
+            self._final_state = None
+        for k in self.env.spec.info_keys:
+            v = out.info[k][0].detach().cpu()
+            val: Any = v.item() if v.ndim == 0 else v.numpy().copy()
+            for a in live:
+                infos[a][k] = val
+        terminations = {a: term for a in live}
+        truncations = {a: trunc for a in live}
+        return {a: obs[a] for a in live}, rewards, terminations, truncations, {a: infos[a] for a in live}
+
+    def state(self) -> np.ndarray:
+        """Global state ``(*state_shape,)`` float32 (the final state right after an episode ended)."""
+        if not self._started:
+            raise RuntimeError(f"{self.metadata['name']}: call reset() before state()")
+        if self._final_state is not None:
+            return self._final_state.copy()
+        return self.env.state()[0].detach().cpu().numpy().astype(np.float32, copy=True)
+
+    def render(self) -> np.ndarray:
+        """RGB array ``(H, W, 3)`` uint8 of the env's current world."""
+        return self.env.render()
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def to_parallel_env(env: BatchedEnv | str, **kwargs: Any) -> MaestroParallelEnv:
+    """Wrap a maestro env with ``num_envs=1`` (or a registered name, made with ``kwargs``) as a ParallelEnv.
+
+    Raises:
+        ValueError: ``env.num_envs != 1`` (the message names ``num_envs``).
+    """
+    if isinstance(env, str):
+        from maestro.registry import make_env
+
+        kwargs.setdefault("num_envs", 1)
+        env = make_env(env, **kwargs)
+    elif kwargs:
+        raise ValueError(f"to_parallel_env: keyword arguments {sorted(kwargs)} only apply to a registered env name")
+    return MaestroParallelEnv(env)
+
+
+# ---------------------------------------------------------------------------------------------
+# snapshots of PettingZoo envs
+# ---------------------------------------------------------------------------------------------
+_SNAPSHOTS: "OrderedDict[int, Any]" = OrderedDict()
+_TOKENS = itertools.count(1)
+_ATOMIC = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, str, bytes, int, float, bool, complex, type(None), np.ndarray, np.generic, torch.Tensor, torch.Generator, range)
+
+
+def _clone_env(root: Any) -> Any:
+    """``copy.deepcopy(root)``, copying EzPickle objects by attributes and sharing pygame objects."""
+    memo: dict[int, Any] = {}
+    shells: list[tuple[Any, Any]] = []
+    stack, seen = [root], set()
+    while stack:
+        o = stack.pop()
+        if id(o) in seen or isinstance(o, _ATOMIC):
+            continue
+        seen.add(id(o))
+        if type(o).__module__.split(".")[0] == "pygame":
+            memo[id(o)] = o  # render surfaces and fonts: shared, not state
+            continue
+        if isinstance(o, dict):
+            stack.extend(o.keys())
+            stack.extend(o.values())
+        elif isinstance(o, (list, tuple, set, frozenset)):
+            stack.extend(o)
+        elif isinstance(o, types.MethodType):
+            stack.append(o.__self__)
+        else:
+            if EzPickle and isinstance(o, EzPickle):
+                shell = type(o).__new__(type(o))
+                memo[id(o)] = shell
+                shells.append((o, shell))
+            d = getattr(o, "__dict__", None)
+            if isinstance(d, dict):
+                stack.extend(d.values())
+    keep_alive = [o for o, _ in shells]
+    for o, shell in shells:
+        shell.__dict__.update(copy.deepcopy(o.__dict__, memo))
+    out = copy.deepcopy(root, memo)
+    del keep_alive
+    return out
+
+
+def _store_snapshot(env: Any, keep: int) -> int:
+    tok = next(_TOKENS)
+    _SNAPSHOTS[tok] = _clone_env(env)
+    while len(_SNAPSHOTS) > max(SNAPSHOT_CAPACITY, keep):
+        _SNAPSHOTS.popitem(last=False)
+    return tok
+
+
+# ---------------------------------------------------------------------------------------------
+# PettingZoo -> maestro
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PettingZooConfig:
+    """How a ``PettingZooBatchedEnv`` was made (kept as ``env.cfg``)."""
+
+    factory: Callable[[], Any]
+    """zero-argument constructor of one PettingZoo ParallelEnv"""
+    max_steps: int
+    """episode length at which a copy is truncated"""
+    name: str
+    """name of the env in its spec"""
+
+
+def _infer_groups(env: Any) -> dict[str, list[str]]:
+    """Group agents by the prefix before the last ``_<digits>``, ordered by that index."""
+    found: dict[str, list[tuple[int, str]]] = {}
+    for a in env.possible_agents:
+        m = _AGENT_RE.match(str(a))
+        g, k = (m.group(1), int(m.group(2))) if m else (str(a), 0)
+        found.setdefault(g, []).append((k, a))
+    groups: dict[str, list[str]] = {}
+    for g, members in found.items():
+        idx = [k for k, _ in members]
+        if len(set(idx)) != len(idx):
+            raise ValueError(f"group {g!r}: agents {[a for _, a in members]} repeat an index")
+        groups[g] = [a for _, a in sorted(members)]
+    return groups
+
+
+def _detect_max_steps(env: Any) -> int | None:
+    for obj in (env, getattr(env, "unwrapped", None), getattr(env, "aec_env", None)):
+        if obj is None:
+            continue
+        for attr in ("max_cycles", "max_steps", "max_episode_steps"):
+            try:
+                v = getattr(obj, attr)
+            except Exception:  # wrappers may refuse some attributes before reset
+                continue
+            if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0:
+                return int(v)
+    return None
+
+
+class PettingZooBatchedEnv(BatchedEnv):
+    """``num_envs`` PettingZoo ParallelEnv instances as one maestro env (module docstring: semantics).
+
+    Shapes: ``obs[g]`` ``(B, N_g, *obs_shape)`` float32, ``alive[g]`` ``(B, N_g)`` bool,
+    ``state`` ``(B, *state_shape)`` float32; actions ``(B, N_g)`` int64 or ``(B, N_g, d)`` float32.
+    """
+
+    def __init__(self, cfg: PettingZooConfig, num_envs: int, seed: int = 0, device: str | torch.device = "cpu", first: Any = None) -> None:
+        super().__init__(cfg, num_envs, seed, device)
+        self._envs = [first if (i == 0 and first is not None) else cfg.factory() for i in range(num_envs)]
+        e0 = self._envs[0]
+        groups = _infer_groups(e0)
+        self._where: dict[str, tuple[str, int]] = {}
+        self._start: dict[str, int] = {}
+        specs: dict[str, GroupSpec] = {}
+        obs_dims: list[int] = []
+        for g, members in groups.items():
+            first = members[0]
+            osp, asp = e0.observation_space(first), e0.action_space(first)
+            for a in members[1:]:
+                if e0.observation_space(a) != osp:
+                    raise ValueError(f"group {g!r}: agents {first!r} and {a!r} have different observation spaces ({osp} vs {e0.observation_space(a)})")
+                if e0.action_space(a) != asp:
+                    raise ValueError(f"group {g!r}: agents {first!r} and {a!r} have different action spaces ({asp} vs {e0.action_space(a)})")
+            if not isinstance(osp, gspaces.Box):
+                raise ValueError(f"group {g!r}: agent {first!r} has observation space {osp}; only Box observations are supported")
+            if isinstance(asp, gspaces.Discrete):
+                self._start[g] = int(asp.start)
+                act_space: gspaces.Space = gspaces.Discrete(int(asp.n))
+            elif isinstance(asp, gspaces.Box) and len(asp.shape) == 1:
+                act_space = gspaces.Box(asp.low.astype(np.float32), asp.high.astype(np.float32), asp.shape, dtype=np.float32)
+            else:
+                raise ValueError(f"group {g!r}: agent {first!r} has action space {asp}; only Discrete and 1-D Box are supported")
+            specs[g] = GroupSpec(g, len(members), tuple(osp.shape), act_space)
+            for i, a in enumerate(members):
+                self._where[a] = (g, i)
+            obs_dims.append(len(members) * int(np.prod(osp.shape)))
+        state_space = getattr(e0, "state_space", None)
+        self._has_state = isinstance(state_space, gspaces.Box)
+        state_shape = tuple(state_space.shape) if self._has_state else (int(sum(obs_dims)),)
+        self.spec = EnvSpec(cfg.name, specs, max_steps=cfg.max_steps, state_shape=state_shape)
+        B = num_envs
+        self._obs = {g: np.zeros((B, gs.n_agents, *gs.obs_shape), dtype=np.float32) for g, gs in specs.items()}
+        self._alive_buf = {g: np.zeros((B, gs.n_agents), dtype=bool) for g, gs in specs.items()}
+        self._state = np.zeros((B, *state_shape), dtype=np.float32)
+        self._reseed: int | None = None
+        self._ever_reset = False
+
+    # -------------------------------------------------------------- helpers
+    def _write(self, i: int, obs: dict[str, Any], infos: dict[str, Any], env: Any, keep_all: bool) -> None:
+        """Cache copy ``i``'s observations, presence and state after a reset or a step."""
+        present = set(env.agents)
+        for g in self._obs:
+            self._obs[g][i] = 0.0
+            self._alive_buf[g][i] = False
+        for a in present:
+            if a in self._where:
+                info = infos.get(a) if isinstance(infos, dict) else None
+                if not (isinstance(info, dict) and info.get("alive", True) is False):
+                    g, j = self._where[a]
+                    self._alive_buf[g][i, j] = True
+        for a, o in obs.items():
+            if a in self._where:
+                g, j = self._where[a]
+                if keep_all or self._alive_buf[g][i, j]:
+                    self._obs[g][i, j] = np.asarray(o, dtype=np.float32).reshape(self._obs[g].shape[2:])
+        if self._has_state:
+            self._state[i] = np.asarray(env.state(), dtype=np.float32).reshape(self._state.shape[1:])
+        else:
+            self._state[i] = np.concatenate([self._obs[g][i].reshape(-1) for g in self._obs])
+
+    # -------------------------------------------------------------- hooks
+    def reset(self, seed: int | None = None) -> Obs:
+        """Reset every copy; instance ``i`` is reseeded with ``seed + i`` on a seeded or the first reset."""
+        self._reseed = int(seed) if seed is not None else (None if self._ever_reset else self.seed)
+        try:
+            return super().reset(seed)
+        finally:
+            self._reseed = None
+            self._ever_reset = True
+
+    def _reset_copies(self, mask: Tensor) -> None:
+        for i in mask.nonzero().flatten().tolist():
+            env = self._envs[i]
+            obs, infos = env.reset(seed=None if self._reseed is None else self._reseed + i)
+            self._write(i, obs, infos, env, keep_all=False)
+
+    def _step_world(self, actions: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor, dict[str, Tensor]]:
+        acts = {g: a.detach().cpu().numpy().copy() for g, a in actions.items()}
+        discrete = {g: gs.discrete for g, gs in self.spec.groups.items()}
+        rewards = {g: np.zeros((self.num_envs, gs.n_agents), dtype=np.float32) for g, gs in self.spec.groups.items()}
+        terminated = np.zeros(self.num_envs, dtype=bool)
+        t_next = (self._t + 1).tolist()
+        for i, env in enumerate(self._envs):
+            acting = list(env.agents)
+            step_actions: dict[str, Any] = {}
+            for a in acting:
+                g, j = self._where[a]
+                step_actions[a] = int(acts[g][i, j]) + self._start[g] if discrete[g] else acts[g][i, j]
+            obs, rew, term, trunc, infos = env.step(step_actions)
+            for a, r in rew.items():
+                if a in self._where:
+                    g, j = self._where[a]
+                    rewards[g][i, j] = r
+            ended = not env.agents
+            if ended:
+                truncated = any(bool(trunc.get(a, False)) for a in acting)
+                if truncated and t_next[i] < self.spec.max_steps:
+                    raise RuntimeError(
+                        f"{self.spec.name}: copy {i} was truncated by the PettingZoo env after {t_next[i]} steps, "
+                        f"but max_steps={self.spec.max_steps}; pass max_steps={t_next[i]} to from_parallel_env"
+                    )
+                terminated[i] = not truncated
+            self._write(i, obs, infos, env, keep_all=ended)
+        dev = self.device
+        return {g: torch.as_tensor(r, device=dev) for g, r in rewards.items()}, torch.as_tensor(terminated, device=dev), {}
+
+    def _observe(self) -> Obs:
+        return {g: torch.tensor(x, device=self.device) for g, x in self._obs.items()}
+
+    def _alive(self) -> dict[str, Tensor]:
+        return {g: torch.tensor(x, device=self.device) for g, x in self._alive_buf.items()}
+
+    def _global_state(self) -> Tensor:
+        return torch.tensor(self._state, device=self.device)
+
+    def _get_sim_state(self) -> dict[str, Tensor]:
+        tokens = [_store_snapshot(env, keep=self.num_envs) for env in self._envs]
+        s = {"token": torch.tensor(tokens, dtype=torch.long, device=self.device), "state": self._global_state()}
+        for g in self._obs:
+            s[f"obs/{g}"] = torch.tensor(self._obs[g], device=self.device)
+            s[f"alive/{g}"] = torch.tensor(self._alive_buf[g], device=self.device)
+        return s
+
+    def _set_sim_state(self, state: dict[str, Tensor]) -> None:
+        tokens = state["token"].tolist()
+        lost = [t for t in tokens if t not in _SNAPSHOTS]
+        if lost:
+            raise ValueError(
+                f"{self.spec.name}: set_state tokens {lost[:5]} are not in the snapshot table (it keeps the last "
+                f"{SNAPSHOT_CAPACITY} instance copies; PettingZoo envs can only be restored from a recent get_state())"
+            )
+        self._envs = [_clone_env(_SNAPSHOTS[t]) for t in tokens]
+        for g in self._obs:
+            self._obs[g] = state[f"obs/{g}"].cpu().numpy().copy()
+            self._alive_buf[g] = state[f"alive/{g}"].cpu().numpy().copy()
+        self._state = state["state"].cpu().numpy().copy()
+
+    def render(self) -> np.ndarray:
+        """RGB image ``(H, W, 3)`` uint8 of copy 0 (the factory must make envs with ``render_mode="rgb_array"``)."""
+        frame = self._envs[0].render()
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3:
+            raise RuntimeError(
+                f"{self.spec.name}: render() of the PettingZoo env returned {type(frame).__name__}; "
+                "make the env with render_mode='rgb_array' in the factory"
+            )
+        return np.ascontiguousarray(frame, dtype=np.uint8)
+
+    def close(self) -> None:
+        for env in self._envs:
+            env.close()
+
+
+def from_parallel_env(
+    factory: Callable[[], Any],
+    num_envs: int,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    max_steps: int | None = None,
+    name: str | None = None,
+) -> PettingZooBatchedEnv:
+    """``num_envs`` copies of a PettingZoo ParallelEnv as a maestro ``BatchedEnv``.
+
+    Args:
+        factory: zero-argument constructor of one env, e.g. ``mpe2.simple_spread_v3.parallel_env``
+            or ``functools.partial(simple_tag_v3.parallel_env, continuous_actions=True)``.
+        num_envs: ``B``, the number of instances (stepped in a Python loop).
+        seed: instance ``i`` is reset with ``seed + i``.
+        device: device of every tensor exchanged.
+        max_steps: episode length; default: the env's ``max_cycles``/``max_steps``/``max_episode_steps``.
+        name: name in the spec; default: the env's ``metadata["name"]``.
+
+    Raises:
+        ValueError: agents of one group with different spaces (names both), unsupported spaces,
+            or no ``max_steps`` found.
+    """
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"from_parallel_env: num_envs must be an integer >= 1, got {num_envs!r}")
+    first = factory()  # becomes instance 0
+    ms = max_steps if max_steps is not None else _detect_max_steps(first)
+    if ms is None:
+        raise ValueError(f"from_parallel_env: {type(first).__name__} has no max_cycles/max_steps/max_episode_steps attribute; pass max_steps=")
+    if isinstance(ms, bool) or not isinstance(ms, (int, np.integer)) or ms < 1:
+        raise ValueError(f"from_parallel_env: max_steps must be an integer >= 1, got {ms!r}")
+    meta = getattr(first, "metadata", None)
+    nm = name or (meta.get("name") if isinstance(meta, dict) else None) or type(first).__name__
+    return PettingZooBatchedEnv(PettingZooConfig(factory, int(ms), str(nm)), num_envs=num_envs, seed=seed, device=device, first=first)
