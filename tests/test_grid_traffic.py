@@ -21,15 +21,6 @@ from maestro.envs.grid.traffic_junction import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The grid envs work on small tensors: one intra-op thread is as fast and immune to CPU contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def make(num_envs=1, seed=0, **kw):
     env = maestro.make_env("traffic_junction", num_envs=num_envs, seed=seed, **kw)
     env.reset()

@@ -30,15 +30,6 @@ from tiny_envs import MatchConfig, MatchEnv
 from toy_env import ToyConfig, ToyEnv
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # small nets: one thread is fastest, and far faster than two on a loaded 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------------- a one-step cooperative game
 @dataclass(frozen=True)
 class CoopConfig:

@@ -60,7 +60,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from maestro.algos.ppo import group_layout
-from maestro.core.checkpoint import CheckpointError, latest_valid, load_checkpoint, save_atomic
+from maestro.core.checkpoint import CheckpointError, latest_valid, read_policy_state, save_policy
 from maestro.core.episodes import EpisodeStats
 from maestro.core.replay import ReplayBuffer
 from maestro.core.run import Run, env_restore, env_snapshot
@@ -452,13 +452,12 @@ class Policy(nn.Module):
 
     def save(self, path: str | Path) -> Path:
         """Write the policy alone (atomically) to ``path``."""
-        return save_atomic({"policy": self.policy_state()}, path)
+        return save_policy(self, path)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Policy":
         """Load a policy written by ``save`` (or the policy inside a training checkpoint)."""
-        obj = load_checkpoint(path, map_location=device)
-        return cls.from_state(obj["policy"] if "policy" in obj else obj["state"]["policy"], device)
+        return cls.from_state(read_policy_state(path, device), device)
 
 
 # ====================================================================== frozen opponents
@@ -476,8 +475,7 @@ def load_frozen_policy(path: str | Path, device: str | torch.device = "cpu") -> 
     if not p.exists():
         raise CheckpointError(f"frozen policy: {p} does not exist (give a run directory or a checkpoint file)")
     if p.is_file():
-        obj = load_checkpoint(p, map_location=device)
-        state = obj["policy"] if "policy" in obj else obj["state"]["policy"]
+        state = read_policy_state(p, device)
     else:
         ckpt_dirs = [p] if any(p.glob("ckpt_*.pt")) else sorted((c.parent for c in p.rglob("ckpt_*.pt")), key=lambda d: d.stat().st_mtime)
         if not ckpt_dirs:

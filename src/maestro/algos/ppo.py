@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maestro.core.checkpoint import load_checkpoint, save_atomic
+from maestro.core.checkpoint import read_policy_state, save_policy
 from maestro.core.episodes import EpisodeStats
 from maestro.core.normalise import RunningMeanStd
 from maestro.core.returns import gae
@@ -272,14 +272,12 @@ class Policy(nn.Module):
 
     def save(self, path: str | Path) -> Path:
         """Write the policy alone (atomically) to ``path``."""
-        return save_atomic({"policy": self.policy_state()}, path)
+        return save_policy(self, path)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Policy":
         """Load a policy written by ``save`` (or the policy inside a training checkpoint)."""
-        obj = load_checkpoint(path, map_location=device)
-        state = obj["policy"] if "policy" in obj else obj["state"]["policy"]
-        return cls.from_state(state, device)
+        return cls.from_state(read_policy_state(path, device), device)
 
 
 # ====================================================================== critics

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor, nn
 
 from maestro.algos.ppo import group_layout
-from maestro.core.checkpoint import load_checkpoint, save_atomic
+from maestro.core.checkpoint import read_policy_state, save_policy
 from maestro.core.episodes import EpisodeStats
 from maestro.core.returns import discounted_returns
 from maestro.core.run import Run, env_restore, env_snapshot
@@ -273,13 +273,12 @@ class Policy(nn.Module):
 
     def save(self, path: str | Path) -> Path:
         """Write the policy alone (atomically) to ``path``."""
-        return save_atomic({"policy": self.policy_state()}, path)
+        return save_policy(self, path)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Policy":
         """Load a policy written by ``save`` (or the policy inside a training checkpoint)."""
-        obj = load_checkpoint(path, map_location=device)
-        return cls.from_state(obj["policy"] if "policy" in obj else obj["state"]["policy"], device)
+        return cls.from_state(read_policy_state(path, device), device)
 
 
 def state_dim_of(spec: EnvSpec) -> int:

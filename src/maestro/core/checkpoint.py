@@ -111,3 +111,19 @@ def prune(directory: str | Path, keep: int) -> None:
         return
     for path in list_checkpoints(directory)[keep:]:
         path.unlink(missing_ok=True)
+
+
+def save_policy(policy: Any, path: str | Path) -> Path:
+    """Write ``policy.policy_state()`` alone, atomically, to ``path``."""
+    return save_atomic({"policy": policy.policy_state()}, path)
+
+
+def read_policy_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The ``policy_state()`` stored in a policy file (``save_policy``) or a training checkpoint."""
+    obj = load_checkpoint(path, map_location=map_location)
+    if "policy" in obj:
+        return obj["policy"]
+    try:
+        return obj["state"]["policy"]
+    except (KeyError, TypeError):
+        raise CheckpointError(f"{path}: neither a policy file nor a training checkpoint with a policy") from None
