@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
-EXTRAS ?= dev,bench
+EXTRAS ?= dev,bench,distributed
 PYTEST_ARGS ?=
 
 .PHONY: install demo test bench clean check-cpu
