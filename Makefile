@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(PY) -m maestro.demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/env_throughput.py

@@ -243,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``maestro`` script; returns the exit status."""
     from maestro.config import ConfigError
     from maestro.core.checkpoint import CheckpointError
+    from maestro.distributed.config import WorkerLostError
     from maestro.recipes import RunDirError
 
     args = build_parser().parse_args(argv)
@@ -255,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except WorkerLostError as err:  # a run-time failure, reported like a user error: no traceback
+        if os.environ.get("MAESTRO_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -674,40 +674,42 @@ def inference_loss(net: StackedMLP, log_std: Tensor | None, members: Tensor, obs
     return -((logp + entropy_coef * ent).mean(1) * weight).sum()
 
 
-def update(cfg: Config, policy: Policy, nets: Nets, opts: dict[str, torch.optim.Optimizer], buf: ReplayBuffer, lay: AgentLayout, centralised: bool, generator: torch.Generator) -> dict[str, Tensor]:
-    """One gradient step of every critic, actor (and inference net), then the soft target updates.
+def critic_input(obs: Tensor, act: Tensor, la: Tensor, ar: Tensor, centralised: bool) -> Tensor:
+    """Critic input of every learner ``(L, S, in)``: all observations and actions (MADDPG) or the
+    learner's own (DDPG's local critics). ``obs`` ``(L, S, A, obs_max)``, ``act`` ``(L, S, A, act_max)``."""
+    L, S = obs.shape[:2]
+    if centralised:
+        return torch.cat([obs.reshape(L, S, -1), act.reshape(L, S, -1)], -1)
+    return torch.cat([obs[ar, :, la], act[ar, :, la]], -1)
 
-    Returns detached loss tensors (summed into the iteration's means by the caller, no sync here).
-    """
-    S = cfg.batch_size
-    d = _learner_batch(buf, lay, S, generator)  # obs (L, S, A, obs_max), act (L, S, A, act_max), reward (L, S, A)...
+
+def critic_loss(cfg: Config, policy: Policy, nets: Nets, lay: AgentLayout, d: dict[str, Tensor], centralised: bool, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """``sum_i mean_s (Q_i(x, a) - y_i)^2`` with ``y_i = r_i + gamma (1 - terminated) Q'_i(x', mu'(o'))``
+    (Lowe et al. Eq. 6; the others' target actions inferred when ``policy_inference``, Eq. 7) on a
+    learner batch ``d`` (``(L, S, ...)``). Returns ``(loss, q)``, ``q`` ``(L, S)``."""
+    L, A = lay.n_learners, lay.n_agents
+    dev = d["obs"].device
+    la = torch.tensor(lay.learner_agent, device=dev)
+    ar = torch.arange(L, device=dev)
+    with torch.no_grad():
+        a_next = target_actions(policy, nets, lay, d["next_obs"], d["sub"], generator)
+        if cfg.policy_inference and centralised:
+            own = F.one_hot(la, A).to(torch.float32)[:, None, :, None]  # (L, 1, A, 1)
+            a_next = own * a_next + (1.0 - own) * inferred_actions(policy, nets, lay, d["next_obs"], generator)
+        q_next = nets.target_critic(critic_input(d["next_obs"], a_next, la, ar, centralised)).squeeze(-1)  # (L, S)
+        y = critic_target(d["reward"][ar, :, la], d["terminated"], q_next, cfg.gamma)
+    q = nets.critic(critic_input(d["obs"], d["act"], la, ar, centralised)).squeeze(-1)
+    return (q - y).pow(2).mean(1).sum(), q
+
+
+def actor_loss(cfg: Config, policy: Policy, nets: Nets, lay: AgentLayout, d: dict[str, Tensor], centralised: bool, generator: torch.Generator) -> Tensor:
+    """``-sum_i mean_s Q_i(x, a_1.., mu_i(o_i), ..a_N) + actor_reg * mean(pre-activation^2)`` (Lowe
+    et al. Eq. 5 with the original code's regulariser); Gumbel-softmax for discrete actors."""
     L, A = lay.n_learners, lay.n_agents
     dev = d["obs"].device
     la = torch.tensor(lay.learner_agent, device=dev)
     ar = torch.arange(L, device=dev)
     own = F.one_hot(la, A).to(torch.float32)[:, None, :, None]  # (L, 1, A, 1)
-
-    def critic_in(obs: Tensor, act: Tensor) -> Tensor:
-        if centralised:
-            return torch.cat([obs.reshape(L, S, -1), act.reshape(L, S, -1)], -1)
-        return torch.cat([obs[ar, :, la], act[ar, :, la]], -1)
-
-    # ---- critic: y = r_i + gamma (1 - terminated) Q'_i(x', mu'(o'))
-    with torch.no_grad():
-        a_next = target_actions(policy, nets, lay, d["next_obs"], d["sub"], generator)
-        if cfg.policy_inference and centralised:
-            a_next = own * a_next + (1.0 - own) * inferred_actions(policy, nets, lay, d["next_obs"], generator)
-        q_next = nets.target_critic(critic_in(d["next_obs"], a_next)).squeeze(-1)  # (L, S)
-        y = critic_target(d["reward"][ar, :, la], d["terminated"], q_next, cfg.gamma)
-    q = nets.critic(critic_in(d["obs"], d["act"])).squeeze(-1)
-    critic_loss = (q - y).pow(2).mean(1).sum()
-    opts["critic"].zero_grad(set_to_none=True)
-    critic_loss.backward()
-    if cfg.max_grad_norm > 0:
-        clip_grad_norm_per_member(list(nets.critic.parameters()), cfg.max_grad_norm)
-    opts["critic"].step()
-
-    # ---- actors: ascend Q_i(x, a_1.., mu_i(o_i), ..a_N) + regulariser on pre-activations
     own_a, reg = [], torch.zeros((), device=dev)
     for g in lay.trained:
         info = lay.groups[g]
@@ -722,19 +724,42 @@ def update(cfg: Config, policy: Policy, nets: Nets, opts: dict[str, torch.optim.
         own_a.append(pad_last(a, lay.act_max))
     a_own = torch.cat(own_a, 0)[:, :, None, :]  # (L, S, 1, act_max)
     joint = own * a_own + (1.0 - own) * d["act"]
-    q_pi = nets.critic(critic_in(d["obs"], joint), detach=True).squeeze(-1)
-    actor_loss = -q_pi.mean(1).sum() + cfg.actor_reg * reg
+    q_pi = nets.critic(critic_input(d["obs"], joint, la, ar, centralised), detach=True).squeeze(-1)
+    return -q_pi.mean(1).sum() + cfg.actor_reg * reg
+
+
+def update(cfg: Config, policy: Policy, nets: Nets, opts: dict[str, torch.optim.Optimizer], buf: ReplayBuffer, lay: AgentLayout, centralised: bool, generator: torch.Generator) -> dict[str, Tensor]:
+    """One gradient step of every critic, actor (and inference net), then the soft target updates.
+
+    Returns detached loss tensors (summed into the iteration's means by the caller, no sync here).
+    """
+    S = cfg.batch_size
+    d = _learner_batch(buf, lay, S, generator)  # obs (L, S, A, obs_max), act (L, S, A, act_max), reward (L, S, A)...
+    L = lay.n_learners
+    dev = d["obs"].device
+
+    # ---- critics
+    c_loss, q = critic_loss(cfg, policy, nets, lay, d, centralised, generator)
+    opts["critic"].zero_grad(set_to_none=True)
+    c_loss.backward()
+    if cfg.max_grad_norm > 0:
+        clip_grad_norm_per_member(list(nets.critic.parameters()), cfg.max_grad_norm)
+    opts["critic"].step()
+
+    # ---- actors
+    a_loss = actor_loss(cfg, policy, nets, lay, d, centralised, generator)
     opts["actor"].zero_grad(set_to_none=True)
-    actor_loss.backward()
+    a_loss.backward()
     if cfg.max_grad_norm > 0:
         for g in lay.trained:
             clip_grad_norm_per_member(list(policy.actors[g].parameters()), cfg.max_grad_norm)
     opts["actor"].step()
 
-    out = {"critic": critic_loss.detach() / L, "actor": actor_loss.detach() / L, "q": q.detach().mean()}
+    out = {"critic": c_loss.detach() / L, "actor": a_loss.detach() / L, "q": q.detach().mean()}
 
     # ---- policy inference: max log-likelihood of the others' actions + entropy (Lowe Eq. 7)
     if cfg.policy_inference and centralised:
+        la = torch.tensor(lay.learner_agent, device=dev)
         lt = torch.tensor(lay.learner_trained_index, device=dev)
         loss = torch.zeros((), device=dev)
         for g, info in lay.groups.items():
@@ -761,6 +786,166 @@ def update(cfg: Config, policy: Policy, nets: Nets, opts: dict[str, torch.optim.
     return out
 
 
+# ====================================================================== the learner
+class Learner:
+    """MADDPG's training state on one batched env, and its loop body (collect, store, update).
+
+    Used by ``train_maddpg`` and by every worker of ``maestro.distributed`` (Distributed Genetic
+    MADDPG runs one per worker). Holds the policy (frozen groups included), critics and targets,
+    optimisers, replay buffer, sampling generator, counters and the current observations.
+
+    Args:
+        cfg: the MADDPG ``Config``.
+        env: a batched env of ``B`` copies.
+        seed: seeds the sampling generator (network initialisation uses the global torch RNG,
+            seeded by the run or the worker).
+        centralised: MADDPG (True) or DDPG's local critics (False).
+        capacity: replay capacity.
+    """
+
+    def __init__(self, cfg: Config, env: Any, seed: int, centralised: bool, capacity: int) -> None:
+        spec: EnvSpec = env.spec
+        device = env.device
+        if cfg.policy_inference and not centralised:
+            raise ValueError("policy_inference needs centralised critics (maddpg); ddpg's local critics see no other agent's action")
+        groups = group_layout(spec)
+        unknown = [g for g in cfg.frozen if g not in groups]
+        if unknown:
+            raise ValueError(f"frozen groups {unknown} are not groups of env {spec.name!r} (groups: {list(groups)})")
+        if len(cfg.frozen) == len(groups):
+            raise ValueError(f"every group of {spec.name!r} is frozen: nothing to train")
+        frozen = {}
+        for g, path in cfg.frozen.items():
+            p = load_frozen_policy(path, device)
+            check_frozen_policy(p, g, groups[g], spec.name, str(path))
+            frozen[g] = p
+        arch = {"hidden": list(cfg.hidden), "ensemble_size": cfg.ensemble_size, "continuous_head": cfg.continuous_head}
+        self.cfg, self.env, self.centralised = cfg, env, centralised
+        self.policy = Policy(groups, arch, frozen).to(device)
+        self.lay = make_layout(groups, self.policy.trained, cfg.ensemble_size)
+        self.nets = Nets(self.policy, self.lay, cfg, centralised).to(device)
+        self.opts: dict[str, torch.optim.Optimizer] = {
+            "actor": torch.optim.Adam(self.policy.actors.parameters(), lr=cfg.actor_lr, foreach=True),
+            "critic": torch.optim.Adam(self.nets.critic.parameters(), lr=cfg.critic_lr, foreach=True),
+        }
+        if cfg.policy_inference:
+            params = list(self.nets.infer.parameters()) + list(self.nets.infer_log_std.parameters())
+            self.opts["infer"] = torch.optim.Adam(params, lr=cfg.inference_lr, foreach=True)
+        partition = ("sub", cfg.ensemble_size) if cfg.ensemble_size > 1 else None
+        self.buf = ReplayBuffer(capacity, _replay_fields(self.lay), device, partition)
+        self.generator = make_generator(seed + 7919, device)
+        self.counters: dict[str, Any] = {"since_round": 0, "credit": 0.0, "updates": 0, "env_steps": 0}
+        self.cur: dict[str, Any] = {"obs": env.reset(), "state": env.state(), "hidden": None}
+        self.episodes = EpisodeStats(spec, device)
+        self._loss_sum: dict[str, Tensor] = {}
+        self._n_updates = 0
+
+    def collect_step(self) -> None:
+        """One vectorised env step of all ``B`` copies with exploration, stored in the replay buffer."""
+        env, policy, lay, B, device = self.env, self.policy, self.lay, self.env.num_envs, self.env.device
+        obs, state, hidden = self.cur["obs"], self.cur["state"], self.cur["hidden"]
+        if hidden is None:
+            hidden = {"sub": policy.draw_sub(B, self.generator, device), "frozen": {g: None for g in policy.frozen_policies}}
+        acts, crit, hidden = explore(policy, lay, self.cfg, obs, state, hidden, self.generator)
+        out = env.step(acts)
+        self.buf.add(
+            {
+                "obs": padded_obs(policy, lay, obs),
+                "next_obs": padded_obs(policy, lay, out.final_obs),
+                "act": crit,
+                "reward": torch.cat([out.reward[g] for g in lay.groups], 1),
+                "terminated": out.terminated.float(),
+                "sub": _sub_tensor(lay, hidden, B, device),
+            }
+        )
+        hidden = policy.reset_hidden(hidden, out.done, self.generator)
+        self.cur = {"obs": out.obs, "state": out.state, "hidden": hidden}
+        self.episodes.add(out.info, out.done)  # summed on the device, one sync per ``stats()``
+        self.counters["env_steps"] += B
+
+    def maybe_update(self) -> None:
+        """The update schedule after a collect step: ``update_every * updates_per_step`` gradient
+        updates every ``update_every`` env steps, once ``warmup_steps`` transitions are stored."""
+        cfg, c = self.cfg, self.counters
+        c["since_round"] += self.env.num_envs
+        if c["since_round"] < cfg.update_every:
+            return
+        if len(self.buf) >= max(cfg.warmup_steps, 1):
+            c["credit"] += c["since_round"] * cfg.updates_per_step
+        c["since_round"] = 0
+        while c["credit"] >= 1.0:
+            c["credit"] -= 1.0
+            losses = update(cfg, self.policy, self.nets, self.opts, self.buf, self.lay, self.centralised, self.generator)
+            for k, v in losses.items():
+                self._loss_sum[k] = self._loss_sum.get(k, 0.0) + v
+            self._n_updates += 1
+            c["updates"] += 1
+
+    def run_steps(self, n: int, updates: bool = True) -> dict[str, float]:
+        """``n`` collect steps, each followed by the update schedule (unless ``updates`` is off);
+        returns ``stats()``."""
+        for _ in range(n):
+            self.collect_step()
+            if updates:
+                self.maybe_update()
+        return self.stats()
+
+    def stats(self) -> dict[str, float]:
+        """Metrics since the last call (``train/...`` episode statistics, ``loss/...`` means,
+        ``train/replay_size``, ``train/updates``), then reset."""
+        m = self.episodes.summary("train")
+        for k, v in self._loss_sum.items():
+            m[f"loss/{k}"] = float(v) / max(1, self._n_updates)
+        m["train/replay_size"] = float(len(self.buf))
+        m["train/updates"] = float(self.counters["updates"])
+        self._loss_sum, self._n_updates = {}, 0
+        return m
+
+    def state_dict(self, replay: bool) -> dict[str, Any]:
+        """Everything needed to continue exactly (the replay buffer only with ``replay``)."""
+        snap = {
+            "policy": self.policy.policy_state(),
+            "nets": self.nets.state_dict(),
+            "opts": {k: o.state_dict() for k, o in self.opts.items()},
+            "generator": self.generator.get_state(),
+            "counters": dict(self.counters),
+            "env": env_snapshot(self.env),
+            "cur": self.cur,
+        }
+        if replay:
+            snap["replay"] = self.buf.state_dict()
+        return snap
+
+    def load_state_dict(self, s: dict[str, Any], env_state: bool = True, frozen: bool = False) -> None:
+        """Inverse of ``state_dict``. ``env_state=False`` keeps this learner's env copies, generator
+        and counters (a data-parallel replica taking another's weights); ``frozen`` also restores
+        the frozen opponents the run started with (a resumed run: not whatever the path holds now)."""
+        device = self.env.device
+        if frozen:
+            from maestro.algos import load_policy
+
+            self.policy.frozen_policies = {g: load_policy(st, str(device)) for g, st in s["policy"]["frozen"].items()}
+        self.policy.load_state_dict(s["policy"]["weights"])
+        self.nets.load_state_dict(s["nets"])
+        for k, o in self.opts.items():
+            o.load_state_dict(s["opts"][k])
+        if env_state:
+            self.generator.set_state(s["generator"])
+            self.counters.update(s["counters"])
+            env_restore(self.env, s["env"])
+            self.cur = _to_device(s["cur"], device)
+        if "replay" in s:
+            self.buf.load_state_dict(s["replay"])
+
+    def critic_state(self) -> dict[str, Any]:
+        """The critics and target critics (what Distributed Genetic MADDPG broadcasts)."""
+        return {"critic": self.nets.critic.state_dict(), "target_critic": self.nets.target_critic.state_dict()}
+
+    def load_critic_state(self, s: dict[str, Any]) -> None:
+        self.nets.critic.load_state_dict(s["critic"])
+        self.nets.target_critic.load_state_dict(s["target_critic"])
+
+
 # ====================================================================== train
 def train_maddpg(cfg: Config, env: Any, run: Run, centralised: bool = True) -> Policy:
     """Train with ``run`` until its budget is spent or it is stopped; returns the policy (frozen groups included).
@@ -770,121 +955,19 @@ def train_maddpg(cfg: Config, env: Any, run: Run, centralised: bool = True) -> P
     ``update_every`` env steps once ``warmup_steps`` transitions are stored; then logs, evaluates and
     checkpoints through ``run``. A resumed run continues exactly (with ``checkpoint_replay``).
     """
-    spec: EnvSpec = env.spec
-    device = env.device
-    if cfg.policy_inference and not centralised:
-        raise ValueError("policy_inference needs centralised critics (maddpg); ddpg's local critics see no other agent's action")
-    groups = group_layout(spec)
-    unknown = [g for g in cfg.frozen if g not in groups]
-    if unknown:
-        raise ValueError(f"frozen groups {unknown} are not groups of env {spec.name!r} (groups: {list(groups)})")
-    if len(cfg.frozen) == len(groups):
-        raise ValueError(f"every group of {spec.name!r} is frozen: nothing to train")
-    frozen = {}
-    for g, path in cfg.frozen.items():
-        p = load_frozen_policy(path, device)
-        check_frozen_policy(p, g, groups[g], spec.name, str(path))
-        frozen[g] = p
-    arch = {"hidden": list(cfg.hidden), "ensemble_size": cfg.ensemble_size, "continuous_head": cfg.continuous_head}
-    policy = Policy(groups, arch, frozen).to(device)
-    lay = make_layout(groups, policy.trained, cfg.ensemble_size)
-    nets = Nets(policy, lay, cfg, centralised).to(device)
-    opts: dict[str, torch.optim.Optimizer] = {
-        "actor": torch.optim.Adam(policy.actors.parameters(), lr=cfg.actor_lr, foreach=True),
-        "critic": torch.optim.Adam(nets.critic.parameters(), lr=cfg.critic_lr, foreach=True),
-    }
-    if cfg.policy_inference:
-        opts["infer"] = torch.optim.Adam(list(nets.infer.parameters()) + list(nets.infer_log_std.parameters()), lr=cfg.inference_lr, foreach=True)
-    partition = ("sub", cfg.ensemble_size) if cfg.ensemble_size > 1 else None
     B = env.num_envs
-    T_iter = cfg.iteration_steps or spec.max_steps
+    T_iter = cfg.iteration_steps or env.spec.max_steps
     # A buffer larger than every transition the run will store is never used: cap it by the budget.
     capacity = min(cfg.buffer_size, run.cfg.env_steps + T_iter * B)
-    buf = ReplayBuffer(capacity, _replay_fields(lay), device, partition)
-    generator = make_generator(run.seed + 7919, device)
-    counters = {"since_round": 0, "credit": 0.0, "updates": 0}
-
+    learner = Learner(cfg, env, run.seed, centralised, capacity)
     resumed = run.restore()
-    if resumed is None:
-        obs = env.reset()
-        cur: dict[str, Any] = {"obs": obs, "state": env.state(), "hidden": None}
-    else:
-        from maestro.algos import load_policy
-
-        # the frozen opponents the run started with (not whatever the configured path holds now)
-        policy.frozen_policies = {g: load_policy(s, str(device)) for g, s in resumed["policy"]["frozen"].items()}
-        policy.load_state_dict(resumed["policy"]["weights"])
-        nets.load_state_dict(resumed["nets"])
-        for k, o in opts.items():
-            o.load_state_dict(resumed["opts"][k])
-        if "replay" in resumed:
-            buf.load_state_dict(resumed["replay"])
-        generator.set_state(resumed["generator"])
-        counters.update(resumed["counters"])
-        env_restore(env, resumed["env"])
-        cur = _to_device(resumed["cur"], device)
-
-    def snapshot() -> dict[str, Any]:
-        snap = {
-            "policy": policy.policy_state(),
-            "nets": nets.state_dict(),
-            "opts": {k: o.state_dict() for k, o in opts.items()},
-            "generator": generator.get_state(),
-            "counters": dict(counters),
-            "env": env_snapshot(env),
-            "cur": cur,
-        }
-        if cfg.checkpoint_replay:
-            snap["replay"] = buf.state_dict()
-        return snap
-
+    if resumed is not None:
+        learner.load_state_dict(resumed, frozen=True)
     while not run.finished:
-        episodes = EpisodeStats(spec, device)
-        loss_sum: dict[str, Tensor] = {}
-        n_updates = 0
-        for _ in range(T_iter):
-            # ---- collect: act, step, store (all copies at once)
-            obs, state, hidden = cur["obs"], cur["state"], cur["hidden"]
-            if hidden is None:
-                hidden = {"sub": policy.draw_sub(B, generator, device), "frozen": {g: None for g in policy.frozen_policies}}
-            acts, crit, hidden = explore(policy, lay, cfg, obs, state, hidden, generator)
-            out = env.step(acts)
-            buf.add(
-                {
-                    "obs": padded_obs(policy, lay, obs),
-                    "next_obs": padded_obs(policy, lay, out.final_obs),
-                    "act": crit,
-                    "reward": torch.cat([out.reward[g] for g in lay.groups], 1),
-                    "terminated": out.terminated.float(),
-                    "sub": _sub_tensor(lay, hidden, B, device),
-                }
-            )
-            done = out.done
-            hidden = policy.reset_hidden(hidden, done, generator)
-            cur = {"obs": out.obs, "state": out.state, "hidden": hidden}
-            episodes.add(out.info, done)  # summed on the device, one sync per iteration
-            # ---- update: update_every * updates_per_step gradient steps every update_every env steps
-            counters["since_round"] += B
-            if counters["since_round"] >= cfg.update_every:
-                if len(buf) >= max(cfg.warmup_steps, 1):
-                    counters["credit"] += counters["since_round"] * cfg.updates_per_step
-                counters["since_round"] = 0
-                while counters["credit"] >= 1.0:
-                    counters["credit"] -= 1.0
-                    losses = update(cfg, policy, nets, opts, buf, lay, centralised, generator)
-                    for k, v in losses.items():
-                        loss_sum[k] = loss_sum.get(k, torch.zeros((), device=device)) + v
-                    n_updates += 1
-                    counters["updates"] += 1
-        metrics = episodes.summary("train")
-        metrics["train/replay_size"] = float(len(buf))
-        metrics["train/updates"] = float(counters["updates"])
-        for k, v in loss_sum.items():
-            metrics[f"loss/{k}"] = float(v) / max(1, n_updates)
-        run.step(T_iter * B, metrics)
-        run.maybe_evaluate(policy)
-        run.maybe_checkpoint(snapshot)
-    return policy
+        run.step(T_iter * B, learner.run_steps(T_iter))
+        run.maybe_evaluate(learner.policy)
+        run.maybe_checkpoint(lambda: learner.state_dict(cfg.checkpoint_replay))
+    return learner.policy
 
 
 def _to_device(x: Any, device: torch.device) -> Any:
