@@ -31,7 +31,7 @@ class RandomPolicy:
     def __init__(self, env: Any) -> None:
         self.env = env
 
-    def act(self, obs, state=None, hidden=None, *, action_mask=None, deterministic=False, generator=None):
+    def act(self, obs, state=None, hidden=None, *, action_mask=None, deterministic=False, generator=None, alive=None):
         return random_actions(self.env, generator), hidden
 
 
@@ -43,7 +43,7 @@ class HeuristicPolicy:
 
         self.env, self.fn = env, heuristic(name)
 
-    def act(self, obs, state=None, hidden=None, *, action_mask=None, deterministic=False, generator=None):
+    def act(self, obs, state=None, hidden=None, *, action_mask=None, deterministic=False, generator=None, alive=None):
         return self.fn(self.env), hidden
 
 
