@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -26,6 +27,17 @@ def suggest(name: str, valid: typing.Iterable[str]) -> str:
     """A ``did you mean`` hint for a misspelt name, or an empty string."""
     close = difflib.get_close_matches(name, list(valid), n=3, cutoff=0.6)
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+# A number written as YAML 1.2 allows and YAML 1.1 (PyYAML's safe_load) reads as a string: 1e-3, 5e5.
+_NUMBER = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?$")
+
+
+def _as_number(value: Any) -> Any:
+    """``float(value)`` for a numeric string such as ``"1e-3"``; ``value`` unchanged otherwise."""
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        return float(value.replace("_", ""))
+    return value
 
 
 def _type_name(tp: Any) -> str:
@@ -79,10 +91,12 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
             raise ConfigError(f"{where}: {key!r} expects a mapping of {tp.__name__} fields, got {value!r}")
         return build_config(tp, value, where=where, prefix=f"{key}.")
     if tp is float:
+        value = _as_number(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: {key!r} expects a number, got {value!r} ({type(value).__name__})")
         return float(value)
     if tp is int:
+        value = _as_number(value)
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)

@@ -14,8 +14,8 @@
       metric: eval/episode_return
       value: -150.0
 
-Files are read with a ``yaml.SafeLoader`` (no Python objects can be built) that, like YAML 1.2,
-also reads ``1e-3`` as a float. Every section is validated into its dataclass by
+Files are read with ``yaml.safe_load`` (no Python objects can be built); numeric fields also accept
+YAML 1.2 numbers such as ``1e-3``, which YAML 1.1 reads as strings. Every section is validated into its dataclass by
 ``maestro.config.build_config``; an unknown key or a wrong type raises a ``ConfigError`` naming the
 key and the file. ``--set key=value`` overrides any field by its dotted path
 (``algo_config.lr=3e-4``, ``run.env_steps=1e5``, ``seed=2``), the value parsed as YAML.
@@ -36,27 +36,10 @@ from maestro.core.run import RunConfig
 from maestro.distributed.config import DistributedConfig
 
 
-class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that reads YAML 1.2 floats (``1e-3``, not only ``1.0e-3``)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
 def parse_yaml(text: str) -> Any:
-    """Parse YAML text safely (see ``_Loader``)."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    """Parse YAML text with ``yaml.safe_load`` (no Python objects can be built). YAML 1.1 reads
+    ``1e-3`` as a string; typed config fields accept such numeric strings (``maestro.config``)."""
+    return yaml.safe_load(text)
 
 
 @dataclass(frozen=True)
