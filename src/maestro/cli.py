@@ -119,11 +119,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     per_ep = evaluate(policy, env, seed=args.seed, deterministic=not args.stochastic)
     summ = summarise(per_ep)
     rows = []
-    for g in env.spec.groups:
+    for g, gs in env.spec.groups.items():
         m, ci = summ[f"episode_return/{g}"]
         rows.append([g, "episode return", f"{m:.4g}", f"±{ci:.3g}"])
+        if gs.n_agents > 1:
+            m, ci = summ[f"episode_return/{g}_sum"]
+            rows.append([g, "episode return, summed over agents", f"{m:.4g}", f"±{ci:.3g}"])
     for k, (m, ci) in summ.items():
-        if not k.startswith("episode_return/"):
+        if k != "episode_return" and not k.startswith("episode_return/"):  # (the alias of the first group's)
             label = {"episode_length": "episode length", "success": "success rate", "win": "win rate"}.get(k, k)
             rows.append(["all", label, f"{m:.4g}", f"±{ci:.3g}"])
     mode = "stochastic" if args.stochastic else "deterministic"
