@@ -49,7 +49,7 @@ def test_list_shows_envs_algorithms_and_recipes(capsys):
         assert word in out
 
 
-@pytest.mark.parametrize("cmd", [[], ["list"], ["train"], ["eval"], ["render"], ["report"]])
+@pytest.mark.parametrize("cmd", [[], ["list"], ["train"], ["eval"], ["render"], ["components"], ["report"]])
 def test_help(cmd, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*cmd, "--help"])
@@ -86,6 +86,31 @@ def test_train_eval_render_report_end_to_end(tmp_path, capsys):
     md = (rep / "report.md").read_text()
     assert "| tiny_spread | simple_spread | mappo | 2 |" in md
     assert (rep / "tiny_spread.png").stat().st_size > 1000
+
+
+TINY_MS_MARL = """\
+name: tiny_ms_marl
+env: traffic_junction
+env_config: {difficulty: easy}
+algo: ms_marl
+algo_config: {hidden_size: 8}
+seed: 0
+run: {env_steps: 160, num_envs: 4, eval_episodes: 4}
+"""
+
+
+def test_components_of_an_ms_marl_run(tmp_path, capsys):
+    out = tmp_path / "runs"
+    assert main(["train", str(write(tmp_path, TINY_MS_MARL)), "--out", str(out), "--no-progress"]) == 0
+    (run_dir,) = list((out / "tiny_ms_marl").iterdir())
+    png = tmp_path / "fig6b.png"
+    assert main(["components", str(run_dir), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a run of another algorithm is refused with a user error, not a traceback
+    assert main(["train", str(write(tmp_path, TINY)), "--out", str(out), "--no-progress"]) == 0
+    (spread_dir,) = list((out / "tiny_spread").iterdir())
+    assert main(["components", str(spread_dir)]) == 2
+    assert "MS-MARL policies" in capsys.readouterr().err
 
 
 def test_report_shows_the_paper_number(tmp_path):

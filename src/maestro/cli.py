@@ -171,6 +171,20 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------- components
+def cmd_components(args: argparse.Namespace) -> int:
+    from maestro.algos.reinforce import Policy as ReinforcePolicy, plot_action_components
+    from maestro.recipes import _env_factory, find_run_dir, load_run_policy
+
+    run_dir = find_run_dir(args.run)
+    recipe, policy, _ = load_run_policy(run_dir, "cpu")
+    if not isinstance(policy, ReinforcePolicy) or policy.model_name not in ("ms_marl", "ms_marl_gcm"):
+        raise _UserError(f"{run_dir}: components are drawn for MS-MARL policies (algo ms_marl or ms_marl_gcm), this run's algo is {recipe.algo!r}")
+    path = plot_action_components(policy, _env_factory(recipe)(1, args.seed), out=args.out, seed=args.seed)
+    print(f"wrote {path}")
+    return 0
+
+
 # ---------------------------------------------------------------------- report
 def cmd_report(args: argparse.Namespace) -> int:
     from maestro.reports import write_report
@@ -232,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the policy's mode")
     s.add_argument("--device", default="cpu", help="torch device")
     s.set_defaults(func=cmd_render)
+
+    s = sub.add_parser("components", help="plot an MS-MARL policy's master and slave action components (Fig. 6b)", formatter_class=_Formatter,
+                       description="Play one episode with the MS-MARL policy of RUN and plot the master's and the slaves' components "
+                       "of the action logits, the action probabilities and the chosen actions over time (Kong et al. 2017, Figure 6b).")
+    s.add_argument("run", help="run directory of an ms_marl or ms_marl_gcm recipe")
+    s.add_argument("--out", default="action_components.png", help="output PNG path")
+    s.add_argument("--seed", type=int, default=0, help="episode seed")
+    s.set_defaults(func=cmd_components)
 
     s = sub.add_parser("report", help="learning curves and a paper-style table over runs", formatter_class=_Formatter,
                        description="Group the runs at or below each RUN by recipe; write one PNG of learning curves per recipe "
