@@ -4,7 +4,8 @@ A run directory holds ``config.yaml`` (the resolved recipe) and ``metrics.jsonl`
 iteration or evaluation, keyed by the metric namespace of ``maestro.core.run``). Runs are grouped by
 recipe name; each group (the seeds of one recipe) gets a PNG of its curves against env steps
 (mean over seeds, with a band of one standard deviation) and a row in a Markdown table that puts
-the final value (mean and 95% CI over seeds) beside the paper's number when the recipe has one.
+the final value (mean and 95% CI over seeds; a training metric is averaged over the last 10% of
+the run) beside the paper's number when the recipe has one.
 """
 
 from __future__ import annotations
@@ -100,13 +101,15 @@ def aggregate(runs: list[RunData], metric: str, points: int = 60) -> tuple[np.nd
 
 
 def curve_metrics(runs: list[RunData]) -> list[str]:
-    """The curves worth plotting: per-group train/eval returns, then success / win rates."""
+    """The curves worth plotting: per-group train/eval returns, success / win rates, and the
+    per-episode totals of counted events (``touches_per_episode``...)."""
     present: dict[str, None] = {}
     for r in runs:
         for m in r.metrics():
             present.setdefault(m, None)
     keys = [m for m in present if m.startswith(("train/episode_return/", "eval/episode_return/"))]
     keys += [m for m in present if m.split("/", 1)[-1] in ("success", "win") and m.startswith(("train/", "eval/"))]
+    keys += [m for m in present if m.endswith("_per_episode") and m.startswith(("train/", "eval/"))]
     return sorted(keys, key=lambda m: (not m.startswith("train"), m))
 
 
@@ -142,15 +145,26 @@ def plot_group(runs: list[RunData], out: Path) -> Path | None:
     return out
 
 
+FINAL_TRAIN_FRACTION = 0.1
+"""Share of the run's env steps at its end over which a ``train/`` metric is averaged for the table."""
+
+
 def final_value(run: RunData, metric: str) -> float | None:
-    """The run's final ``metric``: from ``eval.json`` when ``maestro eval`` wrote it, else the last row."""
+    """The run's final ``metric``: from ``eval.json`` when ``maestro eval`` wrote it; for an
+    ``eval/`` metric, the last evaluation; for a ``train/`` metric (one noisy row per iteration),
+    the mean over the last ``FINAL_TRAIN_FRACTION`` of the run's env steps."""
     if run.eval and metric.startswith("eval/"):
         key = metric[len("eval/") :]
         summ = run.eval.get("summary", {})
         if key in summ:
             return float(summ[key][0])
-    _, y = run.series(metric)
-    return float(y[-1]) if y.size else None
+    x, y = run.series(metric)
+    if not y.size:
+        return None
+    if metric.startswith("train/"):
+        tail = x >= x[-1] - FINAL_TRAIN_FRACTION * x[-1]
+        return float(y[tail].mean())
+    return float(y[-1])
 
 
 def table(groups: dict[str, list[RunData]]) -> str:
