@@ -49,7 +49,7 @@ def test_list_shows_envs_algorithms_and_recipes(capsys):
         assert word in out
 
 
-@pytest.mark.parametrize("cmd", [[], ["list"], ["train"], ["eval"], ["render"], ["components"], ["report"]])
+@pytest.mark.parametrize("cmd", [[], ["list"], ["train"], ["eval"], ["render"], ["components"], ["report"], ["demo"]])
 def test_help(cmd, capsys):
     with pytest.raises(SystemExit) as exc:
         main([*cmd, "--help"])
