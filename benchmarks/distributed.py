@@ -7,6 +7,10 @@ slowest worker's compute time / the coordinator's wall-clock per update).
 
     .venv/bin/python benchmarks/distributed.py                  # default grid
     .venv/bin/python benchmarks/distributed.py --quick          # hidden 64/512 x 3 predators, 64 x 12 predators
+    .venv/bin/python benchmarks/distributed.py --quick --clusters embedded --modes data,data:coordinator
+
+Columns ``data`` (gradients all-reduced by the replicas' gloo group, ``distributed.transport=allreduce``, the
+default) and ``data:coordinator`` (gradients through the coordinator, two Ray round trips per update).
 
 Genetic MADDPG is not in the table: its workers run single-process MADDPG and communicate only at
 critic syncs (every 5000 env steps), so its per-update time is the single-process one.
@@ -39,14 +43,15 @@ def single_update_s(cfg, env_cfg, n_updates: int) -> float:
     return (time.perf_counter() - t) / n_updates
 
 
-def mode_update_s(mode, cfg, env_cfg, env_steps: int) -> tuple[float, float]:
+def mode_update_s(column, cfg, env_cfg, env_steps: int) -> tuple[float, float]:
     from maestro.core.run import Run, RunConfig
     from maestro.distributed import train_distributed
     from maestro.distributed.config import DistributedConfig
     from maestro.distributed.common import make_worker_env
 
     env = make_worker_env("simple_tag", env_cfg, 8, 0, "cpu")
-    dcfg = DistributedConfig(mode=mode, workers=2)
+    mode, _, transport = column.partition(":")
+    dcfg = DistributedConfig(mode=mode, workers=2, transport=transport or "allreduce")
     with tempfile.TemporaryDirectory() as d:
         run = Run(RunConfig(env_steps=env_steps, num_envs=8, eval_episodes=0, tensorboard=False, progress=False), d, seed=0)
         with run:
@@ -60,6 +65,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--clusters", default="embedded,2node")
+    ap.add_argument("--modes", default="data,data:coordinator,model,model_sampler", help="columns: mode or mode:transport")
     args = ap.parse_args()
     import ray
     from ray.cluster_utils import Cluster
@@ -69,7 +75,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     grid = [(64, 3), (512, 3), (64, 12)] if args.quick else [(64, 3), (128, 3), (256, 3), (512, 3), (64, 6), (64, 12)]
-    modes = ["data", "model", "model_sampler"]
+    modes = args.modes.split(",")
     print("| cluster | hidden | predators | single ms/update | " + " | ".join(f"{m} ratio (comm %)" for m in modes) + " |")
     print("|---|---|---|---|" + "---|" * len(modes))
     for cl in args.clusters.split(","):

@@ -18,6 +18,7 @@ from maestro.algos import maddpg as M  # noqa: E402
 from maestro.core.checkpoint import latest_valid  # noqa: E402
 from maestro.distributed import WorkerLostError, ray_utils  # noqa: E402
 from maestro.distributed.common import apply_grads, make_learner, make_worker_env, tree_mean  # noqa: E402
+from maestro.distributed.data_parallel import schedule  # noqa: E402
 from maestro.envs.particle.simple_tag import TagConfig  # noqa: E402
 from maestro.recipes import load_recipe, resume_run, train_recipe  # noqa: E402
 
@@ -83,10 +84,70 @@ def test_data_parallel_update_path_equals_maddpg_update():
         assert torch.equal(x, y)
 
 
+@pytest.mark.parametrize("centralised", [True, False], ids=["maddpg", "ddpg"])
+def test_model_parallel_agent_update_equals_maddpg_update(centralised):
+    """Every ``AgentWorker`` (learner ``l``'s actor and critic, copied from a single-process learner) takes
+    the step ``maddpg.update`` takes for learner ``l`` on the same minibatch and target actions (the
+    workers and ``maddpg`` share ``td_loss`` / ``policy_loss``; continuous actions: deterministic targets)."""
+    from maestro.algos.ppo import group_layout
+    from maestro.distributed.model_parallel import AgentWorker
+
+    cfg = M.Config(hidden=(16, 16), batch_size=16, warmup_steps=0, epsilon=0.1, noise_rate=0.1)
+    lr = make_learner(cfg, "simple_tag", TagConfig(max_cycles=10, continuous_actions=True), 4, 0, "cpu", centralised, 1000)
+    lr.run_steps(20, updates=False)
+    lay = lr.lay
+    gen = torch.Generator()
+    gen.set_state(lr.generator.get_state())
+    d = M._learner_batch(lr.buf, lay, cfg.batch_size, gen)  # the minibatch maddpg.update draws next
+    with torch.no_grad():
+        a_next = M.target_actions(lr.policy, lr.nets, lay, d["next_obs"], d["sub"], gen)
+
+    def member(l):
+        a = lay.learner_agent[l]
+        g = next(h for h in lay.groups if lay.offset[h] <= a < lay.offset[h] + lay.groups[h]["n_agents"])
+        return g, a - lay.offset[g]
+
+    def copy_member(dst, src, m):
+        for pd, ps in zip(dst.parameters(), src.parameters()):
+            pd.data.copy_(ps.data[m : m + 1])
+
+    workers = []
+    for l in range(lay.n_learners):
+        w = AgentWorker(cfg, centralised, group_layout(lr.env.spec), lr.policy.trained, l, 10 + l)
+        g, i = member(l)
+        copy_member(w.critic, lr.nets.critic, l)
+        copy_member(w.target_critic, lr.nets.target_critic, l)
+        copy_member(w.policy.actors[g], lr.policy.actors[g], i)
+        copy_member(w.target_actor[g], lr.nets.target_actors[g], i)
+        workers.append(w)
+    M.update(cfg, lr.policy, lr.nets, lr.opts, lr.buf, lay, centralised, lr.generator)
+    for l, w in enumerate(workers):
+        w.update(d, a_next, None)
+        g, i = member(l)
+        pairs = [(w.critic, lr.nets.critic, l), (w.target_critic, lr.nets.target_critic, l), (w.policy.actors[g], lr.policy.actors[g], i), (w.target_actor[g], lr.nets.target_actors[g], i)]
+        for mine, full, m in pairs:
+            for pw, pf in zip(mine.parameters(), full.parameters()):
+                torch.testing.assert_close(pw.data, pf.data[m : m + 1], rtol=1e-5, atol=1e-6)
+
+
+def test_schedule_matches_train_maddpg_credit():
+    """``data_parallel.schedule`` over chunks gives ``updates_per_step`` updates per env step after warmup."""
+    credit, total, stored = 0.0, 0, 0
+    for _ in range(40):  # 40 chunks of 2 vectorised steps of 2 replicas x 4 copies
+        stored += 2 * 4 * 2
+        k, credit = schedule(credit, stored, 2, 4, 2, 64, 0.25)
+        total += k
+        assert 0.0 <= credit < 1.0
+    assert total == int((40 * 16 - 48) * 0.25)  # credit starts with the chunk that reaches 64 stored
+
+
 # ---------------------------------------------------------------------- every mode, end to end
-@pytest.mark.parametrize("mode", ["genetic", "data", "model", "model_sampler"])
-def test_mode_runs_and_resumes(local_ray, recipe_file, tmp_path, mode):
-    recipe = load_recipe(recipe_file, [f"distributed.mode={mode}"])
+MODES = [("genetic", None), ("data", "allreduce"), ("data", "coordinator"), ("model", None), ("model_sampler", None)]
+
+
+@pytest.mark.parametrize("mode,transport", MODES, ids=[m if t is None else f"{m}-{t}" for m, t in MODES])
+def test_mode_runs_and_resumes(local_ray, recipe_file, tmp_path, mode, transport):
+    recipe = load_recipe(recipe_file, [f"distributed.mode={mode}"] + ([f"distributed.transport={transport}"] if transport else []))
     res = train_recipe(recipe, tmp_path / "runs")
     assert res.env_steps >= 320 and res.checkpoint is not None
     rows = [r for r in _metrics(res.dir) if "train/episodes" in r]
@@ -104,20 +165,56 @@ def test_mode_runs_and_resumes(local_ray, recipe_file, tmp_path, mode):
         assert res2.env_steps >= 480 and res2.checkpoint.name.endswith("480.pt")
 
 
-def _check_replicas_identical(payload):
-    """Data-parallel replicas are bit-identical after several updates (exact equality)."""
-    r0, r1 = payload["state"]["replicas"]
-    assert r0["counters"]["updates"] == r1["counters"]["updates"] >= 5  # several synchronous updates happened
-    for part in ("nets",):
-        for k in r0[part]:
-            assert torch.equal(r0[part][k], r1[part][k]), k
+def _assert_same_weights(r0, r1):
+    """Networks, policy and both Adam states equal bit for bit."""
+    for k in r0["nets"]:
+        assert torch.equal(r0["nets"][k], r1["nets"][k]), k
     for k in r0["policy"]["weights"]:
         assert torch.equal(r0["policy"]["weights"][k], r1["policy"]["weights"][k]), k
-    s0, s1 = r0["opts"]["critic"]["state"], r1["opts"]["critic"]["state"]
-    for i in s0:
-        assert torch.equal(s0[i]["exp_avg_sq"], s1[i]["exp_avg_sq"])
-    # ...while their env copies (own seeds) differ
-    assert not torch.equal(r0["cur"]["obs"]["adversary"], r1["cur"]["obs"]["adversary"])
+    for opt in ("critic", "actor"):
+        s0, s1 = r0["opts"][opt]["state"], r1["opts"][opt]["state"]
+        assert s0.keys() == s1.keys()
+        for i in s0:
+            for m in ("exp_avg", "exp_avg_sq", "step"):
+                assert torch.equal(s0[i][m], s1[i][m]), (opt, i, m)
+
+
+def _check_replicas_identical(payload):
+    """Data-parallel replicas are bit-identical after several updates (exact equality)."""
+    reps = payload["state"]["replicas"]
+    r0 = reps[0]
+    for r in reps[1:]:
+        assert r0["counters"]["updates"] == r["counters"]["updates"] >= 5  # several synchronous updates happened
+        _assert_same_weights(r0, r)
+        # ...while their env copies (own seeds) differ
+        assert not torch.equal(r0["cur"]["obs"]["adversary"], r["cur"]["obs"]["adversary"])
+
+
+def test_data_allreduce_equals_coordinator_bit_for_bit(local_ray, recipe_file, tmp_path):
+    """With 2 replicas the gloo all-reduce (sum, / 2) and the coordinator's mean give the same bits, and
+    both transports run the same schedule, micro-batches and RNG draws: the trained replicas are equal."""
+    out = {}
+    for t in ("allreduce", "coordinator"):
+        recipe = load_recipe(recipe_file, ["distributed.mode=data", f"distributed.transport={t}", "run.checkpoint_every=0"])
+        res = train_recipe(recipe, tmp_path / t)
+        _, payload, _ = latest_valid(res.dir / "checkpoints")
+        _check_replicas_identical(payload)
+        out[t] = payload["state"]["replicas"]
+        rows = [r for r in _metrics(res.dir) if "dist/update_s" in r]
+        assert rows and all(r["dist/update_s"] > 0 and 0.0 <= r["dist/comm_share"] <= 1.0 for r in rows)
+    a, c = out["allreduce"], out["coordinator"]
+    for ra, rc in zip(a, c):
+        assert ra["counters"] == rc["counters"]
+        _assert_same_weights(ra, rc)
+
+
+def test_data_allreduce_three_replicas_stay_identical(local_ray, recipe_file, tmp_path):
+    """With 3 ranks gloo still hands every rank the same reduced bits (exact equality of all replicas)."""
+    recipe = load_recipe(recipe_file, ["distributed.mode=data", "distributed.workers=3", "run.env_steps=480", "run.checkpoint_every=0"])
+    res = train_recipe(recipe, tmp_path / "runs")
+    _, payload, _ = latest_valid(res.dir / "checkpoints")
+    assert len(payload["state"]["replicas"]) == 3
+    _check_replicas_identical(payload)
 
 
 def test_genetic_sync_copies_best_critics_never_actors(local_ray, recipe_file, tmp_path):
@@ -168,15 +265,44 @@ def _kill_once(at_iteration, index):
     return hook, state
 
 
-@pytest.mark.parametrize("mode", ["genetic", "data"])
-def test_killed_worker_is_restarted(local_ray, recipe_file, tmp_path, mode):
-    recipe = load_recipe(recipe_file, [f"distributed.mode={mode}"])
+KILLS = [("genetic", None), ("data", "allreduce"), ("data", "coordinator")]
+
+
+@pytest.mark.parametrize("mode,transport", KILLS, ids=[m if t is None else f"{m}-{t}" for m, t in KILLS])
+def test_killed_worker_is_restarted(local_ray, recipe_file, tmp_path, mode, transport):
+    recipe = load_recipe(recipe_file, [f"distributed.mode={mode}"] + ([f"distributed.transport={transport}"] if transport else []))
     hook, state = _kill_once(2, 1)
     res = train_recipe(recipe, tmp_path / "runs", hooks=(hook,))
     assert state["pid"] is not None and res.env_steps >= 320
     rows = [r for r in _metrics(res.dir) if "dist/restarts" in r]
     assert rows[-1]["dist/restarts"] == 1.0
-    assert "restarted and rejoined" in (res.dir / "log.txt").read_text()
+    text = (res.dir / "log.txt").read_text()
+    assert "restarted and rejoined" in text
+    if transport == "allreduce":
+        assert "gloo group broke" in text  # the survivor's collective failed and a new group was formed
+        _, payload, _ = latest_valid(res.dir / "checkpoints")
+        _check_replicas_identical(payload)  # bit-identical again after the resync
+
+
+def test_data_allreduce_replica_killed_mid_chunk(local_ray, recipe_file, tmp_path):
+    """A replica killed while the replicas are inside a chunk (collecting or all-reducing): the survivors'
+    collectives fail within the timeout, the group is re-formed and the run completes, replicas identical."""
+    import threading
+
+    recipe = load_recipe(recipe_file, ["distributed.mode=data", "distributed.collective_timeout_s=20", "algo_config.updates_per_step=1.0", "run.env_steps=480"])
+    state = {"pid": None}
+
+    def hook(run):
+        if run.iteration == 2 and state["pid"] is None:
+            state["pid"] = ray_utils.ACTIVE[-1].pids()[0]
+            threading.Timer(0.3, os.kill, (state["pid"], signal.SIGKILL)).start()  # during the next chunks
+
+    res = train_recipe(recipe, tmp_path / "runs", hooks=(hook,))
+    assert state["pid"] is not None and res.env_steps >= 480
+    assert [r for r in _metrics(res.dir) if "dist/restarts" in r][-1]["dist/restarts"] == 1.0
+    assert "gloo group broke" in (res.dir / "log.txt").read_text()
+    _, payload, _ = latest_valid(res.dir / "checkpoints")
+    _check_replicas_identical(payload)
 
 
 def test_exhausted_restarts_stop_with_checkpoint(local_ray, recipe_file, tmp_path):

@@ -683,10 +683,22 @@ def critic_input(obs: Tensor, act: Tensor, la: Tensor, ar: Tensor, centralised: 
     return torch.cat([obs[ar, :, la], act[ar, :, la]], -1)
 
 
+def td_loss(critic: nn.Module, target_critic: nn.Module, d: dict[str, Tensor], a_next: Tensor, la: Tensor, ar: Tensor, centralised: bool, gamma: float) -> tuple[Tensor, Tensor]:
+    """``sum_i mean_s (Q_i(x, a) - y_i)^2`` with ``y_i = r_i + gamma (1 - terminated) Q'_i(x', a')`` (Lowe
+    et al. Eq. 6) for given target joint actions ``a_next`` ``(L, S, A, act_max)``; ``d`` a learner batch
+    (``(L, S, ...)``), ``la`` ``(L,)`` each learner's agent, ``ar`` ``arange(L)``. Returns ``(loss, q)``,
+    ``q`` ``(L, S)``. Shared by ``critic_loss`` and the model-parallel agent workers."""
+    with torch.no_grad():
+        q_next = target_critic(critic_input(d["next_obs"], a_next, la, ar, centralised)).squeeze(-1)  # (L, S)
+        y = critic_target(d["reward"][ar, :, la], d["terminated"], q_next, gamma)
+    q = critic(critic_input(d["obs"], d["act"], la, ar, centralised)).squeeze(-1)
+    return (q - y).pow(2).mean(1).sum(), q
+
+
 def critic_loss(cfg: Config, policy: Policy, nets: Nets, lay: AgentLayout, d: dict[str, Tensor], centralised: bool, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """``sum_i mean_s (Q_i(x, a) - y_i)^2`` with ``y_i = r_i + gamma (1 - terminated) Q'_i(x', mu'(o'))``
-    (Lowe et al. Eq. 6; the others' target actions inferred when ``policy_inference``, Eq. 7) on a
-    learner batch ``d`` (``(L, S, ...)``). Returns ``(loss, q)``, ``q`` ``(L, S)``."""
+    """``td_loss`` with the target actions ``mu'(o')`` of the target actors (Lowe et al. Eq. 6; the
+    others' target actions inferred when ``policy_inference``, Eq. 7) on a learner batch ``d``
+    (``(L, S, ...)``). Returns ``(loss, q)``, ``q`` ``(L, S)``."""
     L, A = lay.n_learners, lay.n_agents
     dev = d["obs"].device
     la = torch.tensor(lay.learner_agent, device=dev)
@@ -696,20 +708,27 @@ def critic_loss(cfg: Config, policy: Policy, nets: Nets, lay: AgentLayout, d: di
         if cfg.policy_inference and centralised:
             own = F.one_hot(la, A).to(torch.float32)[:, None, :, None]  # (L, 1, A, 1)
             a_next = own * a_next + (1.0 - own) * inferred_actions(policy, nets, lay, d["next_obs"], generator)
-        q_next = nets.target_critic(critic_input(d["next_obs"], a_next, la, ar, centralised)).squeeze(-1)  # (L, S)
-        y = critic_target(d["reward"][ar, :, la], d["terminated"], q_next, cfg.gamma)
-    q = nets.critic(critic_input(d["obs"], d["act"], la, ar, centralised)).squeeze(-1)
-    return (q - y).pow(2).mean(1).sum(), q
+    return td_loss(nets.critic, nets.target_critic, d, a_next, la, ar, centralised, cfg.gamma)
+
+
+def policy_loss(critic: nn.Module, d: dict[str, Tensor], a_own: Tensor, reg: Tensor, la: Tensor, ar: Tensor, centralised: bool, actor_reg: float) -> Tensor:
+    """``-sum_i mean_s Q_i(x, a_1.., mu_i(o_i), ..a_N) + actor_reg * reg`` (Lowe et al. Eq. 5 with the
+    original code's regulariser) for the learners' own actions ``a_own`` ``(L, S, act_max)`` (differentiable)
+    put into the batch's joint actions; ``la``, ``ar`` as in ``td_loss``. Shared by ``actor_loss`` and the
+    model-parallel agent workers."""
+    own = F.one_hot(la, d["act"].shape[2]).to(torch.float32)[:, None, :, None]  # (L, 1, A, 1)
+    joint = own * a_own[:, :, None, :] + (1.0 - own) * d["act"]
+    q_pi = critic(critic_input(d["obs"], joint, la, ar, centralised), detach=True).squeeze(-1)
+    return -q_pi.mean(1).sum() + actor_reg * reg
 
 
 def actor_loss(cfg: Config, policy: Policy, nets: Nets, lay: AgentLayout, d: dict[str, Tensor], centralised: bool, generator: torch.Generator) -> Tensor:
-    """``-sum_i mean_s Q_i(x, a_1.., mu_i(o_i), ..a_N) + actor_reg * mean(pre-activation^2)`` (Lowe
-    et al. Eq. 5 with the original code's regulariser); Gumbel-softmax for discrete actors."""
-    L, A = lay.n_learners, lay.n_agents
+    """``policy_loss`` of every learner's actor (``mu_i(o_i)``; Gumbel-softmax for discrete actors) with the
+    regulariser ``mean(pre-activation^2)`` summed over learners."""
+    L = lay.n_learners
     dev = d["obs"].device
     la = torch.tensor(lay.learner_agent, device=dev)
     ar = torch.arange(L, device=dev)
-    own = F.one_hot(la, A).to(torch.float32)[:, None, :, None]  # (L, 1, A, 1)
     own_a, reg = [], torch.zeros((), device=dev)
     for g in lay.trained:
         info = lay.groups[g]
@@ -722,10 +741,7 @@ def actor_loss(cfg: Config, policy: Policy, nets: Nets, lay: AgentLayout, d: dic
         else:
             a = policy.box(g, z)
         own_a.append(pad_last(a, lay.act_max))
-    a_own = torch.cat(own_a, 0)[:, :, None, :]  # (L, S, 1, act_max)
-    joint = own * a_own + (1.0 - own) * d["act"]
-    q_pi = nets.critic(critic_input(d["obs"], joint, la, ar, centralised), detach=True).squeeze(-1)
-    return -q_pi.mean(1).sum() + cfg.actor_reg * reg
+    return policy_loss(nets.critic, d, torch.cat(own_a, 0), reg, la, ar, centralised, cfg.actor_reg)
 
 
 def update(cfg: Config, policy: Policy, nets: Nets, opts: dict[str, torch.optim.Optimizer], buf: ReplayBuffer, lay: AgentLayout, centralised: bool, generator: torch.Generator) -> dict[str, Tensor]:

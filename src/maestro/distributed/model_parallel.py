@@ -9,8 +9,9 @@ buffer. This parallelizes the process of generating transitions alongside the ac
 ``AgentWorker`` (a Ray actor per trained agent ``i``) holds ``mu_i``, ``Q_i`` and their targets
 (``maddpg.StackedMLP`` with one member, ``maddpg.Policy`` restricted to the agent, so that
 ``maddpg.explore`` does its exploration) and Adam optimisers. Its update is ``maddpg.update``
-restricted to learner ``i`` (losses are sums over learners, clipping and Adam are per member, so
-the maths is the same as the single-process update on the same minibatch and target actions).
+restricted to learner ``i``: the same ``maddpg.td_loss`` and ``maddpg.policy_loss`` on the
+learner's row of the minibatch (losses are sums over learners, clipping and Adam are per member, so
+the maths is the single-process update's on the same minibatch and target actions; tested).
 
 Per update, the coordinator draws a learner minibatch ``d`` (``maddpg._learner_batch``: every field
 ``(L, S, ...)``; ``ray.put`` once, read by every worker); each worker ``j`` computes its target actions
@@ -42,7 +43,6 @@ import time
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from maestro.algos import maddpg as M
 from maestro.algos.ppo import group_layout
@@ -90,7 +90,7 @@ class AgentWorker:
             "critic": torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, foreach=True),
         }
         self.generator = make_generator(seed + 7919, "cpu")
-        self.own = F.one_hot(torch.tensor([self.a]), lay.n_agents).to(torch.float32)[:, None, :, None]  # (1, 1, A, 1)
+        self.la, self.ar = torch.tensor([self.a]), torch.arange(1)  # this learner's agent, its row: ``td_loss`` / ``policy_loss`` indices
 
     def ping(self) -> bool:
         return True
@@ -122,29 +122,17 @@ class AgentWorker:
         actions for ``next_d``. Returns (losses, next target actions, compute seconds)."""
         t0 = time.perf_counter()
         cfg, l, a = self.cfg, self.l, self.a
-        obs, act, nobs = d["obs"][l : l + 1], d["act"][l : l + 1], d["next_obs"][l : l + 1]  # (1, S, A, .)
-        S = obs.shape[1]
-
-        def cin(o: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            if self.centralised:
-                return torch.cat([o.reshape(1, S, -1), x.reshape(1, S, -1)], -1)
-            return torch.cat([o[:, :, a], x[:, :, a]], -1)
-
-        with torch.no_grad():
-            q_next = self.target_critic(cin(nobs, a_next[l : l + 1])).squeeze(-1)
-            y = M.critic_target(d["reward"][l : l + 1, :, a], d["terminated"][l : l + 1], q_next, cfg.gamma)
-        q = self.critic(cin(obs, act)).squeeze(-1)
-        closs = (q - y).pow(2).mean(1).sum()
+        d1 = {k: d[k][l : l + 1] for k in ("obs", "act", "next_obs", "reward", "terminated")}  # learner l's row (1, S, ...)
+        closs, q = M.td_loss(self.critic, self.target_critic, d1, a_next[l : l + 1], self.la, self.ar, self.centralised, cfg.gamma)
         self.opts["critic"].zero_grad(set_to_none=True)
         closs.backward()
         if cfg.max_grad_norm > 0:
             M.clip_grad_norm_per_member(list(self.critic.parameters()), cfg.max_grad_norm)
         self.opts["critic"].step()
-        z = self.policy.actors[self.g](obs[:, :, a, : self.info["obs_dim"]])
+        z = self.policy.actors[self.g](d1["obs"][:, :, a, : self.info["obs_dim"]])
         reg = z.pow(2).mean((1, 2)).sum()
         own_a = gumbel_softmax(z, cfg.gumbel_temperature, hard=True, generator=self.generator) if self.info["discrete"] else self.policy.box(self.g, z)
-        joint = self.own * M.pad_last(own_a, self.lay.act_max)[:, :, None, :] + (1.0 - self.own) * act
-        aloss = -self.critic(cin(obs, joint), detach=True).squeeze(-1).mean(1).sum() + cfg.actor_reg * reg
+        aloss = M.policy_loss(self.critic, d1, M.pad_last(own_a, self.lay.act_max), reg, self.la, self.ar, self.centralised, cfg.actor_reg)
         self.opts["actor"].zero_grad(set_to_none=True)
         aloss.backward()
         if cfg.max_grad_norm > 0:
@@ -153,7 +141,7 @@ class AgentWorker:
         M.soft_update(self.target_critic, self.critic, cfg.tau)
         M.soft_update(self.target_actor, self.policy.actors, cfg.tau)
         nt = self.target(next_d)
-        return {"critic": float(closs), "actor": float(aloss), "q": float(q.mean())}, nt, time.perf_counter() - t0
+        return {"critic": float(closs.detach()), "actor": float(aloss.detach()), "q": float(q.detach().mean())}, nt, time.perf_counter() - t0
 
     def actor_state(self) -> dict[str, torch.Tensor]:
         return {k: v.clone() for k, v in self.policy.actors[self.g].state_dict().items()}
