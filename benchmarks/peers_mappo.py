@@ -5,9 +5,11 @@ Each peer runs in its own virtual environment (never a maestro dependency; insta
 runs it with that venv's python for a bounded budget, and prints a table next to maestro's
 ``benchmarks/learning.py`` (optionally run here too, with ``--maestro``).
 
-Settings follow ``recipes/mappo/simple_spread.yaml``: MPE simple_spread_v3, N=3, 25-step episodes,
-local_ratio 0.5, 128 env copies, 25-step rollouts, 10 epochs, 1 minibatch, lr 7e-4, 64x64 ReLU MLPs,
-entropy 0.01, gamma 0.99, GAE lambda 0.95, clip 0.2, one CPU thread per process. The metric is the
+Settings follow ``recipes/mappo/simple_spread.yaml`` (read from it: rollout length, epochs,
+minibatches, lr, entropy; today 25 steps, 5 epochs x 4 minibatches, 7e-4, 0.005): MPE
+simple_spread_v3, N=3, 25-step episodes, local_ratio 0.5, 128 env copies, 64x64 ReLU MLPs, gamma
+0.99, GAE lambda 0.95, clip 0.2, one CPU thread per process. ``--jaxmarl-config jaxmarl`` gives
+JaxMARL its own MPE values instead. The metric is the
 mean per-agent episode return of deterministic (greedy) evaluation episodes, in maestro's units
 (both peers' rewards are MPE2 simple_spread_v3's: (1-local_ratio)*global + local_ratio*collisions).
 
@@ -271,6 +273,11 @@ p.add_argument("--threads", type=int, default=1)
 p.add_argument("--target", type=float, default=None)
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--task", choices=["pettingzoo", "vmas"], default="pettingzoo")
+p.add_argument("--num-steps", type=int, default=25)   # rollout length per env copy
+p.add_argument("--epochs", type=int, default=10)
+p.add_argument("--minibatches", type=int, default=1)
+p.add_argument("--lr", type=float, default=7e-4)
+p.add_argument("--ent-coef", type=float, default=0.01)
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 
@@ -310,12 +317,12 @@ cfg.sampling_device = cfg.train_device = cfg.buffer_device = "cpu"
 cfg.share_policy_params = True
 cfg.prefer_continuous_actions = False  # MPE's 5 discrete actions
 cfg.gamma = 0.99
-cfg.lr = 7e-4
+cfg.lr = a.lr
 cfg.adam_eps = 1e-5
-cfg.on_policy_collected_frames_per_batch = a.num_envs * T   # 3200: one 25-step rollout of 128 envs
+cfg.on_policy_collected_frames_per_batch = a.num_envs * a.num_steps   # one rollout of all env copies
 cfg.on_policy_n_envs_per_worker = a.num_envs
-cfg.on_policy_n_minibatch_iters = 10                           # 10 epochs
-cfg.on_policy_minibatch_size = a.num_envs * T                  # 1 minibatch
+cfg.on_policy_n_minibatch_iters = a.epochs * a.minibatches            # epochs x minibatches iterations ...
+cfg.on_policy_minibatch_size = a.num_envs * a.num_steps // a.minibatches  # ... of a 1/minibatches slice
 cfg.max_n_frames = a.max_env_steps
 cfg.evaluation = True
 cfg.evaluation_interval = a.eval_every
@@ -328,7 +335,7 @@ cfg.checkpoint_interval = 0
 cfg.checkpoint_at_end = False
 cfg.save_folder = tempfile.mkdtemp(prefix="benchmarl_")
 alg = MappoConfig.get_from_yaml()
-alg.entropy_coef = 0.01
+alg.entropy_coef = a.ent_coef
 alg.lmbda = 0.95
 alg.share_param_critic = True
 model = MlpConfig(num_cells=[64, 64], activation_class=torch.nn.ReLU, layer_class=torch.nn.Linear)
@@ -408,12 +415,22 @@ def _run(cmd: list[str], env: dict[str, str], log: Path) -> list[dict]:
     return rows
 
 
-def _maestro(args: argparse.Namespace) -> list[dict]:
+def recipe_args() -> list[str]:
+    """The peer runners' flags for the PPO values of ``recipes/mappo/simple_spread.yaml``
+    (rollout length, epochs, minibatches, learning rate, entropy; the rest are MAPPO's defaults)."""
+    import yaml
+
+    algo = yaml.safe_load((REPO / "recipes/mappo/simple_spread.yaml").read_text())["algo_config"]
+    keys = {"rollout_steps": "--num-steps", "epochs": "--epochs", "minibatches": "--minibatches", "lr": "--lr", "entropy_coef": "--ent-coef"}
+    return [x for k, flag in keys.items() if k in algo for x in (flag, str(algo[k]))]
+
+
+def _maestro(args: argparse.Namespace, env: dict[str, str]) -> list[dict]:
     """Run maestro's own benchmarks/learning.py and turn its progress lines into eval rows."""
     cmd = [str(REPO / ".venv/bin/python"), str(REPO / "benchmarks/learning.py"),
            "--max-env-steps", str(args.max_env_steps), "--eval-every", str(args.eval_every)]
     print("$", " ".join(cmd), flush=True)
-    out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True).stdout
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True).stdout
     rows: list[dict] = [{"kind": "meta", "peer": "maestro"}]
     for m in re.finditer(r"^\s*([\d,]+) env steps\s+([\d.]+) s\s+eval return\s+(-?[\d.]+)", out, re.M):
         rows.append({"kind": "eval", "env_steps": int(m[1].replace(",", "")), "wall": float(m[2]), "eval_return": float(m[3])})
@@ -463,7 +480,7 @@ def main() -> None:
     p.add_argument("--benchmarl-task", choices=["pettingzoo", "vmas"], default="pettingzoo",
                    help="pettingzoo: MPE simple_spread_v3 (maestro's reward); vmas: VMAS's port (needs vmas; other reward units)")
     p.add_argument("--jaxmarl-config", choices=["maestro", "jaxmarl"], default="maestro",
-                   help="maestro: the recipe's hyperparameters; jaxmarl: JaxMARL's mappo_homogenous_rnn_mpe.yaml values "
+                   help="maestro: the recipe's PPO values (rollout, epochs, minibatches, lr, entropy); jaxmarl: JaxMARL's mappo_homogenous_rnn_mpe.yaml values "
                         "(lr 2e-3 annealed, 128-step rollouts, 4 epochs x 4 minibatches, width 128) on the FF network")
     p.add_argument("--maestro", action="store_true", help="also run benchmarks/learning.py with the repo's .venv")
     p.add_argument("--max-env-steps", type=int, default=2_000_000)
@@ -485,7 +502,7 @@ def main() -> None:
         common += ["--target", str(args.target)]
     results: dict[str, list[dict]] = {}
     if args.maestro:
-        results["maestro"] = _maestro(args)
+        results["maestro"] = _maestro(args, env)
     for name, venv, src, every in (("jaxmarl", args.jaxmarl, JAXMARL_RUNNER, args.eval_every),
                                    ("benchmarl", args.benchmarl, BENCHMARL_RUNNER, max(3200, args.eval_every // 3200 * 3200))):
         if not venv:
@@ -495,6 +512,10 @@ def main() -> None:
         extra = ["--task", args.benchmarl_task] if name == "benchmarl" else []
         if name == "jaxmarl" and args.jaxmarl_config == "jaxmarl":
             extra = ["--lr", "2e-3", "--anneal-lr", "--num-steps", "128", "--epochs", "4", "--minibatches", "4", "--hidden", "128"]
+        elif name == "jaxmarl":
+            extra = recipe_args()
+        if name == "benchmarl" and args.benchmarl_task == "pettingzoo":
+            extra += recipe_args()
         results[name] = _run([str(Path(venv) / "bin/python"), str(script), *common, "--eval-every", str(every), *extra], env, tmp / f"{name}.log")
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1))

@@ -2,8 +2,9 @@
 
 One "env step" is one step of one env copy (the unit of MAPPO's ``num_env_steps``). Each
 configuration runs a warm-up iteration, then ``--iterations`` timed iterations of the real training
-loop (``maestro.algos.ppo.train_mappo`` with a ``Run``: collect 25 steps of B copies, 10 epochs of
-PPO on one minibatch, metrics), and also the env alone with random actions for reference.
+loop (``maestro.algos.ppo.train_mappo`` with a ``Run``: collect 25 steps of B copies, epochs of
+PPO with the ``mappo/simple_spread`` recipe's values unless ``--epochs``/``--minibatches`` say otherwise,
+metrics), and also the env alone with random actions for reference.
 
     .venv/bin/python benchmarks/train_throughput.py --num-envs 32 128 512 --iterations 10
 """
@@ -11,6 +12,7 @@ PPO on one minibatch, metrics), and also the env alone with random actions for r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
@@ -19,6 +21,7 @@ import maestro
 from maestro.algos.ppo import Config, train_mappo
 from maestro.core.run import Run, RunConfig
 from maestro.envs.api import random_actions
+from maestro.recipes import load_recipe
 
 
 def env_only(num_envs: int, steps: int) -> float:
@@ -50,9 +53,12 @@ def main() -> None:
     p.add_argument("--num-envs", type=int, nargs="+", default=[32, 128, 512])
     p.add_argument("--iterations", type=int, default=10)
     p.add_argument("--threads", type=int, default=1, help="torch threads")
-    p.add_argument("--epochs", type=int, default=10, help="PPO epochs per rollout (MAPPO MPE: 10)")
+    p.add_argument("--epochs", type=int, default=None, help="PPO epochs per rollout (default: the recipe's; MAPPO MPE: 10)")
+    p.add_argument("--minibatches", type=int, default=None, help="minibatches per epoch (default: the recipe's; MAPPO MPE: 1)")
     args = p.parse_args()
-    cfg = Config(epochs=args.epochs)
+    cfg: Config = load_recipe("mappo/simple_spread").algo_config  # the recipe's PPO values
+    changes = {k: v for k, v in (("epochs", args.epochs), ("minibatches", args.minibatches)) if v is not None}
+    cfg = dataclasses.replace(cfg, **changes)
     print(f"MAPPO simple_spread N=3, T=25, epochs={cfg.epochs}, minibatches={cfg.minibatches}, torch threads={args.threads}, torch {torch.__version__}")
     print(f"{'B':>6} {'train env-steps/s':>18} {'s/iteration':>12} {'env-only steps/s':>17}")
     for B in args.num_envs:

@@ -187,27 +187,46 @@ def cmd_components(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- demo
+DEMO_RECIPES = {
+    # recipe: (env steps, what the short run shows)
+    "ms_marl/combat_ms_marl": (1_500_000, "MS-MARL (master LSTM + slave RNNs) against CommNet's bot on 5 vs 5 combat"),
+    "mappo/simple_spread": (300_000, "MAPPO on simple_spread (N=3)"),
+}
+"""The recipes ``maestro demo`` knows a short budget for (any other recipe needs ``--env-steps``)."""
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from maestro.recipes import load_recipe, train_recipe
 
     t0 = time.perf_counter()
+    known = DEMO_RECIPES.get(args.recipe)
+    steps = args.env_steps or (known[0] if known else None)
+    if steps is None:
+        raise _UserError(f"maestro demo has no short budget for recipe {args.recipe!r}; give --env-steps (known: {', '.join(DEMO_RECIPES)})")
     recipe = load_recipe(
-        "mappo/simple_spread",
-        [f"run.env_steps={args.env_steps}", f"run.eval_every={max(args.env_steps // 4, 1)}", "run.eval_episodes=64", f"run.checkpoint_every={args.env_steps // 2}"],
+        args.recipe,
+        [f"run.env_steps={steps}", f"run.eval_every={max(steps // 4, 1)}", "run.eval_episodes=100", f"run.checkpoint_every={max(steps // 2, 1)}", *args.set],
     )
-    print(f"maestro demo: {recipe.algo} on {recipe.env} (N={recipe.env_config.n_agents}) for {args.env_steps:,} env steps, {recipe.run.num_envs} env copies")
+    what = known[1] if known else f"{recipe.algo} on {recipe.env}"
+    print(f"maestro demo: {what}, recipe {args.recipe}, {steps:,} env steps, {recipe.run.num_envs} env copies")
     result = train_recipe(recipe, Path(args.out))
     print(f"trained in {time.perf_counter() - t0:.0f} s")
     run_dir = result.dir
     code = main(["eval", str(run_dir), "--episodes", "100"])
     code |= main(["render", str(run_dir), "--out", str(run_dir / "episode.gif")])
     code |= main(["report", str(run_dir), "--out", str(run_dir / "report")])
+    extra = []
+    if recipe.algo in ("ms_marl", "ms_marl_gcm"):
+        code |= main(["components", str(run_dir), "--out", str(run_dir / "action_components.png")])
+        extra = [f"  action components  {run_dir / 'action_components.png'}  (the master's and the slaves' parts of the logits, Kong et al. Fig. 6b)"]
     print("\nresults:")
     print(f"  run directory      {run_dir}  (config.yaml, metrics.jsonl, checkpoints/, tb/ for `tensorboard --logdir {run_dir / 'tb'}`)")
     print(f"  evaluation         {run_dir / 'eval.json'}")
     print(f"  episode animation  {run_dir / 'episode.gif'}")
     print(f"  report             {run_dir / 'report' / 'report.md'}  (curves: {run_dir / 'report' / (recipe.name + '.png')})")
-    print(f"  resume / extend    maestro train --resume {run_dir} --set run.env_steps=2000000")
+    for line in extra:
+        print(line)
+    print(f"  resume / extend    maestro train --resume {run_dir} --set run.env_steps={10 * steps}")
     return code
 
 
@@ -281,11 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="episode seed")
     s.set_defaults(func=cmd_components)
 
-    s = sub.add_parser("demo", help="train MAPPO on simple_spread briefly, then evaluate, render and report it", formatter_class=_Formatter,
-                       description="The demo of `make demo`: a short MAPPO run on simple_spread (the mappo/simple_spread recipe with a small "
-                       "budget), then `eval`, `render` and `report` of it, printing where everything went.")
+    s = sub.add_parser("demo", help="train a recipe briefly (default: MS-MARL on combat), then evaluate, render and report it", formatter_class=_Formatter,
+                       description="The demo of `make demo`: a short run of RECIPE (default ms_marl/combat_ms_marl; mappo/simple_spread also has "
+                       "a short budget), then `eval`, `render` and `report` of it (and `components` for MS-MARL), printing where everything went.")
+    s.add_argument("recipe", nargs="?", default="ms_marl/combat_ms_marl", help="recipe name or YAML path")
     s.add_argument("--out", default="runs/demo", help="where the run and its report go")
-    s.add_argument("--env-steps", type=int, default=300_000, help="training budget")
+    s.add_argument("--env-steps", type=int, default=None, help="training budget (default: the recipe's demo budget)")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field (repeatable)")
     s.set_defaults(func=cmd_demo)
 
     s = sub.add_parser("report", help="learning curves and a paper-style table over runs", formatter_class=_Formatter,

@@ -53,6 +53,12 @@ def categorical_entropy(logits: Tensor) -> Tensor:
     return -(logp.exp() * logp).sum(-1)
 
 
+def categorical_log_prob_entropy(logits: Tensor, actions: Tensor) -> tuple[Tensor, Tensor]:
+    """``categorical_log_prob`` and ``categorical_entropy`` from one ``log_softmax`` (the PPO update's pair)."""
+    logp = torch.log_softmax(logits, -1)
+    return logp.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1), -(logp.exp() * logp).sum(-1)
+
+
 def gaussian_sample(mean: Tensor, log_std: Tensor, generator: torch.Generator | None = None, deterministic: bool = False) -> Tensor:
     """Sample ``(..., d)`` from ``N(mean, exp(log_std)^2)`` (``log_std`` broadcasts, e.g. ``(d,)``)."""
     if deterministic:
