@@ -29,6 +29,8 @@ import torch
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
+LOOPBACK_ALIAS = "127.0.0.2"  # the 2-node cluster's address (see main)
+
 
 def single_update_s(cfg, env_cfg, n_updates: int) -> float:
     from maestro.algos import maddpg as M
@@ -83,9 +85,12 @@ def main() -> None:
         if cl == "embedded":
             ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
         else:
-            cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1"})
-            cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
-            ray.init(address=cluster.address, log_to_driver=False, _node_ip_address="127.0.0.1")  # loopback only
+            # 127.0.0.2, a loopback alias: Ray rewrites "127.0.0.1"/"localhost" in a cluster address to
+            # the machine's outward IP (ray._private.services.resolve_ip_for_localhost), where the
+            # GCS of nodes started on 127.0.0.1 does not listen, and the driver never connects.
+            cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False, "node_ip_address": LOOPBACK_ALIAS})
+            cluster.add_node(num_cpus=1, node_ip_address=LOOPBACK_ALIAS)
+            ray.init(address=cluster.address, log_to_driver=False, _node_ip_address=LOOPBACK_ALIAS)  # loopback only
         try:
             for hidden, n_adv in grid:
                 env_cfg = TagConfig(max_cycles=25, continuous_actions=True, num_adversaries=n_adv)

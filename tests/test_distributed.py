@@ -160,9 +160,8 @@ def test_mode_runs_and_resumes(local_ray, recipe_file, tmp_path, mode, transport
     assert not ray_utils.ACTIVE  # every worker was terminated
     if mode == "data":
         _check_replicas_identical(payload)
-    if mode in ("genetic", "data"):
-        res2 = resume_run(res.dir, ["run.env_steps=480"])
-        assert res2.env_steps >= 480 and res2.checkpoint.name.endswith("480.pt")
+    res2 = resume_run(res.dir, ["run.env_steps=480"])  # every mode resumes from its checkpoint
+    assert res2.env_steps >= 480 and res2.checkpoint.name.endswith("480.pt")
 
 
 def _assert_same_weights(r0, r1):
