@@ -14,20 +14,9 @@ from ray.cluster_utils import Cluster  # noqa: E402
 
 from maestro.distributed import ray_utils  # noqa: E402
 from maestro.recipes import load_recipe, train_recipe  # noqa: E402
+from test_distributed import RECIPE  # noqa: E402  (the tiny simple_tag MADDPG recipe)
 
 pytestmark = pytest.mark.xdist_group("ray")  # never beside another Ray of this test session
-
-RECIPE = """
-name: tiny_cluster
-env: simple_tag
-env_config: {max_cycles: 10, continuous_actions: true}
-algo: maddpg
-algo_config: {hidden: [16, 16], batch_size: 32, warmup_steps: 64, update_every: 8, updates_per_step: 0.25,
-              buffer_size: 5000, epsilon: 0.1, noise_rate: 0.1, checkpoint_replay: false}
-seed: 0
-run: {env_steps: 320, num_envs: 4, eval_every: 0, eval_episodes: 4, checkpoint_every: 160, tensorboard: false, progress: false}
-distributed: {mode: data, workers: 2, worker_cpus: 1}
-"""
 
 
 @pytest.fixture
@@ -48,7 +37,7 @@ def two_nodes():
 def test_data_parallel_replicas_on_two_nodes(two_nodes, tmp_path):
     p = tmp_path / "tiny.yaml"
     p.write_text(RECIPE)
-    recipe = load_recipe(p, [f"distributed.address={two_nodes.address}"])
+    recipe = load_recipe(p, ["distributed.mode=data", "distributed.worker_cpus=1", f"distributed.address={two_nodes.address}"])
     res = train_recipe(recipe, tmp_path / "runs")
     assert res.env_steps >= 320 and res.checkpoint is not None
     assert not ray.is_initialized()  # the run disconnected from the cluster it joined...
