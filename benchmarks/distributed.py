@@ -10,7 +10,9 @@ slowest worker's compute time / the coordinator's wall-clock per update).
     .venv/bin/python benchmarks/distributed.py --quick --clusters embedded --modes data,data:coordinator
 
 Columns ``data`` (gradients all-reduced by the replicas' gloo group, ``distributed.transport=allreduce``, the
-default) and ``data:coordinator`` (gradients through the coordinator, two Ray round trips per update).
+default) and ``data:coordinator`` (gradients through the coordinator, two Ray round trips per update);
+``model`` (agent workers with env and replay replicas all-gathering actions and target actions, the default)
+and ``model:coordinator`` (one Ray round trip per update and one per env step through the coordinator).
 
 Genetic MADDPG is not in the table: its workers run single-process MADDPG and communicate only at
 critic syncs (every 5000 env steps), so its per-update time is the single-process one.
@@ -67,7 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--clusters", default="embedded,2node")
-    ap.add_argument("--modes", default="data,data:coordinator,model,model_sampler", help="columns: mode or mode:transport")
+    ap.add_argument("--modes", default="data,data:coordinator,model,model:coordinator,model_sampler", help="columns: mode or mode:transport")
     args = ap.parse_args()
     import ray
     from ray.cluster_utils import Cluster

@@ -153,6 +153,11 @@ def test_set_overrides_and_yaml12_floats(tmp_path, capsys):
         load_recipe(recipe, ["algo_config.lr"])
     assert main(["train", str(recipe), "--set", "run.num_envs=zero"]) == 2
     assert "run.num_envs" in capsys.readouterr().err
+    # YAML 1.2 booleans: `off` is the mode's name, not False (YAML 1.1 would read off/on/yes/no as booleans)
+    assert load_recipe(recipe, ["distributed.mode=off"]).distributed.mode == "off"
+    from maestro.recipes import parse_yaml
+
+    assert parse_yaml("a: on\nb: true\nc: False\nd: [yes, no]") == {"a": "on", "b": True, "c": False, "d": ["yes", "no"]}
 
 
 def test_shipped_recipes_are_listed():

@@ -142,7 +142,7 @@ def test_schedule_matches_train_maddpg_credit():
 
 
 # ---------------------------------------------------------------------- every mode, end to end
-MODES = [("genetic", None), ("data", "allreduce"), ("data", "coordinator"), ("model", None), ("model_sampler", None)]
+MODES = [("genetic", None), ("data", "allreduce"), ("data", "coordinator"), ("model", "allreduce"), ("model", "coordinator"), ("model_sampler", None)]
 
 
 @pytest.mark.parametrize("mode,transport", MODES, ids=[m if t is None else f"{m}-{t}" for m, t in MODES])
@@ -207,6 +207,34 @@ def test_data_allreduce_equals_coordinator_bit_for_bit(local_ray, recipe_file, t
         _assert_same_weights(ra, rc)
 
 
+@pytest.mark.parametrize("frozen_prey", [False, True], ids=["all-trained", "frozen-prey"])
+def test_model_allreduce_equals_coordinator_bit_for_bit(local_ray, recipe_file, tmp_path, frozen_prey):
+    """Model-parallel: the workers' replicated envs and buffers with all-gathered actions and target actions
+    (``allreduce``) make exactly the coordinator transport's draws and updates: every agent's actor, critic and
+    targets end bit-identical (with a frozen prey too, whose actions both draw from the shared generator)."""
+    extra = []
+    if frozen_prey:
+        prey = train_recipe(load_recipe(recipe_file, ["distributed.mode=off", "run.env_steps=80"]), tmp_path / "prey")
+        extra = [f"algo_config.frozen={{prey: {prey.dir}}}"]
+    out = {}
+    for t in ("allreduce", "coordinator"):
+        recipe = load_recipe(recipe_file, ["distributed.mode=model", f"distributed.transport={t}", "run.checkpoint_every=0"] + extra)
+        res = train_recipe(recipe, tmp_path / t)
+        _, payload, _ = latest_valid(res.dir / "checkpoints")
+        out[t] = payload["state"]
+        rows = [r for r in _metrics(res.dir) if "dist/update_s" in r]
+        assert rows and all(r["dist/update_s"] > 0 and 0.0 <= r["dist/comm_share"] <= 1.0 for r in rows)
+        assert any("loss/critic" in r for r in rows)
+    a, c = out["allreduce"], out["coordinator"]
+    assert len(a["agents"]) == len(c["agents"]) == (3 if frozen_prey else 4)
+    for x, y in zip(a["agents"], c["agents"]):
+        for part in ("actor", "critic", "target_critic", "target_actor"):
+            for k in x[part]:
+                assert torch.equal(x[part][k], y[part][k]), (part, k)
+    assert a["model"] == c["model"]
+    assert torch.equal(a["cur"]["obs"]["adversary"], c["cur"]["obs"]["adversary"])  # the replicas stepped the same env
+
+
 def test_data_allreduce_three_replicas_stay_identical(local_ray, recipe_file, tmp_path):
     """With 3 ranks gloo still hands every rank the same reduced bits (exact equality of all replicas)."""
     recipe = load_recipe(recipe_file, ["distributed.mode=data", "distributed.workers=3", "run.env_steps=480", "run.checkpoint_every=0"])
@@ -264,7 +292,7 @@ def _kill_once(at_iteration, index):
     return hook, state
 
 
-KILLS = [("genetic", None), ("data", "allreduce"), ("data", "coordinator")]
+KILLS = [("genetic", None), ("data", "allreduce"), ("data", "coordinator"), ("model", "allreduce"), ("model", "coordinator")]
 
 
 @pytest.mark.parametrize("mode,transport", KILLS, ids=[m if t is None else f"{m}-{t}" for m, t in KILLS])
@@ -277,18 +305,20 @@ def test_killed_worker_is_restarted(local_ray, recipe_file, tmp_path, mode, tran
     assert rows[-1]["dist/restarts"] == 1.0
     text = (res.dir / "log.txt").read_text()
     assert "restarted and rejoined" in text
-    if transport == "allreduce":
+    if transport == "allreduce" and mode == "data":
         assert "gloo group broke" in text  # the survivor's collective failed and a new group was formed
         _, payload, _ = latest_valid(res.dir / "checkpoints")
         _check_replicas_identical(payload)  # bit-identical again after the resync
 
 
-def test_data_allreduce_replica_killed_mid_chunk(local_ray, recipe_file, tmp_path):
-    """A replica killed while the replicas are inside a chunk (collecting or all-reducing): the survivors'
-    collectives fail within the timeout, the group is re-formed and the run completes, replicas identical."""
+@pytest.mark.parametrize("mode", ["data", "model"])
+def test_allreduce_worker_killed_mid_chunk(local_ray, recipe_file, tmp_path, mode):
+    """A worker killed while the workers are inside a chunk (stepping or in a collective): the survivors'
+    collectives fail within the timeout, the group is re-formed and the run completes (data: replicas
+    identical again; model: the restarted agent took a live worker's env and replay replica)."""
     import threading
 
-    recipe = load_recipe(recipe_file, ["distributed.mode=data", "distributed.collective_timeout_s=20", "algo_config.updates_per_step=1.0", "run.env_steps=480"])
+    recipe = load_recipe(recipe_file, [f"distributed.mode={mode}", "distributed.collective_timeout_s=20", "algo_config.updates_per_step=1.0", "run.env_steps=480"])
     state = {"pid": None}
 
     def hook(run):
@@ -301,7 +331,10 @@ def test_data_allreduce_replica_killed_mid_chunk(local_ray, recipe_file, tmp_pat
     assert [r for r in _metrics(res.dir) if "dist/restarts" in r][-1]["dist/restarts"] == 1.0
     assert "gloo group broke" in (res.dir / "log.txt").read_text()
     _, payload, _ = latest_valid(res.dir / "checkpoints")
-    _check_replicas_identical(payload)
+    if mode == "data":
+        _check_replicas_identical(payload)
+    else:
+        assert len(payload["state"]["agents"]) == 4 and "shared_gen" in payload["state"]
 
 
 def test_exhausted_restarts_stop_with_checkpoint(local_ray, recipe_file, tmp_path):

@@ -14,7 +14,8 @@
       metric: eval/episode_return
       value: -150.0
 
-Files are read with ``yaml.safe_load`` (no Python objects can be built); numeric fields also accept
+Files are read with a ``yaml.SafeLoader`` (no Python objects can be built) whose booleans are YAML 1.2's
+(``true`` / ``false`` only: ``mode: off`` is the string ``"off"``); numeric fields also accept
 YAML 1.2 numbers such as ``1e-3``, which YAML 1.1 reads as strings. Every section is validated into its dataclass by
 ``maestro.config.build_config``; an unknown key or a wrong type raises a ``ConfigError`` naming the
 key and the file. ``--set key=value`` overrides any field by its dotted path
@@ -36,10 +37,22 @@ from maestro.core.run import RunConfig
 from maestro.distributed.config import DistributedConfig
 
 
+class _SafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (no Python objects can be built) with YAML 1.2's booleans: only ``true`` /
+    ``false``, so that ``distributed.mode=off`` stays the string ``"off"`` (YAML 1.1 reads ``off``,
+    ``on``, ``yes``, ``no`` as booleans)."""
+
+
+_SafeLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"] for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_SafeLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
 def parse_yaml(text: str) -> Any:
-    """Parse YAML text with ``yaml.safe_load`` (no Python objects can be built). YAML 1.1 reads
+    """Parse YAML text safely (``_SafeLoader``: ``yaml.SafeLoader`` with YAML 1.2 booleans). YAML 1.1 reads
     ``1e-3`` as a string; typed config fields accept such numeric strings (``maestro.config``)."""
-    return yaml.safe_load(text)
+    return yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 @dataclass(frozen=True)

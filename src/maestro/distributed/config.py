@@ -30,11 +30,13 @@ class DistributedConfig:
     worker_cpus: float = 0.0
     """CPUs each worker reserves in Ray's scheduler (0 lets any number of workers share the CPUs)."""
     transport: Transport = "allreduce"
-    """Data-parallel gradient transport (``maestro.distributed.data_parallel``): ``allreduce`` (the
-    replicas form a ``torch.distributed`` gloo group and all-reduce their gradients inside each update;
-    the coordinator calls each replica once per iteration; the faster: 2.2x against 5.9x the
-    single-process update at hidden 64 in ``benchmarks/distributed.py --quick``) or ``coordinator``
-    (each update's gradients travel through the coordinator: two Ray round trips per update)."""
+    """How ``data`` and ``model`` workers exchange what an update needs. ``allreduce``: the workers form a
+    ``torch.distributed`` gloo group and exchange inside each update (data: gradients all-reduced;
+    model: every worker holds a replica of the env and the replay buffer, and actions and target
+    actions are all-gathered); the coordinator calls each worker once per iteration. ``coordinator``:
+    everything goes through the coordinator (data: two Ray round trips per update; model: one per
+    update and one per env step). Both give the same bits (tested); ``benchmarks/distributed.py``
+    measures both. ``model_sampler`` always uses the coordinator."""
     collective_timeout_s: float = 60.0
     """Data-parallel ``allreduce``: seconds a gloo collective (or the group's rendezvous) waits for a
     missing replica before failing, after which the coordinator rebuilds the group."""

@@ -38,11 +38,7 @@ worker order, ``ray.put`` once, each replica reads the same object): two round t
 ``u``'s actor step also returns update ``u+1``'s critic gradients). It needs no process group and
 loses nothing when a replica dies mid-update; ``benchmarks/distributed.py`` measures both.
 
-Why gloo through ``torch.distributed`` and not ``ray.util.collective``: the latter's gloo backend
-needs ``pygloo``, which has no wheels for current Pythons. The price of a process group is fault
-tolerance: a gloo group cannot lose a member and continue. A group is therefore disposable: every
-collective and the rendezvous have a timeout (``distributed.collective_timeout_s``; a killed peer
-usually fails the survivors' collectives at once, as its sockets close). When a replica dies during
+The group (``maestro.distributed.gloo``) cannot lose a member and continue. When a replica dies during
 an iteration, Ray restarts it (``ray_utils.WorkerPool``); the survivors' ``train_chunk`` returns
 "group broken" instead of raising (after finishing its env steps without updates); the coordinator
 copies the weights and optimiser state of the lowest-indexed live replica to every other replica
@@ -58,13 +54,10 @@ gradients (the average runs over the replicas that contributed).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import socket
 import time
-from datetime import timedelta
 from typing import Any
 
 import torch
@@ -72,7 +65,9 @@ from torch import Tensor
 
 from maestro.algos import maddpg as M
 from maestro.distributed.common import DistributedConfig, apply_grads, combine_stats, make_learner, tree_mean
+from maestro.distributed import gloo
 from maestro.distributed.genetic import worker_logging
+from maestro.distributed.gloo import GroupBroken
 from maestro.distributed.ray_utils import WorkerPool, actor_options, require_ray
 
 log = logging.getLogger("maestro")
@@ -111,10 +106,6 @@ def _set_grads(params: list[Tensor], flat: Tensor) -> None:
     """``p.grad`` = the matching view of the averaged buffer ``flat`` (no copy: ``flat`` is fresh every update)."""
     for p, g in zip(params, unflatten_grads(flat, params)):
         p.grad = g
-
-
-class GroupBroken(RuntimeError):
-    """A collective of the replicas' gloo group failed (a peer died or timed out)."""
 
 
 class DataReplica:
@@ -187,49 +178,17 @@ class DataReplica:
         g, loss, dt2 = self.critic_grads()
         return g, loss, dt + dt2
 
-    # ------------------------------------------------------------ transport "allreduce"
+    # ------------------------------------------------------------ transport "allreduce" (``gloo``)
     def rendezvous(self) -> tuple[str, int]:
-        """``(ip, port)`` for a new group's TCP store: this node's address and a port free on it now."""
-        import ray
-
-        ip = ray.util.get_node_ip_address()
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((ip, 0))
-            return ip, int(s.getsockname()[1])
+        return gloo.rendezvous()
 
     def join_group(self, ip: str, port: int, world: int, rank: int, timeout_s: float) -> bool:
-        """Leave any group, then join the gloo group at ``tcp://ip:port`` as ``rank`` of ``world``
-        (blocks until every rank has joined); ``False`` if the rendezvous failed or timed out."""
-        import torch.distributed as dist
-
-        self.leave_group()
-        try:
-            dist.init_process_group("gloo", init_method=f"tcp://{ip}:{port}", world_size=world, rank=rank, timeout=timedelta(seconds=timeout_s))
-        except Exception as err:  # noqa: BLE001 - any rendezvous failure: the coordinator retries with a new port
-            log.warning("joining the gloo group at %s:%d as rank %d of %d failed: %s", ip, port, rank, world, err)
-            return False
-        self.world = world
-        return True
+        self.world = world if gloo.join(ip, port, world, rank, timeout_s) else 0
+        return self.world > 0
 
     def leave_group(self) -> None:
-        """Destroy this process's gloo group, if any (also a broken one)."""
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            with contextlib.suppress(Exception):
-                dist.destroy_process_group()
+        gloo.leave()
         self.world = 0
-
-    def _all_reduce(self, t: Tensor) -> float:
-        """Sum ``t`` in place over the group; returns the seconds spent; ``GroupBroken`` if the group failed."""
-        import torch.distributed as dist
-
-        t0 = time.perf_counter()
-        try:
-            dist.all_reduce(t)
-        except Exception as err:  # noqa: BLE001 - gloo raises RuntimeError subclasses that vary across torch versions
-            raise GroupBroken(f"{type(err).__name__}: {err}") from err
-        return time.perf_counter() - t0
 
     def train_chunk(self, n: int, every: int, credit: float) -> dict[str, Any]:
         """``n`` vectorised env steps in sub-chunks of ``every`` steps, each followed by its updates in
@@ -259,7 +218,7 @@ class DataReplica:
                 sched["collect_s"] += time.perf_counter() - t0
                 t1 = time.perf_counter()
                 sync = torch.tensor([float(len(lr.buf)), float(len(lr.buf) >= self.S)], dtype=torch.float64)
-                sched["comm_s"] += self._all_reduce(sync)
+                sched["comm_s"] += gloo.all_reduce(sync)
                 stored, contributors = float(sync[0]), int(sync[1])
                 k_up, credit = schedule(credit, stored, m, lr.env.num_envs, self.world, cfg.warmup_steps, cfg.updates_per_step)
                 sched.update(credit=credit, stored=stored)
@@ -294,7 +253,7 @@ class DataReplica:
             flat = flatten_grads(self.critic_params, float(loss.detach()) / L)
         else:
             flat = torch.zeros(sum(p.numel() for p in self.critic_params) + 1)
-        comm += self._all_reduce(flat)
+        comm += gloo.all_reduce(flat)
         flat /= contributors
         _set_grads(self.critic_params, flat)
         apply_grads(self.critic_params, None, lr.opts["critic"], lr.cfg.max_grad_norm)
@@ -307,7 +266,7 @@ class DataReplica:
             flat = flatten_grads(self.actor_params, float(loss.detach()) / L)
         else:
             flat = torch.zeros(sum(p.numel() for p in self.actor_params) + 1)
-        comm += self._all_reduce(flat)
+        comm += gloo.all_reduce(flat)
         flat /= contributors
         _set_grads(self.actor_params, flat)
         apply_grads(self.actor_params, None, lr.opts["actor"], lr.cfg.max_grad_norm, self.actor_groups)
@@ -399,18 +358,8 @@ def train_data_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: boo
     group = {"restarts": 0}
 
     def form_group() -> None:
-        """(Re)form the replicas' gloo group on a fresh port; retried while replicas die during the rendezvous."""
-        for attempt in range(dcfg.max_restarts * K + 2):
-            pool.call("leave_group")
-            rv = pool.call("rendezvous", (), only=[0])[0]
-            if rv is None:  # replica 0 died (and was restarted): ask again
-                continue
-            ok = pool.call("join_group", [(rv[0], rv[1], K, k, dcfg.collective_timeout_s) for k in range(K)])
-            if all(ok):
-                group["restarts"] = pool.total_restarts
-                return
-            log.warning("forming the data-parallel gloo group failed (attempt %d); retrying on a new port", attempt + 1)
-        raise RuntimeError(f"could not form the gloo group of the {K} data-parallel replicas")
+        gloo.form_group(pool, K, dcfg.collective_timeout_s, dcfg.max_restarts * K + 2, "data-parallel")
+        group["restarts"] = pool.total_restarts
 
     def resync_and_regroup(why: str) -> None:
         """After a broken group: every replica takes the lowest live replica's weights, then a new group forms."""

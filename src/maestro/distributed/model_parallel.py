@@ -13,20 +13,33 @@ restricted to learner ``i``: the same ``maddpg.td_loss`` and ``maddpg.policy_los
 learner's row of the minibatch (losses are sums over learners, clipping and Adam are per member, so
 the maths is the single-process update's on the same minibatch and target actions; tested).
 
-Per update, the coordinator draws a learner minibatch ``d`` (``maddpg._learner_batch``: every field
-``(L, S, ...)``; ``ray.put`` once, read by every worker); each worker ``j`` computes its target actions
-``mu'_j(o'_j)`` on the next observations of every learner's batch, ``(L, S, act_dim)``; the
-coordinator assembles ``a' (L, S, A, act_max)`` (frozen groups from their policy) and sends it back;
-each worker updates its critic and actor. The exchange is pipelined: the call that updates on
-minibatch ``u`` also returns the target actions for minibatch ``u + 1`` (after the soft update), so
-an update costs one round trip.
+Two transports (``distributed.transport``), bit-identical results (same RNG draws, same arithmetic; tested):
 
-``model``: the coordinator steps the batched env; every env step it sends each worker its agent's
-observations ``(B, obs_dim)`` and gathers the exploratory actions (one round trip per env step).
-``model_sampler``: a ``SamplerWorker`` (a threaded Ray actor) steps the env with a copy of the
-actors and fills its replay buffer while the agents learn; the coordinator fetches minibatches from
-it (object refs passed straight to the workers) and pushes the new actors to it after each
-iteration (so acting lags learning by at most one iteration).
+``allreduce`` (default for ``model``). The server's role is played by a collective: the agent workers form a
+``torch.distributed`` gloo group (``maestro.distributed.gloo``) and each holds a *replica* of the batched env,
+of the replay buffer and of a generator shared by all (minibatch indices, the frozen groups' actions), all
+started from the coordinator's state. Per env step each worker computes its agent's exploratory action and
+one ``all_gather`` gives every worker all actions, so every replica takes the same step and stores the same
+transitions. Per update every worker draws the same learner minibatch ``d`` (``maddpg._learner_batch``:
+every field ``(L, S, ...)``), computes its target actions ``mu'_j(o'_j)`` on every learner's next
+observations ``(L, S, act_dim)``, and one ``all_gather`` assembles ``a' (L, S, A, act_max)`` (frozen groups
+from their policy) on every worker; each then updates its critic and actor. The coordinator calls each
+worker once per iteration (``train_chunk``). Fault tolerance: a worker killed mid-iteration breaks the
+group; Ray restarts it, it reloads its own state from the last sync point and a live worker's env and
+replay replica, a new group forms and training goes on; the interrupted iteration is dropped (its env
+steps are not counted, the survivors keep its updates).
+
+``coordinator``. Per update, the coordinator draws the learner minibatch ``d`` (``ray.put`` once, read by
+every worker); each worker ``j`` computes its target actions on it; the coordinator assembles ``a'`` and
+sends it back; each worker updates its critic and actor. The exchange is pipelined: the call that updates
+on minibatch ``u`` also returns the target actions for minibatch ``u + 1`` (after the soft update), so an
+update costs one round trip. The coordinator steps the batched env; every env step it sends each worker its
+agent's observations ``(B, obs_dim)`` and gathers the exploratory actions (one round trip per env step).
+
+``model_sampler`` (coordinator transport only): a ``SamplerWorker`` (a threaded Ray actor) steps the env with
+a copy of the actors and fills its replay buffer while the agents learn; the coordinator fetches minibatches
+from it (object refs passed straight to the workers) and pushes the new actors to it after each iteration
+(so acting lags learning by at most one iteration).
 
 Not supported here: policy ensembles and policy inference (``ensemble_size > 1``,
 ``policy_inference``: use ``mode: genetic`` or ``off``). The replay buffer is not checkpointed in
@@ -50,12 +63,56 @@ from maestro.core.episodes import EpisodeStats
 from maestro.core.replay import ReplayBuffer
 from maestro.core.run import env_restore, env_snapshot
 from maestro.core.seeding import make_generator, seed_everything
-from maestro.distributed.common import DistributedConfig, combine_stats, make_learner
+from maestro.distributed import gloo
+from maestro.distributed.common import DistributedConfig, combine_stats, make_learner, make_worker_env
 from maestro.distributed.genetic import LazyPolicy, worker_logging
 from maestro.distributed.ray_utils import WorkerPool, actor_options, require_ray
 from maestro.nn.gumbel import gumbel_softmax, one_hot_sample
 
 log = logging.getLogger("maestro")
+
+
+def update_credit(st: dict[str, Any], n_steps: int, stored: float, cfg: M.Config) -> int:
+    """``train_maddpg``'s update schedule: after ``n_steps`` new transitions (``stored`` in the buffer),
+    the number of updates to run now; ``st`` (``since_round``, ``credit``) is updated in place."""
+    st["since_round"] += n_steps
+    if st["since_round"] >= cfg.update_every:
+        if stored >= max(cfg.warmup_steps, 1):
+            st["credit"] += st["since_round"] * cfg.updates_per_step
+        st["since_round"] = 0
+    k = int(st["credit"])
+    st["credit"] -= k
+    return k
+
+
+def frozen_target_actions(lay: M.AgentLayout, frozen: dict[str, Any], d: dict[str, torch.Tensor], a_next: torch.Tensor, gen: torch.Generator) -> None:
+    """Write the frozen groups' actions on the next observations of ``d`` into ``a_next`` ``(L, S, A, act_max)``."""
+    Ls, S = d["next_obs"].shape[:2]
+    obs_all = {h: d["next_obs"][:, :, lay.offset[h] : lay.offset[h] + hi["n_agents"], : hi["obs_dim"]].reshape(Ls * S, hi["n_agents"], *hi["obs_shape"]) for h, hi in lay.groups.items()}
+    for g, fp in frozen.items():
+        a, _ = fp.act(obs_all, None, None, generator=gen)
+        o, N = lay.offset[g], lay.groups[g]["n_agents"]
+        a_next[:, :, o : o + N] = M.critic_action(lay, g, a[g]).reshape(Ls, S, N, -1)
+
+
+def step_env(env: Any, policy: M.Policy, lay: M.AgentLayout, frozen: dict[str, Any], cur: dict[str, Any], acts: dict[str, torch.Tensor], gen: torch.Generator, buf: ReplayBuffer, episodes: EpisodeStats) -> dict[str, Any]:
+    """One vectorised env step with the trained groups' ``acts`` (the frozen groups act here, drawing from
+    ``gen``); stores the transitions in ``buf``; returns the new ``cur`` (observations, state, frozen hidden)."""
+    obs, acts = cur["obs"], dict(acts)
+    fh = dict(cur["fh"])
+    for g, fp in frozen.items():
+        a, fh[g] = fp.act(obs, cur["state"], fh[g], generator=gen)
+        acts[g] = a[g]
+    crit = torch.cat([M.critic_action(lay, g, acts[g]) for g in lay.groups], 1)
+    out = env.step(acts)
+    buf.add({"obs": M.padded_obs(policy, lay, obs), "next_obs": M.padded_obs(policy, lay, out.final_obs), "act": crit,
+             "reward": torch.cat([out.reward[g] for g in lay.groups], 1), "terminated": out.terminated.float(),
+             "sub": torch.zeros(env.num_envs, lay.n_agents, dtype=torch.int8)})
+    for g, fp in frozen.items():
+        if fh[g] is not None and hasattr(fp, "reset_hidden"):
+            fh[g] = fp.reset_hidden(fh[g], out.done, gen)
+    episodes.add(out.info, out.done)
+    return {"obs": out.obs, "state": out.state, "fh": fh}
 
 
 class AgentWorker:
@@ -66,7 +123,7 @@ class AgentWorker:
         learner: index ``l`` of this agent among the learners (``AgentLayout.learner_agent[l]`` is its agent).
     """
 
-    def __init__(self, cfg: M.Config, centralised: bool, groups: dict[str, Any], trained: list[str], learner: int, seed: int, log_path: str | None = None) -> None:
+    def __init__(self, cfg: M.Config, centralised: bool, groups: dict[str, Any], trained: list[str], learner: int, seed: int, log_path: str | None = None, replica: dict[str, Any] | None = None) -> None:
         torch.set_num_threads(1)
         worker_logging(log_path)
         seed_everything(seed)
@@ -91,6 +148,15 @@ class AgentWorker:
         }
         self.generator = make_generator(seed + 7919, "cpu")
         self.la, self.ar = torch.tensor([self.a]), torch.arange(1)  # this learner's agent, its row: ``td_loss`` / ``policy_loss`` indices
+        self.world = 0  # size of the gloo group this worker is in (0: none)
+        if replica is not None:  # transport "allreduce": this worker's replica of the env and the replay buffer
+            r = replica
+            self.frozen = r["frozen"]
+            self.env = make_worker_env(r["env_name"], r["env_cfg"], r["num_envs"], 0, r["device"])  # its state comes from load_replica
+            self.full = M.Policy(groups, arch, self.frozen)  # the observation helpers (flat_obs, padded_obs); its actors are not used
+            self.buf = ReplayBuffer(r["capacity"], M._replay_fields(self.lay), r["device"])
+            self.shared_gen = make_generator(0, r["device"])  # minibatches and frozen actions: the same draws on every worker
+            self.cur: dict[str, Any] = {}
 
     def ping(self) -> bool:
         return True
@@ -121,6 +187,12 @@ class AgentWorker:
         ``a_next`` ``(L, S, A, act_max)`` (``maddpg.update`` for one learner), the soft updates, then the target
         actions for ``next_d``. Returns (losses, next target actions, compute seconds)."""
         t0 = time.perf_counter()
+        losses = self._learn(d, a_next)
+        nt = self.target(next_d)
+        return losses, nt, time.perf_counter() - t0
+
+    def _learn(self, d: dict[str, torch.Tensor], a_next: torch.Tensor) -> dict[str, float]:
+        """The critic step, the actor step (with the updated critic) and the soft target updates."""
         cfg, l, a = self.cfg, self.l, self.a
         d1 = {k: d[k][l : l + 1] for k in ("obs", "act", "next_obs", "reward", "terminated")}  # learner l's row (1, S, ...)
         closs, q = M.td_loss(self.critic, self.target_critic, d1, a_next[l : l + 1], self.la, self.ar, self.centralised, cfg.gamma)
@@ -140,8 +212,84 @@ class AgentWorker:
         self.opts["actor"].step()
         M.soft_update(self.target_critic, self.critic, cfg.tau)
         M.soft_update(self.target_actor, self.policy.actors, cfg.tau)
-        nt = self.target(next_d)
-        return {"critic": float(closs.detach()), "actor": float(aloss.detach()), "q": float(q.detach().mean())}, nt, time.perf_counter() - t0
+        return {"critic": float(closs.detach()), "actor": float(aloss.detach()), "q": float(q.detach().mean())}
+
+    # ------------------------------------------------------------ transport "allreduce" (``gloo``)
+    def rendezvous(self) -> tuple[str, int]:
+        return gloo.rendezvous()
+
+    def join_group(self, ip: str, port: int, world: int, rank: int, timeout_s: float) -> bool:
+        self.world = world if gloo.join(ip, port, world, rank, timeout_s) else 0
+        return self.world > 0
+
+    def leave_group(self) -> None:
+        gloo.leave()
+        self.world = 0
+
+    def replica_state(self, replay: bool) -> dict[str, Any]:
+        """The replicated part (env, current observations, shared generator; the replay buffer if ``replay``)."""
+        s = {"env": env_snapshot(self.env), "cur": self.cur, "shared_gen": self.shared_gen.get_state()}
+        if replay:
+            s["replay"] = self.buf.state_dict()
+        return s
+
+    def load_replica(self, s: dict[str, Any]) -> None:
+        env_restore(self.env, s["env"])
+        self.cur = s["cur"]
+        self.shared_gen.set_state(s["shared_gen"])
+        if "replay" in s:
+            self.buf.load_state_dict(s["replay"])
+
+    def train_chunk(self, n: int, st: dict[str, Any]) -> dict[str, Any]:
+        """``n`` vectorised env steps of the replicated env, each followed by the updates its credit allows,
+        in lockstep with the group: per env step one all-gather of the agents' exploratory actions, per
+        update one all-gather of their target actions. Returns ``stats`` (the episodes of the chunk), the
+        new schedule ``st``, ``sched`` (``updates``, summed ``critic`` / ``actor`` losses, ``update_s`` wall
+        time of the updates, ``comm_s`` of it in all-gathers) and ``replica`` (``replica_state(False)``);
+        or ``failed`` if the group broke (a peer died or timed out)."""
+        st = dict(st)
+        sched = {"updates": 0, "critic": 0.0, "actor": 0.0, "update_s": 0.0, "comm_s": 0.0}
+        episodes = EpisodeStats(self.env.spec, self.env.device)
+        B = self.env.num_envs
+        try:
+            if self.world < 1:
+                raise gloo.GroupBroken("this agent worker is in no gloo group (restarted?)")
+            for _ in range(n):
+                self._collect_step(episodes)
+                for _ in range(update_credit(st, B, float(len(self.buf)), self.cfg)):
+                    t0 = time.perf_counter()
+                    losses, comm = self._update_allreduce()
+                    sched["update_s"] += time.perf_counter() - t0
+                    sched["comm_s"] += comm
+                    sched["updates"] += 1
+                    sched["critic"] += losses["critic"]
+                    sched["actor"] += losses["actor"]
+        except gloo.GroupBroken as err:
+            return {"failed": str(err)}
+        return {"stats": episodes.summary("train"), "st": st, "sched": sched, "stored": float(len(self.buf)), "replica": self.replica_state(False)}
+
+    def _collect_step(self, episodes: EpisodeStats) -> None:
+        lay, B = self.lay, self.env.num_envs
+        obs = self.cur["obs"]
+        own = self.act(self.full.flat_obs(self.g, obs[self.g])[:, self.a - lay.offset[self.g]].reshape(B, *self.info["obs_shape"]))
+        parts, _ = gloo.all_gather(M.pad_last(own.float().reshape(B, -1), lay.act_max))  # (B, act_max) per learner
+        acts = {}
+        for g in self.full.trained:
+            s, e = lay.learner_block(g)
+            x = torch.stack(parts[s:e], 1)
+            acts[g] = x[..., 0].long() if lay.groups[g]["discrete"] else x[..., : lay.groups[g]["action_dim"]]
+        self.cur = step_env(self.env, self.full, lay, self.frozen, self.cur, acts, self.shared_gen, self.buf, episodes)
+
+    def _update_allreduce(self) -> tuple[dict[str, float], float]:
+        lay = self.lay
+        d = M._learner_batch(self.buf, lay, self.cfg.batch_size, self.shared_gen)
+        parts, comm = gloo.all_gather(M.pad_last(self.target(d), lay.act_max))  # (L, S, act_max) per learner
+        a_next = torch.zeros(*d["next_obs"].shape[:2], lay.n_agents, lay.act_max)
+        for l, t in enumerate(parts):
+            a_next[:, :, lay.learner_agent[l]] = t
+        if self.frozen:
+            frozen_target_actions(lay, self.frozen, d, a_next, self.shared_gen)
+        return self._learn(d, a_next), comm
 
     def actor_state(self) -> dict[str, torch.Tensor]:
         return {k: v.clone() for k, v in self.policy.actors[self.g].state_dict().items()}
@@ -228,10 +376,14 @@ def train_model_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: bo
     T_iter = cfg.iteration_steps or spec.max_steps
     capacity = min(cfg.buffer_size, run.cfg.env_steps + T_iter * B)
     logdir = None if run.dir is None else str(run.dir / "workers")
+    allreduce = dcfg.transport == "allreduce" and not sampler
+    replica = {"env_name": env_name, "env_cfg": env_cfg, "num_envs": B, "device": str(device), "capacity": capacity, "frozen": frozen} if allreduce else None
     Agent = ray.remote(AgentWorker).options(**actor_options(dcfg))
-    handles = [Agent.remote(cfg, centralised, groups, policy.trained, l, seed + 1000 * l, logdir and f"{logdir}/agent{l}.log") for l in range(L)]
+    handles = [Agent.remote(cfg, centralised, groups, policy.trained, l, seed + 1000 * l, logdir and f"{logdir}/agent{l}.log", replica) for l in range(L)]
     last: list[Any] = [None] * L
     st: dict[str, Any] = {"credit": 0.0, "since_round": 0}
+    rep: dict[str, Any] = {}  # allreduce: the replicated env state at the last iteration's end (worker 0's)
+    group = {"restarts": 0, "failures": 0}
     samp = None
     samp_last: dict[str, Any] = {}
 
@@ -245,18 +397,44 @@ def train_model_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: bo
         if samp is not None:
             snap["sampler"] = spool.call("state")[0] or samp_last.get("state")
         else:
-            snap["env"], snap["cur"] = env_snapshot(env), cur
+            snap.update(env_part())
         return snap
+
+    def env_part() -> dict[str, Any]:
+        """The env's state and current observations (allreduce: the workers' replicas, plus their shared generator)."""
+        return dict(rep) if allreduce else {"env": env_snapshot(env), "cur": cur}
 
     def on_lost(i: int) -> None:
         snap = {"policy": policy.policy_state(), "agents": list(last), "model": dict(st)}
         if samp is not None:
             snap["sampler"] = samp_last.get("state")
         else:
-            snap["env"], snap["cur"] = env_snapshot(env), cur
+            snap.update(env_part())
         run.checkpoint(snap)
 
-    pool = WorkerPool(handles, [f"agent{l}" for l in range(L)], dcfg, lambda i: ray.get(handles[i].load_state.remote(last[i])), on_lost)
+    def healthy(i: int) -> int | None:
+        for j in range(L):
+            if j != i:
+                try:
+                    ray.get(handles[j].ping.remote(), timeout=10)
+                    return j
+                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                    continue
+        return None
+
+    def rejoin(i: int) -> None:
+        """A restarted agent takes its state at the last sync point; with allreduce also a live worker's
+        replica of the env and the replay buffer (or, without one, the last replica state and an empty buffer)."""
+        ray.get(handles[i].load_state.remote(last[i]))
+        if allreduce:
+            j = healthy(i)
+            ray.get(handles[i].load_replica.remote(ray.get(handles[j].replica_state.remote(True)) if j is not None else rep))
+
+    pool = WorkerPool(handles, [f"agent{l}" for l in range(L)], dcfg, rejoin, on_lost)
+
+    def form_group() -> None:
+        gloo.form_group(pool, L, dcfg.collective_timeout_s, dcfg.max_restarts * L + 2, "model-parallel")
+        group["restarts"] = pool.total_restarts
 
     def assemble_policy() -> dict[str, torch.Tensor]:
         parts = pool.call("actor_state")
@@ -284,7 +462,7 @@ def train_model_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: bo
 
         spool = WorkerPool([samp], ["sampler"], dcfg, samp_rejoin, samp_lost)
     else:
-        buf = ReplayBuffer(capacity, M._replay_fields(lay), device)
+        buf = None if allreduce else ReplayBuffer(capacity, M._replay_fields(lay), device)  # allreduce: the workers hold it
         gen = make_generator(seed + 7919, device)
         cur = {"obs": env.reset(), "state": env.state(), "fh": {g: None for g in frozen}}
 
@@ -293,6 +471,8 @@ def train_model_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: bo
         last = pool.call("state")
         if samp is not None:
             ray.get(samp.set_actors.remote(assemble_policy()))
+        if allreduce:
+            rep.update(env=env_snapshot(env), cur=cur, shared_gen=gen.get_state())
     else:
         if len(resumed["agents"]) != L:
             raise ValueError(f"the checkpoint has {len(resumed['agents'])} agent workers, the env has {L} trained agents")
@@ -306,14 +486,11 @@ def train_model_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: bo
         else:
             env_restore(env, resumed["env"])
             cur = M._to_device(resumed["cur"], device)
-
-    def frozen_targets(d: dict[str, torch.Tensor], a_next: torch.Tensor) -> None:
-        Ls, S = d["next_obs"].shape[:2]
-        obs_all = {h: d["next_obs"][:, :, lay.offset[h] : lay.offset[h] + hi["n_agents"], : hi["obs_dim"]].reshape(Ls * S, hi["n_agents"], *hi["obs_shape"]) for h, hi in lay.groups.items()}
-        for g, fp in frozen.items():
-            a, _ = fp.act(obs_all, None, None, generator=gen)
-            o, N = lay.offset[g], lay.groups[g]["n_agents"]
-            a_next[:, :, o : o + N] = M.critic_action(lay, g, a[g]).reshape(Ls, S, N, -1)
+            if allreduce:
+                rep.update(env=resumed["env"], cur=cur, shared_gen=resumed.get("shared_gen", gen.get_state()))
+    if allreduce:
+        pool.call("load_replica", (rep,))
+        form_group()
 
     def assemble_targets(tg: list[torch.Tensor], d_local: dict[str, torch.Tensor] | None, shape: tuple[int, int]) -> torch.Tensor:
         a_next = torch.zeros(*shape, lay.n_agents, lay.act_max)
@@ -321,7 +498,7 @@ def train_model_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: bo
             a = lay.learner_agent[l]
             a_next[:, :, a, : t.shape[-1]] = t
         if frozen and d_local is not None:
-            frozen_targets(d_local, a_next)
+            frozen_target_actions(lay, frozen, d_local, a_next, gen)
         return a_next
 
     timing = {"update_s": 0.0, "compute_s": 0.0, "updates": 0, "loss_critic": 0.0, "loss_actor": 0.0}
@@ -365,20 +542,7 @@ def train_model_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: bo
         for g in policy.trained:
             s, e = lay.learner_block(g)
             acts[g] = torch.stack(res[s:e], 1)
-        fh = dict(cur["fh"])
-        for g, fp in frozen.items():
-            a, fh[g] = fp.act(obs, cur["state"], fh[g], generator=gen)
-            acts[g] = a[g]
-        crit = torch.cat([M.critic_action(lay, g, acts[g]) for g in lay.groups], 1)
-        out = env.step(acts)
-        buf.add({"obs": M.padded_obs(policy, lay, obs), "next_obs": M.padded_obs(policy, lay, out.final_obs), "act": crit,
-                 "reward": torch.cat([out.reward[g] for g in lay.groups], 1), "terminated": out.terminated.float(),
-                 "sub": torch.zeros(B, lay.n_agents, dtype=torch.int8)})
-        for g, fp in frozen.items():
-            if fh[g] is not None and hasattr(fp, "reset_hidden"):
-                fh[g] = fp.reset_hidden(fh[g], out.done, gen)
-        cur = {"obs": out.obs, "state": out.state, "fh": fh}
-        episodes.add(out.info, out.done)
+        cur = step_env(env, policy, lay, frozen, cur, acts, gen, buf, episodes)
 
     def lay_g(l: int) -> str:
         a = lay.learner_agent[l]
@@ -387,33 +551,55 @@ def train_model_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: bo
     def lay_i(l: int) -> int:
         return lay.learner_agent[l] - lay.offset[lay_g(l)]
 
-    def credit(n_steps: int, stored: float) -> int:
-        st["since_round"] += n_steps
-        if st["since_round"] >= cfg.update_every:
-            if stored >= max(cfg.warmup_steps, 1):
-                st["credit"] += st["since_round"] * cfg.updates_per_step
-            st["since_round"] = 0
-        k = int(st["credit"])
-        st["credit"] -= k
-        return k
+    def iteration_allreduce() -> tuple[dict[str, float], float] | None:
+        """One call per iteration: the workers step their env replicas and update in lockstep (gloo)."""
+        if pool.total_restarts != group["restarts"]:  # an agent restarted outside a chunk (checkpoint, eval)
+            form_group()
+        res = pool.call("train_chunk", (T_iter, dict(st)))
+        if any(r is None or "failed" in r for r in res):
+            why = next((r["failed"] for r in res if r is not None and "failed" in r), "an agent worker died during the chunk")
+            group["failures"] += 1
+            if group["failures"] > dcfg.max_restarts * L + 2:
+                raise RuntimeError(f"the model-parallel gloo group keeps breaking ({why})")
+            log.warning("the model-parallel gloo group broke (%s); forming a new group (the interrupted iteration is dropped)", why)
+            form_group()
+            return None
+        group["failures"] = 0
+        if len({(r["st"]["credit"], r["st"]["since_round"], r["sched"]["updates"]) for r in res}) != 1:
+            raise RuntimeError(f"model-parallel agents left lockstep: {[(r['st'], r['sched']['updates']) for r in res]}")
+        st.update(res[0]["st"])
+        rep.clear()
+        rep.update(res[0]["replica"])
+        sched = [r["sched"] for r in res]
+        timing["updates"] = int(sched[0]["updates"])
+        timing["update_s"] = max(x["update_s"] for x in sched)
+        timing["compute_s"] = max(x["update_s"] - x["comm_s"] for x in sched)
+        timing["loss_critic"] = sum(x["critic"] for x in sched) / L
+        timing["loss_actor"] = sum(x["actor"] for x in sched) / L
+        return res[0]["stats"], res[0]["stored"]
 
     try:
         stored = 0.0
         while not run.finished:
             for k in timing:
                 timing[k] = 0 if k == "updates" else 0.0
-            if samp is None:
+            if allreduce:
+                got = iteration_allreduce()
+                if got is None:
+                    continue  # the group broke: the iteration is dropped (its env steps are not counted)
+                stats, stored = got
+            elif samp is None:
                 episodes = EpisodeStats(spec, env.device)
                 for _ in range(T_iter):
                     local_collect(episodes)
-                    k = credit(B, float(len(buf)))
+                    k = update_credit(st, B, float(len(buf)), cfg)
                     if k:
                         updates(k)
                 stored = float(len(buf))
                 stats = episodes.summary("train")
             else:
                 fut = samp.collect.remote(T_iter)
-                k = credit(T_iter * B, stored)  # learn while the sampler collects this iteration's steps
+                k = update_credit(st, T_iter * B, stored, cfg)  # learn while the sampler collects this iteration's steps
                 if k:
                     updates(k)
                 try:
