@@ -68,7 +68,7 @@ from maestro.distributed.common import DistributedConfig, apply_grads, combine_s
 from maestro.distributed import gloo
 from maestro.distributed.genetic import worker_logging
 from maestro.distributed.gloo import GroupBroken
-from maestro.distributed.ray_utils import WorkerPool, actor_options, require_ray
+from maestro.distributed.ray_utils import WorkerPool, actor_options, first_live, require_ray
 
 log = logging.getLogger("maestro")
 
@@ -179,16 +179,9 @@ class DataReplica:
         return g, loss, dt + dt2
 
     # ------------------------------------------------------------ transport "allreduce" (``gloo``)
-    def rendezvous(self) -> tuple[str, int]:
-        return gloo.rendezvous()
-
-    def join_group(self, ip: str, port: int, world: int, rank: int, timeout_s: float) -> bool:
-        self.world = world if gloo.join(ip, port, world, rank, timeout_s) else 0
-        return self.world > 0
-
-    def leave_group(self) -> None:
-        gloo.leave()
-        self.world = 0
+    rendezvous = gloo.member_rendezvous
+    join_group = gloo.member_join
+    leave_group = gloo.member_leave
 
     def train_chunk(self, n: int, every: int, credit: float) -> dict[str, Any]:
         """``n`` vectorised env steps in sub-chunks of ``every`` steps, each followed by its updates in
@@ -336,14 +329,10 @@ def train_data_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: boo
     allreduce = dcfg.transport == "allreduce"
 
     def healthy(i: int) -> int:
-        for j in range(K):
-            if j != i:
-                try:
-                    ray.get(handles[j].ping.remote(), timeout=10)
-                    return j
-                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-                    continue
-        raise RuntimeError("no healthy data-parallel replica left to copy weights from")
+        j = first_live(handles, i)
+        if j is None:
+            raise RuntimeError("no healthy data-parallel replica left to copy weights from")
+        return j
 
     def rejoin(i: int) -> None:
         ray.get(handles[i].load_weights.remote(ray.get(handles[healthy(i)].weights_state.remote())))

@@ -92,6 +92,22 @@ def all_gather(t: Tensor) -> tuple[list[Tensor], float]:
     return out, time.perf_counter() - t0
 
 
+# The three remote methods of a group member (a Ray actor class with a ``world`` attribute assigns them:
+# ``rendezvous = gloo.member_rendezvous`` ...), which ``form_group`` calls.
+def member_rendezvous(self: Any) -> tuple[str, int]:
+    return rendezvous()
+
+
+def member_join(self: Any, ip: str, port: int, world: int, rank: int, timeout_s: float) -> bool:
+    self.world = world if join(ip, port, world, rank, timeout_s) else 0
+    return self.world > 0
+
+
+def member_leave(self: Any) -> None:
+    leave()
+    self.world = 0
+
+
 def form_group(pool: Any, world: int, timeout_s: float, attempts: int, what: str) -> None:
     """(Re)form the gloo group of the workers of ``pool`` (``ray_utils.WorkerPool``; each worker has the
     remote methods ``leave_group``, ``rendezvous`` and ``join_group(ip, port, world, rank, timeout_s)``)

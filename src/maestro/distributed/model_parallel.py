@@ -66,7 +66,7 @@ from maestro.core.seeding import make_generator, seed_everything
 from maestro.distributed import gloo
 from maestro.distributed.common import DistributedConfig, combine_stats, make_learner, make_worker_env
 from maestro.distributed.genetic import LazyPolicy, worker_logging
-from maestro.distributed.ray_utils import WorkerPool, actor_options, require_ray
+from maestro.distributed.ray_utils import WorkerPool, actor_options, first_live, require_ray
 from maestro.nn.gumbel import gumbel_softmax, one_hot_sample
 
 log = logging.getLogger("maestro")
@@ -215,16 +215,9 @@ class AgentWorker:
         return {"critic": float(closs.detach()), "actor": float(aloss.detach()), "q": float(q.detach().mean())}
 
     # ------------------------------------------------------------ transport "allreduce" (``gloo``)
-    def rendezvous(self) -> tuple[str, int]:
-        return gloo.rendezvous()
-
-    def join_group(self, ip: str, port: int, world: int, rank: int, timeout_s: float) -> bool:
-        self.world = world if gloo.join(ip, port, world, rank, timeout_s) else 0
-        return self.world > 0
-
-    def leave_group(self) -> None:
-        gloo.leave()
-        self.world = 0
+    rendezvous = gloo.member_rendezvous
+    join_group = gloo.member_join
+    leave_group = gloo.member_leave
 
     def replica_state(self, replay: bool) -> dict[str, Any]:
         """The replicated part (env, current observations, shared generator; the replay buffer if ``replay``)."""
@@ -412,22 +405,12 @@ def train_model_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: bo
             snap.update(env_part())
         run.checkpoint(snap)
 
-    def healthy(i: int) -> int | None:
-        for j in range(L):
-            if j != i:
-                try:
-                    ray.get(handles[j].ping.remote(), timeout=10)
-                    return j
-                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-                    continue
-        return None
-
     def rejoin(i: int) -> None:
         """A restarted agent takes its state at the last sync point; with allreduce also a live worker's
         replica of the env and the replay buffer (or, without one, the last replica state and an empty buffer)."""
         ray.get(handles[i].load_state.remote(last[i]))
         if allreduce:
-            j = healthy(i)
+            j = first_live(handles, i)
             ray.get(handles[i].load_replica.remote(ray.get(handles[j].replica_state.remote(True)) if j is not None else rep))
 
     pool = WorkerPool(handles, [f"agent{l}" for l in range(L)], dcfg, rejoin, on_lost)

@@ -66,6 +66,19 @@ def actor_options(dcfg: DistributedConfig, **extra: Any) -> dict[str, Any]:
     return opts
 
 
+def first_live(handles: list[Any], skip: int = -1) -> int | None:
+    """Index of the first worker other than ``skip`` that answers ``ping`` within 10 s; ``None`` if none does."""
+    ray = require_ray()
+    for j, h in enumerate(handles):
+        if j != skip:
+            try:
+                ray.get(h.ping.remote(), timeout=10)
+                return j
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                continue
+    return None
+
+
 class WorkerPool:
     """Restartable Ray actors (see the module docstring).
 
