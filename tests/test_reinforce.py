@@ -12,7 +12,7 @@ import torch
 
 import maestro
 from maestro.algos.ppo import group_layout
-from maestro.algos.reinforce import Config, Policy, batch_returns, plot_action_components, reinforce_loss, run_batch, train_reinforce
+from maestro.algos.reinforce import Config, Policy, batch_returns, mixed_returns, plot_action_components, reinforce_loss, run_batch, train_reinforce
 from maestro.core import checkpoint as ckpt
 from maestro.core.run import Run, RunConfig
 from maestro.core.seeding import make_generator
@@ -97,6 +97,21 @@ def test_returns_by_hand():
     assert v.view(4, 2).tolist() == [[9.0, 6.0], [8.0, 4.0], [5.0, 6.0], [0.0, 0.0]]
     v = batch_returns(r, cut, gamma=0.5)
     assert v.view(4, 2).tolist() == [[1 + 0.5 * 3 + 0.25 * 5, 2 + 0.5 * 4], [3 + 0.5 * 5, 4.0], [5.0, 6.0], [0.0, 0.0]]
+
+
+def test_team_return_mix_by_hand():
+    # the case above; the episode ends at step 2. Team reward per step = mean over the 2 slots:
+    # 1.5, 3.5, 5.5 -> team returns 10.5, 9.0, 5.5 (slot 1's new agent's rewards count for everyone).
+    r = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0], [0.0, 0.0]]).view(4, 1, 2)
+    cut = torch.tensor([[0, 0], [0, 1], [1, 1], [0, 0]], dtype=torch.bool).view(4, 1, 2)
+    done = torch.tensor([0, 0, 1, 0], dtype=torch.bool).view(4, 1)
+    assert torch.equal(mixed_returns(r, cut, done, 1.0, 0.0), batch_returns(r, cut, 1.0))
+    team = mixed_returns(r, cut, done, 1.0, 1.0)
+    assert team.view(4, 2).tolist() == [[10.5, 10.5], [9.0, 9.0], [5.5, 5.5], [0.0, 0.0]]
+    half = mixed_returns(r, cut, done, 1.0, 0.5)
+    assert half.view(4, 2).tolist() == [[9.75, 8.25], [8.5, 6.5], [5.25, 5.75], [0.0, 0.0]]
+    with pytest.raises(ValueError, match="team_return"):
+        Config(team_return=1.5)
 
 
 def test_loss_ignores_dead_agents_and_invalid_steps():

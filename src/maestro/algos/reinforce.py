@@ -107,6 +107,10 @@ class Config:
     """Continuous actions: anneal sigma linearly to this value over the budget (None: fixed; §4.2)."""
     curriculum: bool = True
     """Advance the env's curriculum (``env.set_progress``, the traffic junction's add rate) with training."""
+    team_return: float = 0.0
+    """Weight ``w`` of the team's return in each agent's return: ``v_t = (1 - w) v^i_t + w v^team_t``, with
+    ``v^team_t`` the future reward of all agent slots averaged over the ``N`` slots (IC3Net's
+    ``mean_ratio``; 0: each agent's own return, as eq. 1 per agent; 1: fully cooperative)."""
     team_terminal_reward: bool = True
     """Let an agent's return flow through its death when the env has a team terminal reward
     (combat's ``terminal_reward``, which the env gives to every unit, dead or alive): Alg. 1's
@@ -122,6 +126,8 @@ class Config:
             raise ValueError(f"lr and eps must be > 0 and rmsprop_alpha in (0, 1), got {self.lr}, {self.eps}, {self.rmsprop_alpha}")
         if self.sigma <= 0 or (self.sigma_final is not None and self.sigma_final <= 0):
             raise ValueError(f"sigma and sigma_final must be > 0, got {self.sigma}, {self.sigma_final}")
+        if not 0.0 <= self.team_return <= 1.0:
+            raise ValueError(f"team_return must lie in [0, 1], got {self.team_return}")
         for k in ("value_coef", "entropy_coef", "max_grad_norm"):
             if getattr(self, k) < 0:
                 raise ValueError(f"{k} must be >= 0, got {getattr(self, k)}")
@@ -346,6 +352,22 @@ def batch_returns(reward: Tensor, cut: Tensor, gamma: float) -> Tensor:
     return discounted_returns(reward, cut, gamma)
 
 
+def mixed_returns(reward: Tensor, cut: Tensor, done: Tensor, gamma: float, team_weight: float) -> Tensor:
+    """Each agent's return mixed with the team's (``Config.team_return``; IC3Net's ``mean_ratio``), ``(T, B, N)``.
+
+    Args:
+        reward, cut: ``(T, B, N)`` as ``batch_returns``.
+        done: ``(T, B)`` the copy's episode ended at step ``t``.
+        team_weight: ``w`` in ``(1 - w) v^i_t + w v^team_t``; ``v^team_t`` = the discounted sum of
+            ``mean_i r^i`` from ``t`` to the episode's end (a slot's rewards count after its agent left).
+    """
+    own = batch_returns(reward, cut, gamma)
+    if team_weight == 0.0:
+        return own
+    team = discounted_returns(reward.mean(-1), done, gamma).unsqueeze(-1)
+    return (1.0 - team_weight) * own + team_weight * team
+
+
 def reinforce_loss(
     logp: Tensor, entropy: Tensor, value: Tensor, returns: Tensor, weight: Tensor, n_steps: Tensor, cfg: Config
 ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -419,7 +441,7 @@ def train_reinforce(cfg: Config, env: Any, run: Run, model: ModelName) -> Policy
             policy.log_sigma.fill_(math.log(sigma))
             extra["train/sigma"] = sigma
         batch, stats = run_batch(env, policy, generator, cfg.team_terminal_reward)
-        returns = batch_returns(batch["reward"], batch["cut"], cfg.gamma)
+        returns = mixed_returns(batch["reward"], batch["cut"], batch["done"], cfg.gamma, cfg.team_return)
         n_steps = batch["valid"].sum().clamp_min(1).float()
         loss, parts = reinforce_loss(batch["logp"], batch["entropy"], batch["value"], returns, batch["alive"].float(), n_steps, cfg)
         optimiser.zero_grad(set_to_none=True)
