@@ -278,8 +278,7 @@ class AgentWorker:
         d = M._learner_batch(self.buf, lay, self.cfg.batch_size, self.shared_gen)
         parts, comm = gloo.all_gather(M.pad_last(self.target(d), lay.act_max))  # (L, S, act_max) per learner
         a_next = torch.zeros(*d["next_obs"].shape[:2], lay.n_agents, lay.act_max, device=d["next_obs"].device)
-        for l, t in enumerate(parts):
-            a_next[:, :, lay.learner_agent[l]] = t
+        a_next[:, :, list(lay.learner_agent)] = torch.stack(parts, 2)  # one scatter, no loop over agents
         if self.frozen:
             frozen_target_actions(lay, self.frozen, d, a_next, self.shared_gen)
         return self._learn(d, a_next), comm
