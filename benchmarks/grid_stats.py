@@ -24,7 +24,7 @@ import torch
 import maestro
 from maestro.envs.api import random_actions
 from maestro.envs.grid.combat import attack_nearest
-from maestro.envs.grid.traffic_junction import always_gas, brake_if_occupied
+from maestro.envs.grid.traffic_junction import always_gas, brake_if_occupied, reservation
 
 TJ = [("easy", {}), ("medium", {}), ("hard", {}), ("hard", {"max_steps": 80})]
 
@@ -92,7 +92,8 @@ def main() -> None:
     gen = torch.Generator().manual_seed(args.seed)
     for d, extra in TJ:
         for j, (pname, pol) in enumerate( (("always gas", always_gas), ("brake if occupied", brake_if_occupied),
-                           ("random", lambda e: random_actions(e, gen)))):
+                           ("random", lambda e: random_actions(e, gen)),
+                           ("centralised reservation (sees every car)", reservation))):
             env = maestro.make_env("traffic_junction", num_envs=E, seed=args.seed, difficulty=d, initial_progress=1.0, **extra)
             env.reset()
             info = first_episode(env, pol)

@@ -574,3 +574,34 @@ def brake_if_occupied(env: TrafficJunction) -> dict[str, Tensor]:
     occ = F.pad(env.occupancy(), (0, 1))  # column dim² (leaving / absent) is always free
     blocked = occ.gather(1, env.next_cells()) > 0
     return {"car": torch.where(blocked, BRAKE, GAS).long()}
+
+
+def reservation(env: TrafficJunction) -> dict[str, Tensor]:
+    """A *centralised* collision-free policy (it sees every car): an upper bound, not a learner's baseline.
+
+    Every car asks for its next cell; conflicts are resolved until none is left: a cell that a
+    braking car keeps is refused to every car that would enter it, and among the cars entering
+    the same free cell only the one with the highest priority drives on (a car still on its
+    entry cell first, so that a new car cannot land on it; then the car that has been on the
+    grid longest; then the lower slot). Braking only frees cells, so the loop ends after at
+    most ``N`` rounds. Returns actions ``(B, N)``.
+    """
+    B, N = env.num_envs, env.params.n_cars
+    D2 = env.params.dim**2
+    cur, nxt, on = env.car_cells(), env.next_cells(), env.on_grid
+    slot = torch.arange(N, device=env.device).expand(B, N)
+    # smaller key = higher priority; all keys distinct within a copy
+    key = ((env.pos > 0).long() * (env.params.max_steps + 1) + (env.params.max_steps - env.tau.clamp(max=env.params.max_steps))) * N + slot
+    moving = on.clone()
+    for _ in range(N + 1):
+        final = torch.where(moving, nxt, cur)  # dim² = off the grid (absent or leaving)
+        held = torch.zeros(B, D2 + 1, dtype=torch.bool, device=env.device).scatter_(1, torch.where(on & ~moving, cur, D2), True)
+        held[:, D2] = False
+        big = torch.iinfo(torch.long).max
+        best = torch.full((B, D2 + 1), big, dtype=torch.long, device=env.device)
+        best = best.scatter_reduce(1, final, torch.where(moving, key, big), reduce="amin")
+        lose = moving & (final < D2) & (held.gather(1, final) | (best.gather(1, final) != key))
+        if not bool(lose.any()):
+            break
+        moving = moving & ~lose
+    return {"car": torch.where(moving, GAS, BRAKE).long()}
