@@ -64,7 +64,8 @@ the curriculum calls ``set_progress`` from 0 on. The rate is per copy state (``a
 
 Baselines: ``always_gas(env)`` and ``brake_if_occupied(env)`` (brake when the next cell of the
 route holds a car; it cannot see crossing traffic and its queues invite collisions at the entries,
-so it is not better than always-gas); ``benchmarks/grid_stats.py`` reports their collision rates.
+so it is not better than always-gas), and the centralised ``reservation(env)`` (sees every car; no
+collisions on the hard junction: the upper bound); ``benchmarks/grid_stats.py`` reports their collision rates.
 
 Deliberate departures: per-step randomness comes from per-copy hash streams (``common.py``) so
 that a copy replays identically alone; the entry process draws its Bernoulli per entry exactly as
