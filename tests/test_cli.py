@@ -119,6 +119,11 @@ def test_report_shows_the_paper_number(tmp_path):
     assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "-42.5" in md and "Someone et al. 2020, Table 1" in md
+    # a second seed stopped at another budget: the table shows the range, not a mean
+    assert main(["train", str(recipe), "--out", str(tmp_path / "runs"), "--no-progress", "--set", "run.env_steps=80", "--set", "seed=1"]) == 0
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 0
+    row = next(line for line in (tmp_path / "rep" / "report.md").read_text().splitlines() if "Someone et al." in line)
+    assert "| 2 | 40–80 |" in row, row
 
 
 @pytest.mark.parametrize(

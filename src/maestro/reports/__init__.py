@@ -167,6 +167,14 @@ def final_value(run: RunData, metric: str) -> float | None:
     return float(y[-1])
 
 
+def steps_cell(steps: list[int]) -> str:
+    """The env steps the seeds reached: one number, or ``min–max`` if they stopped at different points."""
+    if not steps:
+        return "0"
+    lo, hi = int(min(steps)), int(max(steps))
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
 def table(groups: dict[str, list[RunData]]) -> str:
     """Markdown table: recipe, env, algo, seeds, env steps, final metric (mean ± 95% CI over seeds), paper."""
     lines = [
@@ -190,7 +198,7 @@ def table(groups: dict[str, list[RunData]]) -> str:
             ours = "n/a"
         pv = paper.get("value")
         lines.append(
-            f"| {name} | {cfg.get('env', '?')} | {cfg.get('algo', '?')} | {len(runs)} | {int(np.mean(steps)) if steps else 0} | "
+            f"| {name} | {cfg.get('env', '?')} | {cfg.get('algo', '?')} | {len(runs)} | {steps_cell(steps)} | "
             f"{metric} | {ours} | {'' if pv is None else f'{pv:.4g}'} | {paper.get('reference', '')} |"
         )
     return "\n".join(lines) + "\n"
