@@ -17,8 +17,8 @@ from maestro.envs.grid.traffic_junction import (
     add_rate,
     always_gas,
     brake_if_occupied,
-    reservation,
     build_layout,
+    reservation,
 )
 
 

@@ -587,20 +587,19 @@ def reservation(env: TrafficJunction) -> dict[str, Tensor]:
     grid longest; then the lower slot). Braking only frees cells, so the loop ends after at
     most ``N`` rounds. Returns actions ``(B, N)``.
     """
-    B, N = env.num_envs, env.params.n_cars
+    B, N, T = env.num_envs, env.params.n_cars, env.params.max_steps
     D2 = env.params.dim**2
     cur, nxt, on = env.car_cells(), env.next_cells(), env.on_grid
-    slot = torch.arange(N, device=env.device).expand(B, N)
-    # smaller key = higher priority; all keys distinct within a copy
-    key = ((env.pos > 0).long() * (env.params.max_steps + 1) + (env.params.max_steps - env.tau.clamp(max=env.params.max_steps))) * N + slot
+    # priority key, smaller first and distinct within a copy: (off its entry cell, steps left, slot)
+    age = T - env.tau.clamp(max=T)
+    key = ((env.pos > 0).long() * (T + 1) + age) * N + torch.arange(N, device=env.device)
+    big = torch.iinfo(torch.long).max
     moving = on.clone()
     for _ in range(N + 1):
         final = torch.where(moving, nxt, cur)  # dim² = off the grid (absent or leaving)
         held = torch.zeros(B, D2 + 1, dtype=torch.bool, device=env.device).scatter_(1, torch.where(on & ~moving, cur, D2), True)
-        held[:, D2] = False
-        big = torch.iinfo(torch.long).max
-        best = torch.full((B, D2 + 1), big, dtype=torch.long, device=env.device)
-        best = best.scatter_reduce(1, final, torch.where(moving, key, big), reduce="amin")
+        held[:, D2] = False  # column dim² collects absent cars, never a real cell
+        best = torch.full((B, D2 + 1), big, dtype=torch.long, device=env.device).scatter_reduce(1, final, torch.where(moving, key, big), reduce="amin")
         lose = moving & (final < D2) & (held.gather(1, final) | (best.gather(1, final) != key))
         if not bool(lose.any()):
             break
