@@ -113,6 +113,23 @@ def test_slave_loss_trains_the_master(name):
     assert net.value_head.weight.grad is None or net.value_head.weight.grad.abs().sum() == 0  # no value term in this loss
 
 
+def test_master_feedback_lets_a_slaves_own_proposal_depend_on_the_others():
+    # regular MS-MARL: slave 0's own proposal a_0 = W_s h_0 sees only slave 0's observations;
+    # with master_feedback the master's previous thought enters the slave's encoder, so a_0 at
+    # t = 2 depends on the other slaves' observations at t = 1 (and on the state), never at t = 2
+    obs, state, alive = inputs()
+    for feedback in (False, True):
+        net = make("ms_marl", master_feedback=feedback)
+        assert (net.feedback is not None) == feedback
+        o1, o2 = obs.clone().requires_grad_(True), (obs * 0.5).requires_grad_(True)
+        s = state.clone().requires_grad_(True)
+        outs = unroll(net, [o1, o2], s, alive)
+        outs[-1].parts["slave"][:, 0].sum().backward()
+        reaches = o1.grad[:, 1:].abs().sum() > 0
+        assert bool(reaches) == feedback and (s.grad is not None and bool(s.grad.abs().sum() > 0)) == feedback
+        assert o2.grad[:, 1:].abs().sum() == 0 and o2.grad[:, 0].abs().sum() > 0
+
+
 def test_master_state_ablation_ignores_the_state():
     net = make("ms_marl", master_state=False)
     assert net.state_enc is None

@@ -81,6 +81,9 @@ class Config:
     """CommNet communication steps per time step (1: the recurrent CommNet of the reference code)."""
     aggregate: Literal["mean", "sum"] = "mean"
     """How the MS-MARL master combines the alive slaves' messages."""
+    master_feedback: bool = False
+    """MS-MARL: the master's previous hidden state also enters every slave's encoder (our reading of
+    Fig. 1's broadcast across time steps; not the paper's model, see ``maestro.nn.master_slave``)."""
     master_state: bool = True
     """Feed the env's global state (e.g. occupancy map) to the MS-MARL master (False: Fig. 6a ablation)."""
     gamma: float = 1.0
@@ -148,6 +151,7 @@ def model_arch(model: ModelName, cfg: Config) -> dict[str, Any]:
             "gcm": model == "ms_marl_gcm",
             "master_state": cfg.master_state,
             "aggregate": cfg.aggregate,
+            "master_feedback": cfg.master_feedback,
         }
     raise ValueError(f"unknown model {model!r}; expected one of independent, commnet, bicnet, ms_marl, ms_marl_gcm")
 

@@ -31,6 +31,12 @@ With the slave gate shut (``g_i = 0``, ``slave_gate_open=False``) ``z_i = h^m`` 
 exactly regular MS-MARL's ``W_m h^m`` with the same weights (tested).
 
 Ablation of Figure 6a: ``master_state=False`` drops ``o`` (the master sees only the messages).
+
+Option ``master_feedback`` (off by default; a reading of Figure 1, where the master "broadcasts back
+its action output to all agents" across the two unfolded time steps): the master's previous thought
+also enters every slave's encoder, ``e_i = tanh(W_e s_i + W_f h^m_{t-1})``, so that a slave's own
+proposal ``a_i`` can depend on what the master knows. The paper's text and Figure 4 describe only
+the additive composition above; this is our extension, not the paper's model.
 Absent slaves (``alive`` False) send no message, keep a zero hidden state and their outputs are
 masked by the learner; a copy with no alive slave gives the master a zero message.
 """
@@ -91,6 +97,8 @@ class MasterSlaveNet(nn.Module):
         slave_gate_open: with ``gcm``, ``False`` shuts the slave gate (equals regular MS-MARL).
         master_state: feed the env state to the master (``False``: the Figure 6a ablation).
         aggregate: how the master combines the alive slaves' messages (``mean`` or ``sum``).
+        master_feedback: feed the master's previous hidden state to every slave's encoder (see the
+            module docstring; not in the paper).
     """
 
     def __init__(
@@ -106,6 +114,7 @@ class MasterSlaveNet(nn.Module):
         slave_gate_open: bool = True,
         master_state: bool = True,
         aggregate: Literal["mean", "sum"] = "mean",
+        master_feedback: bool = False,
     ) -> None:
         super().__init__()
         if aggregate not in ("mean", "sum"):
@@ -117,6 +126,7 @@ class MasterSlaveNet(nn.Module):
         self.slave_kind, self.master_kind = slave_cell, master_cell
         self.gcm, self.slave_gate_open, self.use_state, self.aggregate = gcm, slave_gate_open, master_state, aggregate
         self.slave_enc = nn.Linear(obs_dim, H)
+        self.feedback = nn.Linear(H, H, bias=False) if master_feedback else None
         self.slave_cell = make_cell(slave_cell, H, H)
         self.message = nn.Linear(H, H)
         self.state_enc = nn.Linear(state_dim, H) if master_state else None
@@ -141,7 +151,10 @@ class MasterSlaveNet(nn.Module):
         B = obs.shape[0]
         a = alive.to(obs.dtype).unsqueeze(-1)
         # slaves
-        e = torch.tanh(self.slave_enc(obs))
+        pre = self.slave_enc(obs)
+        if self.feedback is not None:
+            pre = pre + self.feedback(hidden["master_h"]).unsqueeze(1)
+        e = torch.tanh(pre)
         hs, cs = cell_step(self.slave_cell, e, hidden["slave_h"], hidden.get("slave_c"))
         hs = hs * a
         msg = torch.tanh(self.message(hs))
