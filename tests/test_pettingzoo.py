@@ -268,6 +268,107 @@ def test_particle_round_trip(name, kw):
         assert torch.equal(x.done, y.done) and torch.allclose(x.state, y.state)
 
 
+class _MaskedCounter(ParallelEnv):
+    """Two agents with PettingZoo's action-masking observations: action ``(t + k) % 3`` is illegal
+    for agent ``k`` at step ``t``; the reward is the action taken; agent 1 leaves after step 2."""
+
+    metadata = {"name": "masked_counter"}
+
+    def __init__(self, max_cycles=5):
+        self.possible_agents = ["p_0", "p_1"]
+        self.agents = []
+        self.max_cycles = max_cycles
+        self._obs_space = spaces.Dict({"observation": spaces.Box(0, 100, (2,), dtype=np.float32), "action_mask": spaces.Box(0, 1, (3,), dtype=np.int8)})
+
+    def observation_space(self, agent):
+        return self._obs_space
+
+    def action_space(self, agent):
+        return spaces.Discrete(3)
+
+    def render(self):
+        return np.zeros((4, 4, 3), np.uint8)
+
+    def _obs(self):
+        out = {}
+        for a in self.agents:
+            k = int(a[-1])
+            mask = np.ones(3, np.int8)
+            mask[(self.t + k) % 3] = 0
+            out[a] = {"observation": np.array([self.t, k], np.float32), "action_mask": mask}
+        return out
+
+    def reset(self, seed=None, options=None):
+        self.agents, self.t = list(self.possible_agents), 0
+        return self._obs(), {a: {} for a in self.agents}
+
+    def step(self, actions):
+        for a in self.agents:
+            assert actions[a] != (self.t + int(a[-1])) % 3, f"{a} took a masked action"
+        rew = {a: float(actions[a]) for a in self.agents}
+        self.t += 1
+        trunc = self.t >= self.max_cycles
+        obs = self._obs()
+        done = {a: trunc for a in self.agents}
+        if self.t == 2 and "p_1" in self.agents:
+            self.agents.remove("p_1")
+        if trunc:
+            self.agents = []
+        return obs, rew, {a: False for a in done}, done, {a: {} for a in done}
+
+
+def test_from_parallel_reads_action_masks_from_dict_observations():
+    env = from_parallel_env(_MaskedCounter, num_envs=2, seed=0)
+    assert env.spec.groups["p"].has_action_mask and env.spec.groups["p"].obs_shape == (2,)
+    obs = env.reset()
+    gen = torch.Generator().manual_seed(0)
+    absent_seen = 0
+    for _ in range(12):  # two episodes of 5 steps and more, through the auto-resets
+        mask, alive = env.action_mask()["p"], env.alive()["p"]
+        assert mask.shape == (2, 2, 3)
+        t = obs["p"][:, 0, 0].long()  # (B,) the step each copy's observation was taken at
+        for b in range(2):
+            for k in range(2):
+                expect = torch.ones(3, dtype=torch.bool)
+                if bool(alive[b, k]):
+                    expect[(int(t[b]) + k) % 3] = False
+                else:
+                    absent_seen += 1  # an absent agent: every action legal (and ignored)
+                assert torch.equal(mask[b, k], expect), (b, k, mask[b, k])
+        obs = env.step(random_actions(env, gen)).obs  # _MaskedCounter asserts that no masked action reaches it
+    assert absent_seen > 0
+    check_env(lambda n, s: from_parallel_env(_MaskedCounter, n, s), num_envs=3, seed=1)
+
+
+def test_from_parallel_rejects_a_masked_action_before_stepping_any_copy():
+    env = from_parallel_env(_MaskedCounter, num_envs=2, seed=0)
+    env.reset()
+    legal = random_actions(env, torch.Generator().manual_seed(0))["p"]
+    bad = legal.clone()
+    bad[1, 1] = 1  # at t = 0, agent 1's illegal action is (0 + 1) % 3 = 1
+    with pytest.raises(ValueError, match="agent 1 of copy 1 action 1"):
+        env.step({"p": bad})
+    assert env.action_mask()["p"].shape == (2, 2, 3)
+    env.step({"p": legal})  # nothing was stepped by the refused call
+    assert int(env.reset()["p"].shape[0]) == 2
+
+
+def test_from_parallel_rejects_a_dict_observation_that_is_not_a_mask():
+    class Other(_MaskedCounter):
+        def observation_space(self, agent):
+            return spaces.Dict({"observation": spaces.Box(0, 1, (2,)), "goal": spaces.Box(0, 1, (2,))})
+
+    with pytest.raises(ValueError, match="keys \\['goal', 'observation'\\]"):
+        from_parallel_env(Other, num_envs=1)
+
+    class WrongSize(_MaskedCounter):
+        def observation_space(self, agent):
+            return spaces.Dict({"observation": spaces.Box(0, 1, (2,)), "action_mask": spaces.Box(0, 1, (4,), dtype=np.int8)})
+
+    with pytest.raises(ValueError, match="action_mask of shape \\(4,\\)"):
+        from_parallel_env(WrongSize, num_envs=1)
+
+
 # ------------------------------------------------------------------ bad input
 class _Mismatched(ParallelEnv):
     metadata = {"name": "mismatched"}

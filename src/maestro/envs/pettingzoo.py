@@ -39,7 +39,11 @@ Two converters:
     ``ValueError`` names the two that differ). Tensors are ``obs[g]: (B, N_g, *obs_shape)``,
     actions ``(B, N_g)`` int64 (Discrete) or ``(B, N_g, d)`` float32 (Box), ``state: (B, *state_shape)``
     from ``env.state()`` when the env has a ``state_space``, else the concatenation of every agent's
-    flattened observation. An agent is alive while it is in ``env.agents`` (and its info does not say
+    flattened observation. Observations may also be PettingZoo's action-masking form, a ``Dict`` with
+    an ``observation`` Box and an ``action_mask`` of the Discrete action's ``n`` entries: the
+    group then has ``has_action_mask``, ``env.action_mask()[g]`` is ``(B, N_g, n)`` bool (all
+    legal for absent agents) and an alive agent given a masked action raises ``ValueError``
+    naming it, before any copy is stepped. An agent is alive while it is in ``env.agents`` (and its info does not say
     ``alive=False``, which makes ``from_parallel_env(to_parallel_env(e))`` faithful); absent agents
     observe zeros except in ``final_obs`` of a finished episode, which keeps the last observation
     of every agent for bootstrapping.
@@ -390,6 +394,18 @@ def _detect_max_steps(env: Any) -> int | None:
     return None
 
 
+def _masked_observation_space(g: str, agent: str, osp: gspaces.Dict, asp: gspaces.Space) -> gspaces.Space:
+    """The ``observation`` part of PettingZoo's action-masking Dict space, after checking its mask fits ``asp``."""
+    keys = set(osp.spaces)
+    if keys != {"observation", "action_mask"}:
+        raise ValueError(f"group {g!r}: agent {agent!r} has a Dict observation space with keys {sorted(keys)}; expected 'observation' and 'action_mask'")
+    mask = osp["action_mask"]
+    n_mask = int(np.prod(mask.shape)) if mask.shape is not None else -1
+    if not isinstance(asp, gspaces.Discrete) or n_mask != int(asp.n):
+        raise ValueError(f"group {g!r}: agent {agent!r} has an action_mask of shape {mask.shape} for action space {asp}; it needs one entry per Discrete action")
+    return osp["observation"]
+
+
 class PettingZooBatchedEnv(BatchedEnv):
     """``num_envs`` PettingZoo ParallelEnv instances as one maestro env (module docstring: semantics).
 
@@ -414,8 +430,14 @@ class PettingZooBatchedEnv(BatchedEnv):
                     raise ValueError(f"group {g!r}: agents {first!r} and {a!r} have different observation spaces ({osp} vs {e0.observation_space(a)})")
                 if e0.action_space(a) != asp:
                     raise ValueError(f"group {g!r}: agents {first!r} and {a!r} have different action spaces ({asp} vs {e0.action_space(a)})")
+            masked = isinstance(osp, gspaces.Dict)
+            if masked:
+                osp = _masked_observation_space(g, first, osp, asp)
             if not isinstance(osp, gspaces.Box):
-                raise ValueError(f"group {g!r}: agent {first!r} has observation space {osp}; only Box observations are supported")
+                raise ValueError(
+                    f"group {g!r}: agent {first!r} has observation space {osp}; only Box observations "
+                    "(or a Dict of an 'observation' Box and an 'action_mask') are supported"
+                )
             if isinstance(asp, gspaces.Discrete):
                 self._start[g] = int(asp.start)
                 act_space: gspaces.Space = gspaces.Discrete(int(asp.n))
@@ -423,7 +445,7 @@ class PettingZooBatchedEnv(BatchedEnv):
                 act_space = gspaces.Box(asp.low.astype(np.float32), asp.high.astype(np.float32), asp.shape, dtype=np.float32)
             else:
                 raise ValueError(f"group {g!r}: agent {first!r} has action space {asp}; only Discrete and 1-D Box are supported")
-            specs[g] = GroupSpec(g, len(members), tuple(osp.shape), act_space)
+            specs[g] = GroupSpec(g, len(members), tuple(osp.shape), act_space, has_action_mask=masked)
             for i, a in enumerate(members):
                 self._where[a] = (g, i)
             obs_dims.append(len(members) * int(np.prod(osp.shape)))
@@ -434,6 +456,7 @@ class PettingZooBatchedEnv(BatchedEnv):
         B = num_envs
         self._obs = {g: np.zeros((B, gs.n_agents, *gs.obs_shape), dtype=np.float32) for g, gs in specs.items()}
         self._alive_buf = {g: np.zeros((B, gs.n_agents), dtype=bool) for g, gs in specs.items()}
+        self._mask = {g: np.ones((B, gs.n_agents, gs.action_dim), dtype=bool) for g, gs in specs.items() if gs.has_action_mask}
         self._state = np.zeros((B, *state_shape), dtype=np.float32)
         self._reseed: int | None = None
         self._ever_reset = False
@@ -445,6 +468,8 @@ class PettingZooBatchedEnv(BatchedEnv):
         for g in self._obs:
             self._obs[g][i] = 0.0
             self._alive_buf[g][i] = False
+        for m in self._mask.values():
+            m[i] = True
         for a in present:
             if a in self._where:
                 info = infos.get(a) if isinstance(infos, dict) else None
@@ -454,6 +479,10 @@ class PettingZooBatchedEnv(BatchedEnv):
         for a, o in obs.items():
             if a in self._where:
                 g, j = self._where[a]
+                if g in self._mask:
+                    if self._alive_buf[g][i, j]:
+                        self._mask[g][i, j] = np.asarray(o["action_mask"]).reshape(-1).astype(bool)
+                    o = o["observation"]
                 if keep_all or self._alive_buf[g][i, j]:
                     self._obs[g][i, j] = np.asarray(o, dtype=np.float32).reshape(self._obs[g].shape[2:])
         if self._has_state:
@@ -479,6 +508,11 @@ class PettingZooBatchedEnv(BatchedEnv):
 
     def _step_world(self, actions: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor, dict[str, Tensor]]:
         acts = {g: a.detach().cpu().numpy().copy() for g, a in actions.items()}
+        for g, m in self._mask.items():
+            illegal = self._alive_buf[g] & ~np.take_along_axis(m, acts[g][..., None], -1)[..., 0]
+            if illegal.any():
+                i, j = (int(k[0]) for k in np.nonzero(illegal))
+                raise ValueError(f"{self.spec.name}: actions[{g!r}] gives agent {j} of copy {i} action {int(acts[g][i, j])}, which its action mask forbids")
         discrete = {g: gs.discrete for g, gs in self.spec.groups.items()}
         rewards = {g: np.zeros((self.num_envs, gs.n_agents), dtype=np.float32) for g, gs in self.spec.groups.items()}
         terminated = np.zeros(self.num_envs, dtype=bool)
@@ -510,6 +544,10 @@ class PettingZooBatchedEnv(BatchedEnv):
     def _observe(self) -> Obs:
         return {g: torch.tensor(x, device=self.device) for g, x in self._obs.items()}
 
+    def action_mask(self) -> dict[str, Tensor] | None:
+        """``(B, N_g, n)`` bool for the groups with Dict (action-masking) observations, else ``None``."""
+        return {g: torch.tensor(m, device=self.device) for g, m in self._mask.items()} or None
+
     def _alive(self) -> dict[str, Tensor]:
         return {g: torch.tensor(x, device=self.device) for g, x in self._alive_buf.items()}
 
@@ -522,6 +560,8 @@ class PettingZooBatchedEnv(BatchedEnv):
         for g in self._obs:
             s[f"obs/{g}"] = torch.tensor(self._obs[g], device=self.device)
             s[f"alive/{g}"] = torch.tensor(self._alive_buf[g], device=self.device)
+        for g, m in self._mask.items():
+            s[f"mask/{g}"] = torch.tensor(m, device=self.device)
         return s
 
     def _set_sim_state(self, state: dict[str, Tensor]) -> None:
@@ -536,6 +576,8 @@ class PettingZooBatchedEnv(BatchedEnv):
         for g in self._obs:
             self._obs[g] = state[f"obs/{g}"].cpu().numpy().copy()
             self._alive_buf[g] = state[f"alive/{g}"].cpu().numpy().copy()
+        for g in self._mask:
+            self._mask[g] = state[f"mask/{g}"].cpu().numpy().copy()
         self._state = state["state"].cpu().numpy().copy()
 
     def render(self) -> np.ndarray:
