@@ -37,6 +37,7 @@ its action output to all agents" across the two unfolded time steps): the master
 also enters every slave's encoder, ``e_i = tanh(W_e s_i + W_f h^m_{t-1})``, so that a slave's own
 proposal ``a_i`` can depend on what the master knows. The paper's text and Figure 4 describe only
 the additive composition above; this is our extension, not the paper's model.
+
 Absent slaves (``alive`` False) send no message, keep a zero hidden state and their outputs are
 masked by the learner; a copy with no alive slave gives the master a zero message.
 """
