@@ -3,6 +3,7 @@ invalid steps, every model learns a two-agent signalling game that needs communi
 independent controller does not), continuous Gaussian policies, action masks, the curriculum hook,
 determinism, bitwise resume, recipes through ``maestro train``, and the Figure 6b plot."""
 
+import json
 from dataclasses import dataclass
 
 import gymnasium.spaces as gspaces
@@ -193,16 +194,26 @@ def test_same_seed_same_parameters():
     assert any(not torch.equal(a[k], c[k]) for k in a)
 
 
+def test_learning_rate_follows_the_linear_schedule(tmp_path):
+    cfg = Config(lr=0.01, hidden_size=16, lr_end_factor=0.0)
+    train("commnet", signal, iters=4, cfg=cfg, directory=tmp_path, eval_episodes=0)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/lr"] for r in rows] == pytest.approx([0.01, 0.0075, 0.005, 0.0025])
+    with pytest.raises(ValueError, match="lr_end_factor"):
+        Config(lr_end_factor=1.5)
+
+
 def test_resume_is_bitwise_equal_to_uninterrupted(tmp_path):
-    full = train("ms_marl_gcm", signal, iters=5, directory=tmp_path / "a", eval_episodes=0)[0].state_dict()
+    cfg = Config(lr=0.01, hidden_size=16, lr_end_factor=0.2)  # the annealed rate must resume too
+    full = train("ms_marl_gcm", signal, iters=5, cfg=cfg, directory=tmp_path / "a", eval_episodes=0)[0].state_dict()
 
     def stop_at_2(run):
         if run.iteration == 2:
             run.request_stop()
 
-    train("ms_marl_gcm", signal, iters=5, directory=tmp_path / "b", eval_episodes=0, hooks=(stop_at_2,))
+    train("ms_marl_gcm", signal, iters=5, cfg=cfg, directory=tmp_path / "b", eval_episodes=0, hooks=(stop_at_2,))
     torch.manual_seed(999)
-    resumed = train("ms_marl_gcm", signal, iters=5, directory=tmp_path / "b", eval_episodes=0, resume=True)[0].state_dict()
+    resumed = train("ms_marl_gcm", signal, iters=5, cfg=cfg, directory=tmp_path / "b", eval_episodes=0, resume=True)[0].state_dict()
     assert all(torch.equal(full[k], resumed[k]) for k in full)
     _, payload, _ = ckpt.latest_valid(tmp_path / "b" / "checkpoints")
     assert payload["run"]["iteration"] == 5

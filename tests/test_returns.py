@@ -1,4 +1,5 @@
-"""Pure maths: GAE and discounted returns vs naive loops, action heads vs torch.distributions, normaliser."""
+"""Pure maths: GAE and discounted returns vs naive loops, action heads vs torch.distributions, normaliser,
+schedules."""
 
 import numpy as np
 import pytest
@@ -6,6 +7,7 @@ import torch
 
 from maestro.core.normalise import RunningMeanStd
 from maestro.core.returns import discounted_returns, gae
+from maestro.core.schedules import linear, set_learning_rates
 from maestro.nn.heads import (
     categorical_entropy,
     categorical_log_prob,
@@ -117,3 +119,18 @@ def test_running_mean_std_matches_numpy():
     assert abs(float(rms.var) - flat.var()) < 1e-5
     x = torch.randn(4)
     torch.testing.assert_close(rms.denormalise(rms.normalise(x)), x)
+
+
+# ---------------------------------------------------------------------- schedules
+def test_linear_schedule_by_hand_and_clamped():
+    assert [linear(1.0, 0.2, p) for p in (-1.0, 0.0, 0.25, 1.0, 3.0)] == pytest.approx([1.0, 1.0, 0.8, 0.2, 0.2])
+    assert linear(0.05, 0.05, 0.7) == 0.05
+
+
+def test_set_learning_rates_scales_each_group_and_checks_the_count():
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))
+    opt = torch.optim.Adam([{"params": [a], "lr": 1.0}, {"params": [b], "lr": 1.0}])
+    assert set_learning_rates(opt, [1e-3, 4e-3], 0.5) == [5e-4, 2e-3]
+    assert [g["lr"] for g in opt.param_groups] == [5e-4, 2e-3]
+    with pytest.raises(ValueError, match="1 base rates for 2 parameter groups"):
+        set_learning_rates(opt, [1e-3], 0.5)

@@ -1,5 +1,6 @@
 """The run context: determinism, bitwise resume, atomic and corrupt checkpoints, RNG snapshots."""
 
+import dataclasses
 import json
 import random
 
@@ -81,29 +82,31 @@ def test_same_seed_same_parameters(algo):
 def test_resume_is_bitwise_equal_to_uninterrupted(tmp_path, env_name):
     make = ENVS[env_name]
     total = 6
+    cfg = dataclasses.replace(SMALL, lr_end_factor=0.1)  # the annealed learning rates must resume too
 
     # uninterrupted
     with Run(run_cfg(total), tmp_path / "a", seed=3) as run:
-        train_mappo(SMALL, make(8, 3), run)
+        train_mappo(cfg, make(8, 3), run)
 
     # interrupted after 2 iterations (as SIGINT would), then resumed in a fresh Run and env
     def stop_at_2(run):
         if run.iteration == 2:
             run.request_stop()
 
-    with Run(run_cfg(total, checkpoint_every=SMALL.rollout_steps * 8), tmp_path / "b", seed=3, hooks=(stop_at_2,)) as run:
-        train_mappo(SMALL, make(8, 3), run)
+    with Run(run_cfg(total, checkpoint_every=cfg.rollout_steps * 8), tmp_path / "b", seed=3, hooks=(stop_at_2,)) as run:
+        train_mappo(cfg, make(8, 3), run)
     assert run.stop_requested and run.iteration == 2
     assert ckpt.list_checkpoints(tmp_path / "b" / "checkpoints")[0].name == ckpt.checkpoint_name(2 * 40)
     torch.manual_seed(999)  # the resumed run must not depend on the process's RNG state
     random.seed(999)
     with Run(run_cfg(total), tmp_path / "b", seed=3, resume=True) as run:
         assert run.iteration == 2
-        train_mappo(SMALL, make(8, 3), run)
+        train_mappo(cfg, make(8, 3), run)
     assert run.iteration == total
     assert_bitwise_equal(final_state(tmp_path / "a"), final_state(tmp_path / "b"))
     rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == list(range(1, total + 1))
+    assert [r["train/lr"] for r in rows] == pytest.approx([SMALL.lr * (1 - 0.9 * i / total) for i in range(total)])
 
 
 def test_resume_drops_metric_rows_after_the_checkpoint(tmp_path):

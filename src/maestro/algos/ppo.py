@@ -38,6 +38,7 @@ from maestro.core.episodes import EpisodeStats
 from maestro.core.normalise import RunningMeanStd
 from maestro.core.returns import gae
 from maestro.core.run import Run, env_restore, env_snapshot
+from maestro.core.schedules import linear, set_learning_rates
 from maestro.core.seeding import make_generator
 from maestro.envs.api import BatchedEnv
 from maestro.nn.heads import (
@@ -73,6 +74,9 @@ class Config:
     """Adam learning rate of the actors (MAPPO MPE: 7e-4)."""
     critic_lr: float = 7e-4
     """Adam learning rate of the critics (MAPPO MPE: 7e-4)."""
+    lr_end_factor: float = 1.0
+    """Both learning rates at the end of the budget as a fraction of ``lr`` / ``critic_lr``, reached
+    linearly (1: constant, MAPPO's default; 0: MAPPO's ``use_linear_lr_decay``)."""
     adam_eps: float = 1e-5
     """Adam epsilon (MAPPO: 1e-5)."""
     gamma: float = 0.99
@@ -119,6 +123,8 @@ class Config:
             raise ValueError(f"gamma and gae_lambda must lie in [0, 1], got {self.gamma}, {self.gae_lambda}")
         if self.lr <= 0 or self.critic_lr <= 0:
             raise ValueError(f"lr and critic_lr must be > 0, got {self.lr}, {self.critic_lr}")
+        if not 0.0 <= self.lr_end_factor <= 1.0:
+            raise ValueError(f"lr_end_factor must lie in [0, 1], got {self.lr_end_factor}")
 
 
 def _flat_dim(shape: tuple[int, ...]) -> int:
@@ -539,9 +545,10 @@ def train_ppo(cfg: Config, env: Any, run: Run, centralised: bool) -> Policy:
         }
 
     while not run.finished:
+        lr, _ = set_learning_rates(optimiser, [cfg.lr, cfg.critic_lr], linear(1.0, cfg.lr_end_factor, run.env_steps / run.cfg.env_steps))
         cur, ep_stats = collect(env, policy, buf, cur, generator)
         loss_stats = update(cfg, policy, critics, optimiser, vnorm, buf, generator, centralised, spec)
-        run.step(cfg.rollout_steps * env.num_envs, {**ep_stats, **loss_stats})
+        run.step(cfg.rollout_steps * env.num_envs, {**ep_stats, **loss_stats, "train/lr": lr})
         run.maybe_evaluate(policy)
         run.maybe_checkpoint(snapshot)
     return policy

@@ -49,6 +49,7 @@ from maestro.core.checkpoint import read_policy_state, save_policy
 from maestro.core.episodes import EpisodeStats
 from maestro.core.returns import discounted_returns
 from maestro.core.run import Run, env_restore, env_snapshot
+from maestro.core.schedules import linear, set_learning_rates
 from maestro.core.seeding import make_generator
 from maestro.envs.api import BatchedEnv
 from maestro.nn.bicnet import BiCNet
@@ -90,6 +91,9 @@ class Config:
     """Discount of the returns v_t (eq. 1: the undiscounted sum of future rewards)."""
     lr: float = 1e-3
     """Learning rate (MS-MARL §4.2: 0.001 for traffic junction and combat)."""
+    lr_end_factor: float = 1.0
+    """The learning rate at the end of the budget as a fraction of ``lr``, reached linearly
+    (1: constant, as the paper; 0: annealed to zero)."""
     optimizer: Literal["rmsprop", "adam"] = "rmsprop"
     """RMSProp as the CommNet/IC3Net code, or Adam."""
     rmsprop_alpha: float = 0.97
@@ -127,6 +131,8 @@ class Config:
             raise ValueError(f"gamma must lie in [0, 1], got {self.gamma}")
         if self.lr <= 0 or self.eps <= 0 or not 0.0 < self.rmsprop_alpha < 1.0:
             raise ValueError(f"lr and eps must be > 0 and rmsprop_alpha in (0, 1), got {self.lr}, {self.eps}, {self.rmsprop_alpha}")
+        if not 0.0 <= self.lr_end_factor <= 1.0:
+            raise ValueError(f"lr_end_factor must lie in [0, 1], got {self.lr_end_factor}")
         if self.sigma <= 0 or (self.sigma_final is not None and self.sigma_final <= 0):
             raise ValueError(f"sigma and sigma_final must be > 0, got {self.sigma}, {self.sigma_final}")
         if not 0.0 <= self.team_return <= 1.0:
@@ -164,10 +170,7 @@ def build_model(model: ModelName, obs_dim: int, n_agents: int, action_dim: int, 
 
 def sigma_at(cfg: Config, progress: float) -> float:
     """Gaussian sigma at training fraction ``progress`` (linear from ``sigma`` to ``sigma_final``)."""
-    if cfg.sigma_final is None:
-        return cfg.sigma
-    p = min(max(progress, 0.0), 1.0)
-    return cfg.sigma + (cfg.sigma_final - cfg.sigma) * p
+    return cfg.sigma if cfg.sigma_final is None else linear(cfg.sigma, cfg.sigma_final, progress)
 
 
 # ====================================================================== policy
@@ -440,6 +443,7 @@ def train_reinforce(cfg: Config, env: Any, run: Run, model: ModelName) -> Policy
         if callable(set_progress):
             extra["train/curriculum_progress"] = progress
             set_progress(progress)
+        extra["train/lr"] = set_learning_rates(optimiser, [cfg.lr], linear(1.0, cfg.lr_end_factor, progress))[0]
         if not policy.discrete:
             sigma = sigma_at(cfg, progress)
             policy.log_sigma.fill_(math.log(sigma))
