@@ -18,6 +18,7 @@ from maestro.envs.grid.traffic_junction import (
     always_gas,
     brake_if_occupied,
     build_layout,
+    conflicts,
     reservation,
 )
 
@@ -156,6 +157,58 @@ def test_rear_end_collision_on_one_route():
     assert out.reward["car"][0, 3] < -10 and out.reward["car"][0, 7] < -10
 
 
+def test_conflicts_name_the_cause_of_each_collision_cell():
+    env = make(difficulty="easy")
+    top, left = route_id(env, (0, 3), (6, 3)), route_id(env, (3, 0), (3, 6))
+    zero = {"crossing": 0, "rear_end": 0, "shared": 0}
+    # two streams meet in the crossing (3, 3)
+    place(env, {0: (top, 2, 2), 1: (left, 2, 2)})
+    assert {k: int(v[0]) for k, v in conflicts(env, acts(env)).items()} == {**zero, "crossing": 1}
+    assert {k: int(v[0]) for k, v in conflicts(env, acts(env, (0, BRAKE))).items()} == zero
+    out = env.step(acts(env))
+    assert out.info["collisions"][0] == 1.0
+    # now they share (3, 3): braking together or driving on together is the same collision going on
+    assert {k: int(v[0]) for k, v in conflicts(env, acts(env, (0, BRAKE), (1, BRAKE))).items()} == {**zero, "shared": 1}
+    # a car runs into one that brakes on its route, while another pair crosses elsewhere
+    env = make(difficulty="medium")
+    r = env.layout.entry_routes[0, 0]
+    place(env, {3: (r, 4, 4), 7: (r, 3, 3)})
+    assert {k: int(v[0]) for k, v in conflicts(env, acts(env, (3, BRAKE))).items()} == {**zero, "rear_end": 1}
+    assert {k: int(v[0]) for k, v in conflicts(env, acts(env)).items()} == zero
+    with pytest.raises(ValueError, match="'car'.*expected"):
+        conflicts(env, {"car": torch.zeros(1, 3, dtype=torch.long)})
+
+
+def test_conflicts_account_for_every_collision_but_the_entries():
+    # random driving on the hard junction: without entries the causes add up to the env's count;
+    # with entries the env counts at least as many (a new car landing on a waiting one)
+    for rate in (0.0, 0.05):
+        env = make(num_envs=128, seed=5, difficulty="hard", initial_progress=1.0)
+        if rate == 0.0:
+            env.reset()
+            for _ in range(15):  # fill the grid, then stop the entries
+                env.step({"car": (torch.rand(128, env.params.n_cars) < 0.2).long()})
+            s = env.get_state()
+            s["add_rate"][:] = 0.0
+            env.set_state(s)
+        gen = torch.Generator().manual_seed(0)
+        seen = 0
+        for _ in range(20):
+            before = env.get_state()["n_collisions"].clone()
+            a = {"car": (torch.rand(128, env.params.n_cars, generator=gen) < 0.3).long()}
+            kinds = conflicts(env, a)
+            explained = sum(kinds.values())
+            out = env.step(a)
+            delta = env.get_state()["n_collisions"] - before
+            live = ~out.done  # a finished copy was reset: its count restarted
+            if rate == 0.0:
+                assert torch.equal(explained[live], delta[live])
+            else:
+                assert (explained[live] <= delta[live]).all()
+            seen += int(explained[live].sum())
+        assert seen > 20  # the situation was exercised
+
+
 def test_entry_rate_matches_add_rate():
     B, p = 4000, 0.3
     env = make(num_envs=B, seed=1, difficulty="medium", n_cars=20)
@@ -264,6 +317,33 @@ def test_observation_layout():
         if i not in (2, 4):
             assert (obs[i] == 0).all()
     assert env.state()[0].sum() == 2 and env.state()[0, 5 * D + 6] == 1
+
+
+def test_commnet_observation_shows_the_routes_and_slots_of_the_cars_in_view():
+    base = make(num_envs=2, difficulty="easy", vision=1)
+    env = make(num_envs=2, difficulty="easy", vision=1, observation="commnet")
+    top, left = route_id(env, (0, 3), (6, 3)), route_id(env, (3, 0), (3, 6))
+    # slots 0 and 1 diagonal to each other next to the crossing; slot 3 far up the left road
+    cars = {0: (top, 2, 2), 1: (left, 2, 2), 3: (left, 0, 1)}
+    place(base, cars)
+    place(env, cars)
+    N, R = env.params.n_cars, env.n_routes
+    o, o_base = env.observe()["car"][0], base.observe()["car"][0]
+    d = o_base.shape[1]
+    assert o.shape[1] == d + R + N
+    assert torch.equal(o[:, :d], o_base)  # the IC3Net part is unchanged
+    routes, slots = o[:, d : d + R], o[:, d + R :]
+    assert routes[0].tolist() == [1.0 if k == left else 0.0 for k in range(R)]  # car 0 sees car 1's route
+    assert routes[1].tolist() == [1.0 if k == top else 0.0 for k in range(R)]
+    assert slots[0].tolist() == [1.0 if i == 1 else 0.0 for i in range(N)]
+    assert slots[1].tolist() == [1.0 if i == 0 else 0.0 for i in range(N)]
+    assert (o[3, d:] == 0).all(), "nobody within one cell of car 3"
+    assert (o[2] == 0).all() and (o[4] == 0).all(), "free slots observe zeros"
+    place(env, {0: (top, 2, 2), 1: (left, 2, 2), 2: (left, 2, 2)})  # two cars on one route in view
+    assert env.observe()["car"][0, 0, d + left] == 2.0
+    check_env("traffic_junction", difficulty="hard", observation="commnet", max_steps=10, num_envs=3)
+    with pytest.raises(ValueError, match="'observation'"):
+        maestro.make_env("traffic_junction", observation="mazebase")
 
 
 def test_vision_zero_window_is_the_own_cell():

@@ -49,7 +49,14 @@ vision window centred on the car, row-major, as two blocks: ``road`` (1 where th
 cell; 0 off road and outside the grid) and ``cars`` (number of *other* cars in the cell). IC3Net
 (``vocab_type="bool"``) gives every window cell a one-hot road-cell id and counts the car itself;
 this layout carries the same information in ``N + R + n_road + 2(2v+1)²`` numbers
-(22 / 92 / 222 by default).
+(22 / 92 / 222 by default). ``observation="commnet"`` appends what CommNet's MazeBase games show
+besides (``Traffic.lua`` gives each car the attributes ``name`` and ``route``, and MazeBase makes
+every attribute of an item in the window visible, as a bag of words): ``routes`` (``R``, the number
+of other cars in the window on each route) and ``slots`` (``N``, 1 for each other car in the
+window), ``+ R + N`` numbers (298 on hard). Counts alone do not say where a neighbour is going, so
+two cars that see each other next to a junction cell cannot tell whether they are about to meet
+there; with the routes they can. MS-MARL ran CommNet's code ("the same state ... as in Sukhbaatar
+et al. (2016)"), so its recipes use ``commnet``; ``ic3net`` (the default) is IC3Net's view.
 
 Global state (``(B, dim·dim)`` float32): the occupancy map, ``state[:, r·dim + c]`` = number of
 cars in cell ``(r, c)``; the master agent's input in MS-MARL.
@@ -97,6 +104,7 @@ from maestro.spec import EnvSpec
 
 Difficulty = Literal["easy", "medium", "hard"]
 RouteSet = Literal["all", "first_turn"]
+Observation = Literal["ic3net", "commnet"]
 
 GAS, BRAKE = 0, 1
 
@@ -140,6 +148,10 @@ class TrafficJunctionConfig:
     """training fraction the env starts at (1.0: the final add rate, as for evaluation)"""
     route_set: RouteSet = "all"
     """all: every route of the references (2 / 12 / 56); first_turn: turn at the first junction only"""
+    observation: Observation = "ic3net"
+    """ic3net: what a car sees of the others is their number per window cell (IC3Net's bool vocab);
+    commnet: also the routes and slots of the other cars in its window (CommNet's MazeBase, where
+    every attribute of a visible item is observed: MS-MARL's task)"""
     time_penalty: float = 0.01
     """reward -time_penalty·τ per car per step, τ = steps since the car entered"""
     collision_penalty: float = 10.0
@@ -163,6 +175,7 @@ class TrafficParams:
     curriculum_start: float
     curriculum_end: float
     route_set: str
+    observation: str
 
 
 def resolve(cfg: TrafficJunctionConfig) -> TrafficParams:
@@ -171,6 +184,8 @@ def resolve(cfg: TrafficJunctionConfig) -> TrafficParams:
         raise ValueError(f"traffic_junction: 'difficulty' must be one of {list(_DEFAULTS)}, got {cfg.difficulty!r}")
     if cfg.route_set not in ("all", "first_turn"):
         raise ValueError(f"traffic_junction: 'route_set' must be one of ['all', 'first_turn'], got {cfg.route_set!r}")
+    if cfg.observation not in ("ic3net", "commnet"):
+        raise ValueError(f"traffic_junction: 'observation' must be one of ['ic3net', 'commnet'], got {cfg.observation!r}")
     d = _DEFAULTS[cfg.difficulty]
     vals = {k: (getattr(cfg, k) if getattr(cfg, k) is not None else d[k]) for k in d}
     for k in ("dim", "n_cars", "max_steps", "vision"):
@@ -209,6 +224,7 @@ def resolve(cfg: TrafficJunctionConfig) -> TrafficParams:
         curriculum_start=float(cfg.curriculum_start),
         curriculum_end=float(cfg.curriculum_end),
         route_set=cfg.route_set,
+        observation=cfg.observation,
     )
 
 
@@ -377,6 +393,8 @@ class TrafficJunction(BatchedEnv):
         self.n_road = int(lay.road.sum())
         self._road_id = torch.as_tensor(road_ids, device=dev)  # flat cell -> road-cell id (row-major)
         obs_dim = N + self.n_routes + self.n_road + 2 * self._win**2
+        if p.observation == "commnet":
+            obs_dim += self.n_routes + N
         self.spec = EnvSpec(
             "traffic_junction",
             {"car": group_spec("car", N, obs_dim, gspaces.Discrete(2))},
@@ -508,7 +526,16 @@ class TrafficJunction(BatchedEnv):
         obs.scatter_(2, hot, on[..., None].expand(B, N, 3))
         off = N + R + self.n_road
         obs[..., off : off + k2] = road * on[..., None]
-        obs[..., off + k2 :] = cars * on[..., None]
+        obs[..., off + k2 : off + 2 * k2] = cars * on[..., None]
+        if p.observation == "commnet":
+            # the other cars inside the window, as CommNet's bag of their words: routes and slots
+            rc = torch.stack([safe // D, safe % D], -1)  # (B, N, 2)
+            near = (rc[:, :, None, :] - rc[:, None, :, :]).abs().amax(-1) <= v
+            near = near & self.on_grid[:, :, None] & self.on_grid[:, None, :] & ~torch.eye(N, dtype=torch.bool, device=self.device)
+            seen = near.float()  # (B, N, N): car i sees car j
+            off2 = off + 2 * k2
+            obs[..., off2 : off2 + R] = seen @ F.one_hot(self.route, R).float()
+            obs[..., off2 + R :] = seen
         return {"car": obs}
 
     def _global_state(self) -> Tensor:
@@ -605,3 +632,55 @@ def reservation(env: TrafficJunction) -> dict[str, Tensor]:
             break
         moving = moving & ~lose
     return {"car": torch.where(moving, GAS, BRAKE).long()}
+
+
+# ---------------------------------------------------------------------------------------- diagnosis
+CONFLICT_KINDS = ("crossing", "rear_end", "shared")
+"""The causes ``conflicts`` tells apart, in the order of precedence used for a cell with several."""
+
+
+def conflicts(env: TrafficJunction, actions: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Why the next step will collide: the cells where cars already on the grid will meet, by cause.
+
+    Call it *before* ``env.step(actions)``. Every collision cell of that step among the cars now on
+    the grid gets one cause, the first that applies:
+
+    - ``crossing``: two cars that both drive on, from different cells, enter the same cell (two
+      streams meeting in a junction: one of them had to yield);
+    - ``rear_end``: a car drives on into the cell of a car that brakes;
+    - ``shared``: the cars were already in one cell and stay together (both brake, or drive on
+      along the same route): an earlier collision that goes on.
+
+    The step's remaining collision cells are *entries*: a new car arrives on an occupied entry
+    cell (``info["collisions"]`` grows by the three counts plus the entries). Success only
+    depends on the first collision of an episode, so ``benchmarks/tj_collisions.py`` reports the
+    cause of that one.
+
+    Returns ``{kind: (B,) int64}`` counts of cells per copy.
+    """
+    a = actions["car"]
+    B, N = env.num_envs, env.params.n_cars
+    if a.shape != (B, N):
+        raise ValueError(f"conflicts: actions of group 'car' have shape {tuple(a.shape)}, expected ({B}, {N})")
+    D2 = env.params.dim**2
+    on, cur = env.on_grid, env.car_cells()
+    gas = on & (a == GAS)
+    new = torch.where(gas, env.next_cells(), cur)  # dim² = off the grid (absent or leaving)
+    meet = (new[:, :, None] == new[:, None, :]) & (new[:, :, None] < D2)
+    meet = meet & ~torch.eye(N, dtype=torch.bool, device=env.device)
+    apart = cur[:, :, None] != cur[:, None, :]
+    pair = {
+        "crossing": meet & apart & gas[:, :, None] & gas[:, None, :],
+        "rear_end": meet & apart & (gas[:, :, None] ^ gas[:, None, :]),
+        "shared": meet & ~apart,
+    }
+    taken = torch.zeros(B, D2 + 1, dtype=torch.bool, device=env.device)
+    out: dict[str, Tensor] = {}
+    for kind in CONFLICT_KINDS:
+        cells = torch.zeros(B, D2 + 1, dtype=torch.bool, device=env.device)
+        cells.scatter_(1, torch.where(pair[kind].any(2), new, D2), True)
+        cells[:, D2] = False
+        cells &= ~taken
+        taken |= cells
+        out[kind] = cells.sum(1)
+    return out
