@@ -56,7 +56,9 @@ of other cars in the window on each route) and ``slots`` (``N``, 1 for each othe
 window), ``+ R + N`` numbers (298 on hard). Counts alone do not say where a neighbour is going, so
 two cars that see each other next to a junction cell cannot tell whether they are about to meet
 there; with the routes they can. MS-MARL ran CommNet's code ("the same state ... as in Sukhbaatar
-et al. (2016)"), so its recipes use ``commnet``; ``ic3net`` (the default) is IC3Net's view.
+et al. (2016)"), so ``commnet`` is its task's view; ``ic3net`` (the default) is IC3Net's. The
+shipped recipes keep ``ic3net``, on which their README figures were measured; MS-MARL with
+``commnet`` ends at the same success (README).
 
 Global state (``(B, dim·dim)`` float32): the occupancy map, ``state[:, r·dim + c]`` = number of
 cars in cell ``(r, c)``; the master agent's input in MS-MARL.
