@@ -27,10 +27,9 @@ import argparse
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 import maestro
-from maestro.envs.grid.traffic_junction import BRAKE, CONFLICT_KINDS, always_gas, brake_if_occupied, conflicts, reservation
+from maestro.envs.grid.traffic_junction import BRAKE, CONFLICT_KINDS, always_gas, brake_if_occupied, conflicts, next_cell_taken, reservation
 
 Actor = Callable[[Any, dict, Any, Any], tuple[dict, Any]]
 
@@ -39,21 +38,21 @@ Actor = Callable[[Any, dict, Any, Any], tuple[dict, Any]]
 def diagnose(env: Any, actor: Actor, seed: int) -> dict[str, float]:
     """Play one episode in every copy of the traffic junction ``env`` with ``actor(env, obs, state, hidden)
     -> (actions, hidden)``; returns the row's figures (see the module docstring)."""
-    B, D2 = env.num_envs, env.params.dim**2
+    B = env.num_envs
     obs, hidden = env.reset(seed=seed), None
     state = env.state()
     first = {k: torch.zeros(B, dtype=torch.bool) for k in (*CONFLICT_KINDS, "entry")}
     crashed = torch.zeros(B, dtype=torch.bool)
-    n = {"steps": 0, "brake": 0, "blocked": 0, "brake_blocked": 0}
+    n = {k: torch.zeros((), dtype=torch.long) for k in ("steps", "brake", "blocked", "brake_blocked")}
     for _ in range(env.spec.max_steps):
         actions, hidden = actor(env, obs, state, hidden)
         on = env.on_grid
         brake = on & (actions["car"] == BRAKE)
-        blocked = on & (F.pad(env.occupancy(), (0, 1)).gather(1, env.next_cells()) > 0)
-        n["steps"] += int(on.sum())
-        n["brake"] += int(brake.sum())
-        n["blocked"] += int(blocked.sum())
-        n["brake_blocked"] += int((brake & blocked).sum())
+        blocked = on & next_cell_taken(env)
+        n["steps"] += on.sum()
+        n["brake"] += brake.sum()
+        n["blocked"] += blocked.sum()
+        n["brake_blocked"] += (brake & blocked).sum()
         kinds = conflicts(env, actions)
         out = env.step(actions)
         new = (out.info["success"] == 0) & ~crashed
@@ -66,6 +65,7 @@ def diagnose(env: Any, actor: Actor, seed: int) -> dict[str, float]:
         crashed |= new
         obs, state = out.obs, out.state
     assert bool(out.done.all()), "every copy plays exactly one episode of max_steps"
+    n = {k: int(v) for k, v in n.items()}
     free = n["steps"] - n["blocked"]
     return {
         "success": float(out.info["success"].mean()),

@@ -390,6 +390,7 @@ class TrafficJunction(BatchedEnv):
         dr, dc = np.meshgrid(np.arange(self._win), np.arange(self._win), indexing="ij")
         self._win_offsets = torch.as_tensor((dr * (D + 2 * v) + dc).reshape(-1), device=dev, dtype=torch.long)
         self._slot = torch.arange(N, device=dev)
+        self._other = ~torch.eye(N, dtype=torch.bool, device=dev)  # (N, N): pairs of distinct slots
         road_ids = np.full(D * D, 0, dtype=np.int64)
         road_ids[lay.road.reshape(-1)] = np.arange(int(lay.road.sum()))
         self.n_road = int(lay.road.sum())
@@ -533,7 +534,7 @@ class TrafficJunction(BatchedEnv):
             # the other cars inside the window, as CommNet's bag of their words: routes and slots
             rc = torch.stack([safe // D, safe % D], -1)  # (B, N, 2)
             near = (rc[:, :, None, :] - rc[:, None, :, :]).abs().amax(-1) <= v
-            near = near & self.on_grid[:, :, None] & self.on_grid[:, None, :] & ~torch.eye(N, dtype=torch.bool, device=self.device)
+            near = near & self.on_grid[:, :, None] & self.on_grid[:, None, :] & self._other
             seen = near.float()  # (B, N, N): car i sees car j
             off2 = off + 2 * k2
             obs[..., off2 : off2 + R] = seen @ F.one_hot(self.route, R).float()
@@ -599,11 +600,15 @@ def always_gas(env: TrafficJunction) -> dict[str, Tensor]:
     return {"car": torch.full((env.num_envs, env.params.n_cars), GAS, dtype=torch.long, device=env.device)}
 
 
+def next_cell_taken(env: TrafficJunction) -> Tensor:
+    """``(B, N)`` bool: the next cell of the car's route holds a car (False for absent or leaving cars)."""
+    occ = F.pad(env.occupancy(), (0, 1))  # column dim² (leaving / absent) is always free
+    return occ.gather(1, env.next_cells()) > 0
+
+
 def brake_if_occupied(env: TrafficJunction) -> dict[str, Tensor]:
     """A car brakes when the next cell of its route holds a car, else drives on (``(B, N)``)."""
-    occ = F.pad(env.occupancy(), (0, 1))  # column dim² (leaving / absent) is always free
-    blocked = occ.gather(1, env.next_cells()) > 0
-    return {"car": torch.where(blocked, BRAKE, GAS).long()}
+    return {"car": torch.where(next_cell_taken(env), BRAKE, GAS).long()}
 
 
 def reservation(env: TrafficJunction) -> dict[str, Tensor]:
@@ -669,7 +674,7 @@ def conflicts(env: TrafficJunction, actions: dict[str, Tensor]) -> dict[str, Ten
     gas = on & (a == GAS)
     new = torch.where(gas, env.next_cells(), cur)  # dim² = off the grid (absent or leaving)
     meet = (new[:, :, None] == new[:, None, :]) & (new[:, :, None] < D2)
-    meet = meet & ~torch.eye(N, dtype=torch.bool, device=env.device)
+    meet = meet & env._other
     apart = cur[:, :, None] != cur[:, None, :]
     pair = {
         "crossing": meet & apart & gas[:, :, None] & gas[:, None, :],
