@@ -2,7 +2,7 @@
 combat (5 vs 5), trained by Algorithm 1 for a given budget, evaluated on fixed-seed test episodes.
 
 Every cell trains the shipped recipe ``recipes/ms_marl/<task>_<model>.yaml`` (its hyperparameters,
-batch size ``B`` = 16 / 144 episodes and env settings) with the budget replaced by ``--tj-steps`` /
+batch size ``B`` = 64 / 144 episodes and env settings) with the budget replaced by ``--tj-steps`` /
 ``--combat-steps`` env steps (valid steps of the batches' episodes), then plays ``--eval-episodes``
 episodes with the seed ``--eval-seed`` (the same set for every model) and reports the success rate
 (traffic junction: no collision) or the win rate (combat) with a 95% CI, beside the paper's
@@ -12,6 +12,7 @@ second of wall time (collection, forward and backward passes, update; evaluation
     python benchmarks/ms_marl_table1.py                              # a short budget, 1 seed
     python benchmarks/ms_marl_table1.py --tj-steps 2e7 --combat-steps 4e7 --seeds 0 1 2
     python benchmarks/ms_marl_table1.py --tasks combat --models commnet ms_marl ms_marl_no_state
+    python benchmarks/ms_marl_table1.py --tasks traffic_junction_3routes --models commnet ms_marl --tj-steps 1e7
 
 Full-length runs take days on a 2-core CPU; a short budget shows the pipeline and the speeds, not
 the paper's numbers.
@@ -31,10 +32,14 @@ import torch
 
 from maestro.core.evaluate import evaluate, mean_ci95
 from maestro.core.run import Run
-from maestro.recipes import _env_factory, load_recipe
+from maestro.recipes import _env_factory, list_recipes, load_recipe
 from maestro.registry import algo_entry
 
-TASKS = {"traffic_junction": ("success", "TJ hard success"), "combat": ("win", "combat 5v5 win")}
+TASKS = {
+    "traffic_junction": ("success", "TJ hard success"),  # 7 routes per entry (CommNet's and IC3Net's code)
+    "traffic_junction_3routes": ("success", "TJ hard, 3 routes, success"),  # the paper's text (§4.1); MS-MARL and CommNet only
+    "combat": ("win", "combat 5v5 win"),
+}
 MODELS = ["independent", "commnet", "bicnet", "ms_marl", "ms_marl_gcm", "ms_marl_no_state"]
 
 
@@ -63,7 +68,7 @@ def run_cell(task: str, model: str, seed: int, env_steps: int, eval_episodes: in
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
-    p.add_argument("--models", nargs="+", default=MODELS[:5], choices=MODELS, help="ms_marl_no_state exists for combat only")
+    p.add_argument("--models", nargs="+", default=MODELS[:5], choices=MODELS, help="a (task, model) without a recipe (ms_marl_no_state outside combat; traffic_junction_3routes has ms_marl and commnet) is skipped")
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--tj-steps", type=float, default=20_000, help="training env steps per traffic-junction cell")
     p.add_argument("--combat-steps", type=float, default=60_000, help="training env steps per combat cell")
@@ -75,10 +80,12 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"# MS-MARL Table 1 -- torch {torch.__version__}, {platform.processor() or platform.machine()}, threads {torch.get_num_threads()} -> 1 per run")
     cells = []
+    recipes = list_recipes()
     for task in args.tasks:
-        steps = int(args.tj_steps if task == "traffic_junction" else args.combat_steps)
+        steps = int(args.tj_steps if task.startswith("traffic_junction") else args.combat_steps)
         for model in args.models:
-            if model == "ms_marl_no_state" and task != "combat":
+            if f"ms_marl/{task}_{model}" not in recipes:
+                print(f"  {task:<16} {model:<17} no recipe ms_marl/{task}_{model}: skipped", flush=True)
                 continue
             for seed in args.seeds:
                 c = run_cell(task, model, seed, steps, args.eval_episodes, args.eval_seed, args.device)
@@ -112,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
         print(line(r))
-    budget = ", ".join(f"{t}: {int(args.tj_steps if t == 'traffic_junction' else args.combat_steps):,} env steps" for t in args.tasks)
+    budget = ", ".join(f"{t}: {int(args.tj_steps if t.startswith('traffic_junction') else args.combat_steps):,} env steps" for t in args.tasks)
     print(f"\nbudget per cell: {budget}; seeds {args.seeds}; {args.eval_episodes} test episodes (seed {args.eval_seed}), stochastic actions.")
     print("paper: Kong et al. 2017 Table 1 (CommNet and MS-MARL only); '-' = not reported.")
     if args.json:

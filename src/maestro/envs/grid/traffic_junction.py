@@ -24,7 +24,8 @@ turn); it goes straight through any later junction (IC3Net's rule: at most two t
 immediate exit + 3 after going straight + 3 after the inner turn: CommNet's ``CrossingHard.lua``
 and IC3Net's ``get_routes`` both have these 56). MS-MARL's text says "only three possible routes
 for each car" on hard; ``route_set="first_turn"`` gives that reading (a choice at the first
-junction, straight afterwards: 8 × 3 routes).
+junction, straight afterwards: 8 × 3 routes; the ``ms_marl/traffic_junction_3routes_*`` recipes).
+Neither reference's hard junction has this route set: it is our reading of the paper's sentence.
 
 One step, for ``B`` copies at once (tensors ``(B, N)`` over the ``N = n_cars`` car slots):
 
