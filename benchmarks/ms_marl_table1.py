@@ -81,8 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# MS-MARL Table 1 -- torch {torch.__version__}, {platform.processor() or platform.machine()}, threads {torch.get_num_threads()} -> 1 per run")
     cells = []
     recipes = list_recipes()
+
+    def budget(task: str) -> int:
+        """Training env steps of one cell of ``task`` (both junction tasks take ``--tj-steps``)."""
+        return int(args.tj_steps if task.startswith("traffic_junction") else args.combat_steps)
+
     for task in args.tasks:
-        steps = int(args.tj_steps if task.startswith("traffic_junction") else args.combat_steps)
+        steps = budget(task)
         for model in args.models:
             if f"ms_marl/{task}_{model}" not in recipes:
                 print(f"  {task:<16} {model:<17} no recipe ms_marl/{task}_{model}: skipped", flush=True)
@@ -119,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
         print(line(r))
-    budget = ", ".join(f"{t}: {int(args.tj_steps if t.startswith('traffic_junction') else args.combat_steps):,} env steps" for t in args.tasks)
-    print(f"\nbudget per cell: {budget}; seeds {args.seeds}; {args.eval_episodes} test episodes (seed {args.eval_seed}), stochastic actions.")
+    budgets = ", ".join(f"{t}: {budget(t):,} env steps" for t in args.tasks)
+    print(f"\nbudget per cell: {budgets}; seeds {args.seeds}; {args.eval_episodes} test episodes (seed {args.eval_seed}), stochastic actions.")
     print("paper: Kong et al. 2017 Table 1 (CommNet and MS-MARL only); '-' = not reported.")
     if args.json:
         with open(args.json, "w") as f:
