@@ -24,7 +24,11 @@ plus one PNG of both curves against env steps *per worker*. The frozen prey is r
     python benchmarks/genetic_maddpg.py --prey weak --seeds 0 1 2 --out bench/genetic --table-only
 
 Cells whose run already finished under ``--out`` are not trained again, so several invocations
-with different ``--seeds`` / ``--modes`` can run side by side and a last one writes the table.
+with different ``--seeds`` / ``--modes`` can run side by side and a last one writes the table. A
+cell that stopped short (a killed job, or a larger ``--steps-per-worker`` than it was trained for)
+resumes from its newest checkpoint; the checkpoints (every ``--checkpoint-every`` env steps per
+worker) hold the replay buffers, so a resumed cell continues where it stopped. The table reads
+every run at ``--steps-per-worker``, so a run extended to 2M env steps still gives its 1M row.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from maestro.core.evaluate import mean_ci95
-from maestro.recipes import load_recipe, train_recipe
+from maestro.core.checkpoint import list_checkpoints
+from maestro.recipes import load_recipe, resume_run, train_recipe
 
 METRIC = "episode_return/adversary_sum"
 MODES = ("single", "genetic")
@@ -63,13 +68,28 @@ def finished(run_dir: Path, total_steps: int) -> bool:
     return bool(rows) and rows[-1]["env_steps"] >= total_steps and any(f"eval/{METRIC}" in r and r["env_steps"] >= total_steps for r in rows)
 
 
-def train_cell(out: Path, prey: str, mode: str, seed: int, steps: int, workers: int, eval_every: int) -> None:
+def run_dirs(cell: Path) -> list[Path]:
+    """The run directories under a cell, oldest first."""
+    return sorted(d.parent for d in cell.glob("**/config.yaml"))
+
+
+def train_cell(out: Path, prey: str, mode: str, seed: int, steps: int, workers: int, eval_every: int, ckpt_every: int, replay: bool) -> None:
+    """Train one (prey, mode, seed) cell to ``steps`` env steps per worker. A cell whose run stopped
+    short (a killed job, or a finished run asked for a larger budget) is resumed from its newest
+    checkpoint with the new budget instead of starting again; with ``replay`` the checkpoints hold the
+    replay buffers, so the resumed run continues exactly where it stopped."""
     k = workers if mode == "genetic" else 1
     d = cell_dir(out, prey, mode, seed)
     if finished(d, k * steps):
         print(f"{d.name}: already trained", flush=True)
         return
-    overrides = [f"seed={seed}", f"run.env_steps={k * steps}", f"run.eval_every={k * eval_every}", f"run.checkpoint_every={k * steps}"]
+    overrides = [f"run.env_steps={k * steps}", f"run.eval_every={k * eval_every}", f"run.checkpoint_every={k * ckpt_every}"]
+    old = [r for r in run_dirs(d) if list_checkpoints(r / "checkpoints")]
+    if old:
+        result = resume_run(old[-1], overrides, progress=False)
+        print(f"{d.name}: resumed to {result.env_steps:,} env steps in {result.dir}", flush=True)
+        return
+    overrides += [f"seed={seed}", f"algo_config.checkpoint_replay={str(replay).lower()}"]
     if mode == "genetic":
         overrides += [f"distributed.workers={workers}", f"distributed.num_cpus={workers}"]
     recipe = load_recipe(recipe_name(prey, mode), overrides)
@@ -84,11 +104,12 @@ def summarise(out: Path, prey: str, mode: str, seeds: list[int], steps: int, wor
         rows = read_metrics(cell_dir(out, prey, mode, s))
         ev = [(r["env_steps"] / k, r[f"eval/{METRIC}"]) for r in rows if f"eval/{METRIC}" in r]
         tr = [(r["env_steps"] / k, r[f"train/{METRIC}"]) for r in rows if f"train/{METRIC}" in r]
-        if not ev or ev[-1][0] < steps:
+        at = [v for x, v in ev if x >= steps]  # a run extended past ``steps`` is read at ``steps``
+        if not at:
             continue
-        evals.append(ev[-1][1])
-        trains.append(float(np.mean([v for x, v in tr if x >= 0.8 * steps])))
-        curves.append(np.asarray(ev))
+        evals.append(at[0])
+        trains.append(float(np.mean([v for x, v in tr if 0.8 * steps <= x <= steps])))
+        curves.append(np.asarray([(x, v) for x, v in ev if x <= steps]))
     if not evals:
         return None
     em, eci = mean_ci95(np.asarray(evals))
@@ -130,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps-per-worker", type=float, default=5e5)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--eval-every", type=float, default=5e4, help="env steps per worker between evaluations")
+    p.add_argument("--checkpoint-every", type=float, default=2.5e5, help="env steps per worker between checkpoints")
+    p.add_argument("--no-replay-checkpoints", action="store_true", help="leave the replay buffers (about 300 MB per worker) out of the checkpoints; a resumed cell then refills its buffer")
     p.add_argument("--out", type=Path, default=Path("bench/genetic"))
     p.add_argument("--table-only", action="store_true", help="only summarise the finished runs under --out")
     a = p.parse_args(argv)
@@ -138,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         for prey in a.prey:
             for seed in a.seeds:
                 for mode in a.modes:
-                    train_cell(a.out, prey, mode, seed, steps, a.workers, every)
+                    train_cell(a.out, prey, mode, seed, steps, a.workers, every, int(a.checkpoint_every), not a.no_replay_checkpoints)
     rows = [r for prey in a.prey for mode in a.modes if (r := summarise(a.out, prey, mode, a.seeds, steps, a.workers))]
     if not rows:
         print("no finished runs under", a.out, file=sys.stderr)

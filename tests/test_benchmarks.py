@@ -40,3 +40,26 @@ def test_table1_runs_the_three_route_cells_and_skips_models_without_a_recipe(tmp
     assert [c["paper"] for c in cells] == [0.94, 0.96] and {c["metric"] for c in cells} == {"success"}
     assert all(c["batches"] == 1 and 0.0 <= c["mean"] <= 1.0 for c in cells)
     assert "no recipe ms_marl/traffic_junction_3routes_independent: skipped" in capsys.readouterr().out
+
+
+def test_genetic_benchmark_resumes_a_cell_to_a_larger_budget_and_reads_runs_at_the_asked_budget(tmp_path, monkeypatch, capsys):
+    from maestro.recipes import load_recipe, train_recipe
+
+    monkeypatch.chdir(tmp_path)
+    prey = load_recipe("distributed_maddpg/prey_weak", ["run.env_steps=64", "run.num_envs=4", "run.eval_every=0", "run.checkpoint_every=64"])
+    train_recipe(prey, "runs", progress=False)  # the frozen prey: runs/distributed_maddpg_prey_weak/...
+    genetic = _load("genetic_maddpg")
+    common = ["--prey", "weak", "--modes", "single", "--seeds", "0", "--eval-every", "400", "--checkpoint-every", "400", "--out", "bench"]
+    assert genetic.main(common + ["--steps-per-worker", "800"]) == 0
+    cell = tmp_path / "bench" / "weak_single_s0"
+    [run] = genetic.run_dirs(cell)
+    assert genetic.finished(cell, 800) and not genetic.finished(cell, 1600)
+    assert genetic.main(common + ["--steps-per-worker", "1600"]) == 0
+    assert genetic.run_dirs(cell) == [run]  # resumed in place, not trained again
+    assert "resumed to 1,600 env steps" in capsys.readouterr().out
+    steps = [r["env_steps"] for r in genetic.read_metrics(cell) if f"eval/{genetic.METRIC}" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 1600
+    short = genetic.summarise(tmp_path / "bench", "weak", "single", [0], 800, 2)
+    assert short["seeds"] == 1 and short["curves"][0][-1, 0] == 800  # read at 800, not at the run's end
+    assert genetic.main(common + ["--steps-per-worker", "1600"]) == 0
+    assert "already trained" in capsys.readouterr().out
