@@ -84,13 +84,15 @@ def test_data_parallel_update_path_equals_maddpg_update():
         assert torch.equal(x, y)
 
 
+@pytest.mark.parametrize("per_worker", [1, 2, 4], ids=["one-agent", "two-agents", "all-agents"])
 @pytest.mark.parametrize("centralised", [True, False], ids=["maddpg", "ddpg"])
-def test_model_parallel_agent_update_equals_maddpg_update(centralised):
-    """Every ``AgentWorker`` (learner ``l``'s actor and critic, copied from a single-process learner) takes
-    the step ``maddpg.update`` takes for learner ``l`` on the same minibatch and target actions (the
-    workers and ``maddpg`` share ``td_loss`` / ``policy_loss``; continuous actions: deterministic targets)."""
+def test_model_parallel_agent_update_equals_maddpg_update(centralised, per_worker):
+    """Every ``AgentWorker`` (its block's actors and critics, copied from a single-process learner) takes
+    the step ``maddpg.update`` takes for its learners on the same minibatch and target actions (the
+    workers and ``maddpg`` share ``td_loss`` / ``policy_loss``; continuous actions: deterministic targets),
+    and its target actions are the single-process ones. Blocks of 2 mix groups (a predator and the prey)."""
     from maestro.algos.ppo import group_layout
-    from maestro.distributed.model_parallel import AgentWorker
+    from maestro.distributed.model_parallel import AgentWorker, block_members, worker_blocks
 
     cfg = M.Config(hidden=(16, 16), batch_size=16, warmup_steps=0, epsilon=0.1, noise_rate=0.1)
     lr = make_learner(cfg, "simple_tag", TagConfig(max_cycles=10, continuous_actions=True), 4, 0, "cpu", centralised, 1000)
@@ -101,33 +103,32 @@ def test_model_parallel_agent_update_equals_maddpg_update(centralised):
     d = M._learner_batch(lr.buf, lay, cfg.batch_size, gen)  # the minibatch maddpg.update draws next
     with torch.no_grad():
         a_next = M.target_actions(lr.policy, lr.nets, lay, d["next_obs"], d["sub"], gen)
+    blocks = worker_blocks(lay.n_learners, per_worker)
+    assert [e - s for s, e in blocks] == {1: [1, 1, 1, 1], 2: [2, 2], 4: [4]}[per_worker]
 
-    def member(l):
-        a = lay.learner_agent[l]
-        g = next(h for h in lay.groups if lay.offset[h] <= a < lay.offset[h] + lay.groups[h]["n_agents"])
-        return g, a - lay.offset[g]
-
-    def copy_member(dst, src, m):
-        for pd, ps in zip(dst.parameters(), src.parameters()):
-            pd.data.copy_(ps.data[m : m + 1])
+    def pairs(w, s, e):
+        """(worker module, single-process module, the member rows it holds) for the block ``[s, e)``."""
+        out = [(w.critic, lr.nets.critic, slice(s, e)), (w.target_critic, lr.nets.target_critic, slice(s, e))]
+        for g, ix in block_members(lay, s, e).items():
+            rows = slice(ix[0], ix[-1] + 1)
+            out += [(w.policy.actors[g], lr.policy.actors[g], rows), (w.target_actor[g], lr.nets.target_actors[g], rows)]
+        return out
 
     workers = []
-    for l in range(lay.n_learners):
-        w = AgentWorker(cfg, centralised, group_layout(lr.env.spec), lr.policy.trained, l, 10 + l)
-        g, i = member(l)
-        copy_member(w.critic, lr.nets.critic, l)
-        copy_member(w.target_critic, lr.nets.target_critic, l)
-        copy_member(w.policy.actors[g], lr.policy.actors[g], i)
-        copy_member(w.target_actor[g], lr.nets.target_actors[g], i)
+    for k, (s, e) in enumerate(blocks):
+        w = AgentWorker(cfg, centralised, group_layout(lr.env.spec), lr.policy.trained, blocks, k, 10 + k)
+        for mine, full, rows in pairs(w, s, e):
+            for pd, ps in zip(mine.parameters(), full.parameters()):
+                pd.data.copy_(ps.data[rows])
+        targets = w.target(d)  # (m, L, S, act_max): the block's agents' target actions
+        torch.testing.assert_close(targets.permute(1, 2, 0, 3), a_next[:, :, list(lay.learner_agent[s:e])])
         workers.append(w)
     M.update(cfg, lr.policy, lr.nets, lr.opts, lr.buf, lay, centralised, lr.generator)
-    for l, w in enumerate(workers):
-        w.update(d, a_next, None)
-        g, i = member(l)
-        pairs = [(w.critic, lr.nets.critic, l), (w.target_critic, lr.nets.target_critic, l), (w.policy.actors[g], lr.policy.actors[g], i), (w.target_actor[g], lr.nets.target_actors[g], i)]
-        for mine, full, m in pairs:
+    for k, (s, e) in enumerate(blocks):
+        workers[k].update(d, a_next, None)
+        for mine, full, rows in pairs(workers[k], s, e):
             for pw, pf in zip(mine.parameters(), full.parameters()):
-                torch.testing.assert_close(pw.data, pf.data[m : m + 1], rtol=1e-5, atol=1e-6)
+                torch.testing.assert_close(pw.data, pf.data[rows], rtol=1e-5, atol=1e-6)
 
 
 def test_schedule_matches_train_maddpg_credit():
@@ -207,15 +208,20 @@ def test_data_allreduce_equals_coordinator_bit_for_bit(local_ray, recipe_file, t
         _assert_same_weights(ra, rc)
 
 
-@pytest.mark.parametrize("frozen_prey", [False, True], ids=["all-trained", "frozen-prey"])
-def test_model_allreduce_equals_coordinator_bit_for_bit(local_ray, recipe_file, tmp_path, frozen_prey):
+BLOCKS = [(False, 1), (True, 1), (False, 2), (True, 2)]
+
+
+@pytest.mark.parametrize("frozen_prey,per_worker", BLOCKS, ids=["all-trained", "frozen-prey", "all-trained-2-per-worker", "frozen-prey-2-per-worker"])
+def test_model_allreduce_equals_coordinator_bit_for_bit(local_ray, recipe_file, tmp_path, frozen_prey, per_worker):
     """Model-parallel: the workers' replicated envs and buffers with all-gathered actions and target actions
     (``allreduce``) make exactly the coordinator transport's draws and updates: every agent's actor, critic and
-    targets end bit-identical (with a frozen prey too, whose actions both draw from the shared generator)."""
-    extra = []
+    targets end bit-identical (with a frozen prey too, whose actions both draw from the shared generator).
+    Two agents per worker: blocks (predator, predator), (predator, prey) when all train; (2, 1) predators,
+    uneven blocks padded in the all-gathers, with the frozen prey."""
+    extra = [f"distributed.agents_per_worker={per_worker}"]
     if frozen_prey:
         prey = train_recipe(load_recipe(recipe_file, ["distributed.mode=off", "run.env_steps=80"]), tmp_path / "prey")
-        extra = [f"algo_config.frozen={{prey: {prey.dir}}}"]
+        extra.append(f"algo_config.frozen={{prey: {prey.dir}}}")
     out = {}
     for t in ("allreduce", "coordinator"):
         recipe = load_recipe(recipe_file, ["distributed.mode=model", f"distributed.transport={t}", "run.checkpoint_every=0"] + extra)
@@ -226,13 +232,17 @@ def test_model_allreduce_equals_coordinator_bit_for_bit(local_ray, recipe_file, 
         assert rows and all(r["dist/update_s"] > 0 and 0.0 <= r["dist/comm_share"] <= 1.0 for r in rows)
         assert any("loss/critic" in r for r in rows)
     a, c = out["allreduce"], out["coordinator"]
-    assert len(a["agents"]) == len(c["agents"]) == (3 if frozen_prey else 4)
+    assert len(a["agents"]) == len(c["agents"]) == -(-(3 if frozen_prey else 4) // per_worker)
     for x, y in zip(a["agents"], c["agents"]):
         for part in ("actor", "critic", "target_critic", "target_actor"):
             for k in x[part]:
                 assert torch.equal(x[part][k], y[part][k]), (part, k)
     assert a["model"] == c["model"]
     assert torch.equal(a["cur"]["obs"]["adversary"], c["cur"]["obs"]["adversary"])  # the replicas stepped the same env
+    if per_worker > 1:  # a checkpoint resumes with the blocks it was written with, and says so otherwise
+        with pytest.raises(ValueError, match=r"has 2 agent workers, this run has \d \(\d trained agents, distributed.agents_per_worker=1\)"):
+            resume_run(res.dir, ["distributed.agents_per_worker=1", "run.env_steps=480"])
+        assert not ray_utils.ACTIVE  # the workers started before the refusal were terminated
 
 
 def test_data_allreduce_three_replicas_stay_identical(local_ray, recipe_file, tmp_path):

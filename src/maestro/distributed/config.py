@@ -21,7 +21,11 @@ class DistributedConfig:
     (data parallelism, Sec. IV method 1), ``model`` (a worker per agent, method 2) or
     ``model_sampler`` (method 2 plus a sampler worker filling the replay buffer, method 3)."""
     workers: int = 2
-    """``K`` workers for ``genetic`` and ``data`` (``model`` modes use one worker per trained agent)."""
+    """``K`` workers for ``genetic`` and ``data`` (``model`` modes use one worker per ``agents_per_worker`` trained agents)."""
+    agents_per_worker: int = 1
+    """``model`` modes: trained agents per agent worker. 1 is the paper's method 2 (a worker per agent);
+    ``m`` groups the learners into contiguous blocks of ``m`` (the last may be smaller), each block's
+    critics and actors stacked in one worker, so a run can have as many agent workers as it has cores."""
     address: str = ""
     """Ray cluster to join (``ray://host:port`` or ``host:port``, also ``--ray-address``); empty: an
     embedded local cluster started for the run and shut down after it."""
@@ -58,6 +62,8 @@ class DistributedConfig:
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError(f"distributed.workers must be >= 1, got {self.workers}")
+        if self.agents_per_worker < 1:
+            raise ValueError(f"distributed.agents_per_worker must be >= 1, got {self.agents_per_worker}")
         if self.critic_sync_rate < 1:
             raise ValueError(f"distributed.critic_sync_rate must be >= 1, got {self.critic_sync_rate}")
         if self.sync_growth < 1.0:

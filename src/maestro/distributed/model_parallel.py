@@ -7,11 +7,17 @@ additional worker is used to sample transitions from the environment and store t
 buffer. This parallelizes the process of generating transitions alongside the actual training."
 
 ``AgentWorker`` (a Ray actor per trained agent ``i``) holds ``mu_i``, ``Q_i`` and their targets
-(``maddpg.StackedMLP`` with one member, ``maddpg.Policy`` restricted to the agent, so that
-``maddpg.explore`` does its exploration) and Adam optimisers. Its update is ``maddpg.update``
-restricted to learner ``i``: the same ``maddpg.td_loss`` and ``maddpg.policy_loss`` on the
-learner's row of the minibatch (losses are sums over learners, clipping and Adam are per member, so
-the maths is the single-process update's on the same minibatch and target actions; tested).
+(``maddpg.StackedMLP``, ``maddpg.Policy`` restricted to the agent, so that ``maddpg.explore`` does its
+exploration) and Adam optimisers. Its update is ``maddpg.update`` restricted to learner ``i``: the same
+``maddpg.td_loss`` and ``maddpg.policy_loss`` on the learner's row of the minibatch (losses are sums over
+learners, clipping and Adam are per member, so the maths is the single-process update's on the same
+minibatch and target actions; tested).
+
+Beyond the paper: ``distributed.agents_per_worker: m`` gives each worker a contiguous block of ``m``
+learners (``worker_blocks``), stacked as in ``maddpg`` (one critic stack, one actor stack per group), so
+that the number of processes can match the cores instead of the agents. Everything exchanged is per
+block (actions ``(B, m, act_max)``, target actions ``(m, L, S, act_max)``); an uneven last block is
+zero-padded for the all-gathers. A checkpoint resumes only with the blocks it was written with.
 
 Two transports (``distributed.transport``), bit-identical results (same RNG draws, same arithmetic; tested):
 
@@ -115,29 +121,56 @@ def step_env(env: Any, policy: M.Policy, lay: M.AgentLayout, frozen: dict[str, A
     return {"obs": out.obs, "state": out.state, "fh": fh}
 
 
+def worker_blocks(n_learners: int, per_worker: int) -> list[tuple[int, int]]:
+    """Contiguous learner blocks ``[(start, stop), ...]`` of at most ``per_worker`` learners: one agent worker each."""
+    if per_worker < 1:
+        raise ValueError(f"distributed.agents_per_worker must be >= 1, got {per_worker}")
+    return [(s, min(s + per_worker, n_learners)) for s in range(0, n_learners, per_worker)]
+
+
+def block_members(lay: M.AgentLayout, start: int, stop: int) -> dict[str, list[int]]:
+    """The agents of learners ``[start, stop)`` per group, as indices within the group, in learner order."""
+    out: dict[str, list[int]] = {}
+    for a in lay.learner_agent[start:stop]:
+        g = next(h for h in lay.groups if lay.offset[h] <= a < lay.offset[h] + lay.groups[h]["n_agents"])
+        out.setdefault(g, []).append(a - lay.offset[g])
+    return out
+
+
+def pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """Zero-pad the first axis of ``x`` to ``rows`` (all-gathers need the same shape on every rank)."""
+    return x if x.shape[0] == rows else torch.cat([x, x.new_zeros(rows - x.shape[0], *x.shape[1:])], 0)
+
+
 class AgentWorker:
-    """The actor ``mu_i`` and critic ``Q_i`` of one agent (a Ray actor); see the module docstring.
+    """The actors ``mu_i`` and critics ``Q_i`` of a block of learners (a Ray actor); see the module docstring.
+
+    With ``agents_per_worker: 1`` (the paper's method 2) a block is one agent. A block of ``m`` learners
+    holds its critics as one ``StackedMLP`` of ``m`` members and its actors as one stack per group, so its
+    update is ``maddpg.update`` restricted to the block's rows of the minibatch.
 
     Args:
         groups: ``ppo.group_layout`` of the env; trained: the trained groups.
-        learner: index ``l`` of this agent among the learners (``AgentLayout.learner_agent[l]`` is its agent).
+        blocks: every worker's learner block ``(start, stop)`` (``worker_blocks``); w: this worker's index
+            in ``blocks`` (and its rank in the gloo group).
     """
 
-    def __init__(self, cfg: M.Config, centralised: bool, groups: dict[str, Any], trained: list[str], learner: int, seed: int, log_path: str | None = None, replica: dict[str, Any] | None = None) -> None:
+    def __init__(self, cfg: M.Config, centralised: bool, groups: dict[str, Any], trained: list[str], blocks: list[tuple[int, int]], w: int, seed: int, log_path: str | None = None, replica: dict[str, Any] | None = None) -> None:
         torch.set_num_threads(1)
         worker_logging(log_path)
         seed_everything(seed)
-        self.cfg, self.centralised, self.l = cfg, centralised, learner
+        self.cfg, self.centralised = cfg, centralised
         self.lay = M.make_layout(groups, trained, 1)
-        self.a = self.lay.learner_agent[learner]
-        self.g = next(g for g in self.lay.groups if self.lay.offset[g] <= self.a < self.lay.offset[g] + self.lay.groups[g]["n_agents"])
-        self.info = dict(groups[self.g], n_agents=1)
-        arch = {"hidden": list(cfg.hidden), "ensemble_size": 1, "continuous_head": cfg.continuous_head}
-        self.policy = M.Policy({self.g: self.info}, arch)
-        self.lay1 = M.make_layout({self.g: self.info}, [self.g], 1)
         lay = self.lay
+        self.blocks, (self.s, self.e) = [tuple(b) for b in blocks], tuple(blocks[w])
+        self.m_max = max(e - s for s, e in self.blocks)
+        self.members = block_members(lay, self.s, self.e)
+        self.infos = {g: dict(groups[g], n_agents=len(ix)) for g, ix in self.members.items()}
+        arch = {"hidden": list(cfg.hidden), "ensemble_size": 1, "continuous_head": cfg.continuous_head}
+        self.policy = M.Policy(self.infos, arch)
+        self.lay1 = M.make_layout(self.infos, list(self.infos), 1)
         in_dim = lay.n_agents * (lay.obs_max + lay.act_max) if centralised else lay.obs_max + lay.act_max
-        self.critic = M.StackedMLP(1, in_dim, tuple(cfg.hidden), 1)
+        self.critic = M.StackedMLP(self.e - self.s, in_dim, tuple(cfg.hidden), 1)
         self.target_critic = copy.deepcopy(self.critic)
         self.target_actor = copy.deepcopy(self.policy.actors)
         for p in list(self.target_critic.parameters()) + list(self.target_actor.parameters()):
@@ -147,7 +180,8 @@ class AgentWorker:
             "critic": torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, foreach=True),
         }
         self.generator = make_generator(seed + 7919, "cpu")
-        self.la, self.ar = torch.tensor([self.a]), torch.arange(1)  # this learner's agent, its row: ``td_loss`` / ``policy_loss`` indices
+        self.la = torch.tensor(lay.learner_agent[self.s : self.e])  # the block's agents: ``td_loss`` / ``policy_loss`` indices
+        self.ar = torch.arange(self.e - self.s)
         self.world = 0  # size of the gloo group this worker is in (0: none)
         if replica is not None:  # transport "allreduce": this worker's replica of the env and the replay buffer
             r = replica
@@ -165,27 +199,33 @@ class AgentWorker:
         return os.getpid()
 
     @torch.no_grad()
-    def act(self, obs: torch.Tensor) -> torch.Tensor:
-        """Exploratory env actions ``(B, ...)`` of this agent for its observations ``(B, *obs_shape)`` (``maddpg.explore``)."""
-        B = obs.shape[0]
-        hidden = {"sub": {self.g: torch.zeros(B, 1, dtype=torch.long)}, "frozen": {}}
-        acts, _, _ = M.explore(self.policy, self.lay1, self.cfg, {self.g: obs[:, None]}, None, hidden, self.generator)
-        return acts[self.g][:, 0]
+    def act(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Exploratory env actions ``{g: (B, m_g, ...)}`` of the block's agents for their observations
+        ``{g: (B, m_g, *obs_shape)}`` (``maddpg.explore``)."""
+        B = next(iter(obs.values())).shape[0]
+        hidden = {"sub": {g: torch.zeros(B, len(ix), dtype=torch.long) for g, ix in self.members.items()}, "frozen": {}}
+        acts, _, _ = M.explore(self.policy, self.lay1, self.cfg, obs, None, hidden, self.generator)
+        return acts
 
     @torch.no_grad()
     def target(self, d: dict[str, torch.Tensor] | None) -> torch.Tensor | None:
-        """``mu'_i(o'_i)`` on every learner's next observations: ``(L, S, act_dim)``."""
+        """``mu'_i(o'_i)`` of the block's agents on every learner's next observations: ``(m, L, S, act_max)``."""
         if d is None:
             return None
         L, S = d["next_obs"].shape[:2]
-        D = self.info["obs_dim"]
-        z = self.target_actor[self.g](d["next_obs"][:, :, self.a, :D].reshape(1, L * S, D)).reshape(L, S, -1)
-        return one_hot_sample(z, self.generator) if self.info["discrete"] else self.policy.box(self.g, z)
+        out = []
+        for g, ix in self.members.items():
+            info, m = self.infos[g], len(ix)
+            x = d["next_obs"][:, :, [self.lay.offset[g] + i for i in ix], : info["obs_dim"]]  # (L, S, m_g, D)
+            z = self.target_actor[g](x.permute(2, 0, 1, 3).reshape(m, L * S, -1)).reshape(m, L, S, -1)
+            a = one_hot_sample(z, self.generator) if info["discrete"] else self.policy.box(g, z)
+            out.append(M.pad_last(a, self.lay.act_max))
+        return torch.cat(out, 0)
 
     def update(self, d: dict[str, torch.Tensor], a_next: torch.Tensor, next_d: dict[str, torch.Tensor] | None) -> tuple[dict[str, float], torch.Tensor | None, float]:
-        """One gradient step of ``Q_i`` and ``mu_i`` on row ``l`` of the minibatch ``d`` with target actions
-        ``a_next`` ``(L, S, A, act_max)`` (``maddpg.update`` for one learner), the soft updates, then the target
-        actions for ``next_d``. Returns (losses, next target actions, compute seconds)."""
+        """One gradient step of the block's critics and actors on its rows of the minibatch ``d`` with target
+        actions ``a_next`` ``(L, S, A, act_max)`` (``maddpg.update`` for these learners), the soft updates, then
+        the target actions for ``next_d``. Returns (losses summed over the block, next target actions, compute seconds)."""
         t0 = time.perf_counter()
         losses = self._learn(d, a_next)
         nt = self.target(next_d)
@@ -193,22 +233,28 @@ class AgentWorker:
 
     def _learn(self, d: dict[str, torch.Tensor], a_next: torch.Tensor) -> dict[str, float]:
         """The critic step, the actor step (with the updated critic) and the soft target updates."""
-        cfg, l, a = self.cfg, self.l, self.a
-        d1 = {k: d[k][l : l + 1] for k in ("obs", "act", "next_obs", "reward", "terminated")}  # learner l's row (1, S, ...)
-        closs, q = M.td_loss(self.critic, self.target_critic, d1, a_next[l : l + 1], self.la, self.ar, self.centralised, cfg.gamma)
+        cfg, s, e = self.cfg, self.s, self.e
+        d1 = {k: d[k][s:e] for k in ("obs", "act", "next_obs", "reward", "terminated")}  # the block's rows (m, S, ...)
+        closs, q = M.td_loss(self.critic, self.target_critic, d1, a_next[s:e], self.la, self.ar, self.centralised, cfg.gamma)
         self.opts["critic"].zero_grad(set_to_none=True)
         closs.backward()
         if cfg.max_grad_norm > 0:
             M.clip_grad_norm_per_member(list(self.critic.parameters()), cfg.max_grad_norm)
         self.opts["critic"].step()
-        z = self.policy.actors[self.g](d1["obs"][:, :, a, : self.info["obs_dim"]])
-        reg = z.pow(2).mean((1, 2)).sum()
-        own_a = gumbel_softmax(z, cfg.gumbel_temperature, hard=True, generator=self.generator) if self.info["discrete"] else self.policy.box(self.g, z)
-        aloss = M.policy_loss(self.critic, d1, M.pad_last(own_a, self.lay.act_max), reg, self.la, self.ar, self.centralised, cfg.actor_reg)
+        own_a, reg, r = [], torch.zeros(()), 0
+        for g, ix in self.members.items():
+            info, m = self.infos[g], len(ix)
+            z = self.policy.actors[g](d1["obs"][self.ar[r : r + m], :, self.la[r : r + m], : info["obs_dim"]])  # (m_g, S, D)
+            reg = reg + z.pow(2).mean((1, 2)).sum()
+            a = gumbel_softmax(z, cfg.gumbel_temperature, hard=True, generator=self.generator) if info["discrete"] else self.policy.box(g, z)
+            own_a.append(M.pad_last(a, self.lay.act_max))
+            r += m
+        aloss = M.policy_loss(self.critic, d1, torch.cat(own_a, 0), reg, self.la, self.ar, self.centralised, cfg.actor_reg)
         self.opts["actor"].zero_grad(set_to_none=True)
         aloss.backward()
         if cfg.max_grad_norm > 0:
-            M.clip_grad_norm_per_member(list(self.policy.actors.parameters()), cfg.max_grad_norm)
+            for g in self.members:
+                M.clip_grad_norm_per_member(list(self.policy.actors[g].parameters()), cfg.max_grad_norm)
         self.opts["actor"].step()
         M.soft_update(self.target_critic, self.critic, cfg.tau)
         M.soft_update(self.target_actor, self.policy.actors, cfg.tau)
@@ -261,30 +307,39 @@ class AgentWorker:
             return {"failed": str(err)}
         return {"stats": episodes.summary("train"), "st": st, "sched": sched, "stored": float(len(self.buf)), "replica": self.replica_state(False)}
 
+    def gather_blocks(self, x: torch.Tensor, axis: int) -> tuple[torch.Tensor, float]:
+        """All-gather every worker's ``x`` (its block's rows on ``axis``, padded to the largest block) and
+        concatenate the blocks in learner order; returns (the result, seconds in the all-gather)."""
+        parts, comm = gloo.all_gather(pad_rows(x.movedim(axis, 0), self.m_max))
+        return torch.cat([p[: e - s] for p, (s, e) in zip(parts, self.blocks)], 0).movedim(0, axis), comm
+
     def _collect_step(self, episodes: EpisodeStats) -> None:
         lay, B = self.lay, self.env.num_envs
         obs = self.cur["obs"]
-        own = self.act(self.full.flat_obs(self.g, obs[self.g])[:, self.a - lay.offset[self.g]].reshape(B, *self.info["obs_shape"]))
-        parts, _ = gloo.all_gather(M.pad_last(own.float().reshape(B, -1), lay.act_max))  # (B, act_max) per learner
+        mine = {g: self.full.flat_obs(g, obs[g])[:, ix].reshape(B, len(ix), *lay.groups[g]["obs_shape"]) for g, ix in self.members.items()}
+        own = self.act(mine)
+        x = torch.cat([M.pad_last(own[g].float().reshape(B, len(ix), -1), lay.act_max) for g, ix in self.members.items()], 1)
+        every, _ = self.gather_blocks(x, 1)  # (B, L, act_max)
         acts = {}
         for g in self.full.trained:
             s, e = lay.learner_block(g)
-            x = torch.stack(parts[s:e], 1)
-            acts[g] = x[..., 0].long() if lay.groups[g]["discrete"] else x[..., : lay.groups[g]["action_dim"]]
+            y = every[:, s:e]
+            acts[g] = y[..., 0].long() if lay.groups[g]["discrete"] else y[..., : lay.groups[g]["action_dim"]]
         self.cur = step_env(self.env, self.full, lay, self.frozen, self.cur, acts, self.shared_gen, self.buf, episodes)
 
     def _update_allreduce(self) -> tuple[dict[str, float], float]:
         lay = self.lay
         d = M._learner_batch(self.buf, lay, self.cfg.batch_size, self.shared_gen)
-        parts, comm = gloo.all_gather(M.pad_last(self.target(d), lay.act_max))  # (L, S, act_max) per learner
+        tg, comm = self.gather_blocks(self.target(d), 0)  # (L, L, S, act_max): learner j's target actions on every batch
         a_next = torch.zeros(*d["next_obs"].shape[:2], lay.n_agents, lay.act_max, device=d["next_obs"].device)
-        a_next[:, :, list(lay.learner_agent)] = torch.stack(parts, 2)  # one scatter, no loop over agents
+        a_next[:, :, list(lay.learner_agent)] = tg.permute(1, 2, 0, 3)  # one scatter, no loop over agents
         if self.frozen:
             frozen_target_actions(lay, self.frozen, d, a_next, self.shared_gen)
         return self._learn(d, a_next), comm
 
     def actor_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.clone() for k, v in self.policy.actors[self.g].state_dict().items()}
+        """The block's actors, ``{"<group>.<param>": (m_g, ...)}`` (keys of ``Policy.actors``)."""
+        return {k: v.clone() for k, v in self.policy.actors.state_dict().items()}
 
     def state(self) -> dict[str, Any]:
         return {
@@ -365,14 +420,18 @@ def train_model_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: bo
     policy = M.Policy(groups, arch, frozen).to(device)
     lay = M.make_layout(groups, policy.trained, 1)
     L = lay.n_learners
+    blocks = worker_blocks(L, dcfg.agents_per_worker)
+    W = len(blocks)
+    members = [block_members(lay, s, e) for s, e in blocks]
     T_iter = cfg.iteration_steps or spec.max_steps
     capacity = min(cfg.buffer_size, run.cfg.env_steps + T_iter * B)
     logdir = None if run.dir is None else str(run.dir / "workers")
     allreduce = dcfg.transport == "allreduce" and not sampler
     replica = {"env_name": env_name, "env_cfg": env_cfg, "num_envs": B, "device": str(device), "capacity": capacity, "frozen": frozen} if allreduce else None
     Agent = ray.remote(AgentWorker).options(**actor_options(dcfg))
-    handles = [Agent.remote(cfg, centralised, groups, policy.trained, l, seed + 1000 * l, logdir and f"{logdir}/agent{l}.log", replica) for l in range(L)]
-    last: list[Any] = [None] * L
+    names = [f"agent{s}" if e - s == 1 else f"agents{s}-{e - 1}" for s, e in blocks]
+    handles = [Agent.remote(cfg, centralised, groups, policy.trained, blocks, w, seed + 1000 * blocks[w][0], logdir and f"{logdir}/{names[w]}.log", replica) for w in range(W)]
+    last: list[Any] = [None] * W
     st: dict[str, Any] = {"credit": 0.0, "since_round": 0}
     rep: dict[str, Any] = {}  # allreduce: the replicated env state at the last iteration's end (worker 0's)
     group = {"restarts": 0, "failures": 0}
@@ -412,19 +471,15 @@ def train_model_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: bo
             j = first_live(handles, i)
             ray.get(handles[i].load_replica.remote(ray.get(handles[j].replica_state.remote(True)) if j is not None else rep))
 
-    pool = WorkerPool(handles, [f"agent{l}" for l in range(L)], dcfg, rejoin, on_lost)
+    pool = WorkerPool(handles, names, dcfg, rejoin, on_lost)
 
     def form_group() -> None:
-        gloo.form_group(pool, L, dcfg.collective_timeout_s, dcfg.max_restarts * L + 2, "model-parallel")
+        gloo.form_group(pool, W, dcfg.collective_timeout_s, dcfg.max_restarts * W + 2, "model-parallel")
         group["restarts"] = pool.total_restarts
 
     def assemble_policy() -> dict[str, torch.Tensor]:
-        parts = pool.call("actor_state")
-        full = {}
-        for g in policy.trained:
-            s, e = lay.learner_block(g)
-            for k in parts[s]:
-                full[f"{g}.{k}"] = torch.cat([parts[l][k] for l in range(s, e)], 0)
+        parts = pool.call("actor_state")  # {"<group>.<param>": (m_g, ...)} per worker, blocks in learner order
+        full = {k: torch.cat([p[k] for p in parts if k in p], 0) for k in policy.actors.state_dict()}
         policy.actors.load_state_dict(full)
         return full
 
@@ -456,8 +511,8 @@ def train_model_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: bo
         if allreduce:
             rep.update(env=env_snapshot(env), cur=cur, shared_gen=gen.get_state())
     else:
-        if len(resumed["agents"]) != L:
-            raise ValueError(f"the checkpoint has {len(resumed['agents'])} agent workers, the env has {L} trained agents")
+        if len(resumed["agents"]) != W:
+            raise ValueError(f"the checkpoint has {len(resumed['agents'])} agent workers, this run has {W} ({L} trained agents, distributed.agents_per_worker={dcfg.agents_per_worker})")
         last = list(resumed["agents"])
         pool.call("load_state", [(s,) for s in last])
         st.update(resumed["model"])
@@ -476,9 +531,7 @@ def train_model_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: bo
 
     def assemble_targets(tg: list[torch.Tensor], d_local: dict[str, torch.Tensor] | None, shape: tuple[int, int]) -> torch.Tensor:
         a_next = torch.zeros(*shape, lay.n_agents, lay.act_max)
-        for l, t in enumerate(tg):
-            a = lay.learner_agent[l]
-            a_next[:, :, a, : t.shape[-1]] = t
+        a_next[:, :, list(lay.learner_agent)] = torch.cat(tg, 0).permute(1, 2, 0, 3)  # blocks (m, L, S, act_max) in learner order
         if frozen and d_local is not None:
             frozen_target_actions(lay, frozen, d_local, a_next, gen)
         return a_next
@@ -516,22 +569,12 @@ def train_model_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: bo
     def local_collect(episodes: EpisodeStats) -> None:
         nonlocal cur
         obs = cur["obs"]
-        args = [(policy.flat_obs(lay_g(l), obs[lay_g(l)])[:, lay_i(l)].reshape(B, *groups[lay_g(l)]["obs_shape"]),) for l in range(L)]
+        args = [({g: policy.flat_obs(g, obs[g])[:, ix].reshape(B, len(ix), *groups[g]["obs_shape"]) for g, ix in mb.items()},) for mb in members]
         res = pool.call("act", args)
         if any(r is None for r in res):
             res = pool.call("act", args)
-        acts = {}
-        for g in policy.trained:
-            s, e = lay.learner_block(g)
-            acts[g] = torch.stack(res[s:e], 1)
+        acts = {g: torch.cat([r[g] for r in res if g in r], 1) for g in policy.trained}
         cur = step_env(env, policy, lay, frozen, cur, acts, gen, buf, episodes)
-
-    def lay_g(l: int) -> str:
-        a = lay.learner_agent[l]
-        return next(g for g in lay.groups if lay.offset[g] <= a < lay.offset[g] + lay.groups[g]["n_agents"])
-
-    def lay_i(l: int) -> int:
-        return lay.learner_agent[l] - lay.offset[lay_g(l)]
 
     def iteration_allreduce() -> tuple[dict[str, float], float] | None:
         """One call per iteration: the workers step their env replicas and update in lockstep (gloo)."""
@@ -541,7 +584,7 @@ def train_model_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: bo
         if any(r is None or "failed" in r for r in res):
             why = next((r["failed"] for r in res if r is not None and "failed" in r), "an agent worker died during the chunk")
             group["failures"] += 1
-            if group["failures"] > dcfg.max_restarts * L + 2:
+            if group["failures"] > dcfg.max_restarts * W + 2:
                 raise RuntimeError(f"the model-parallel gloo group keeps breaking ({why})")
             log.warning("the model-parallel gloo group broke (%s); forming a new group (the interrupted iteration is dropped)", why)
             form_group()

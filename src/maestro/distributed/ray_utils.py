@@ -40,7 +40,8 @@ def require_ray() -> Any:
 @contextlib.contextmanager
 def ray_session(dcfg: DistributedConfig) -> Iterator[Any]:
     """Initialise Ray for a run: join ``dcfg.address`` or start an embedded local cluster
-    (``num_cpus`` CPUs, dashboard off, loopback only); shut it down afterwards if we started it."""
+    (``num_cpus`` CPUs, dashboard off, loopback only); afterwards terminate the run's workers still
+    alive, and shut Ray down if we started it."""
     ray = require_ray()
     started = False
     if not ray.is_initialized():
@@ -52,9 +53,12 @@ def ray_session(dcfg: DistributedConfig) -> Iterator[Any]:
             # address="local": always a new embedded cluster, never a stale one recorded under /tmp/ray
             ray.init(address="local", num_cpus=dcfg.num_cpus or os.cpu_count() or 1, _node_ip_address="127.0.0.1", **kw)
         started = True
+    n_active = len(ACTIVE)
     try:
         yield ray
     finally:
+        for pool in ACTIVE[n_active:]:  # workers of a run that failed before its own clean-up (a checkpoint refused at resume)
+            pool.kill_all()
         if started:
             ray.shutdown()
 
