@@ -13,6 +13,8 @@ Columns ``data`` (gradients all-reduced by the replicas' gloo group, ``distribut
 default) and ``data:coordinator`` (gradients through the coordinator, two Ray round trips per update);
 ``model`` (agent workers with env and replay replicas all-gathering actions and target actions, the default)
 and ``model:coordinator`` (one Ray round trip per update and one per env step through the coordinator).
+A suffix ``@m`` puts ``m`` agents in each model worker (``distributed.agents_per_worker``): ``model@2``
+runs the 4 agents of the default cell in 2 workers, one per core of a 2-core machine.
 
 Genetic MADDPG is not in the table: its workers run single-process MADDPG and communicate only at
 critic syncs (every 5000 env steps), so its per-update time is the single-process one.
@@ -57,8 +59,9 @@ def mode_update_s(column, cfg, env_cfg, env_steps: int) -> tuple[float, float]:
     from maestro.distributed.common import make_worker_env
 
     env = make_worker_env("simple_tag", env_cfg, 8, 0, "cpu")
+    column, _, per_worker = column.partition("@")
     mode, _, transport = column.partition(":")
-    dcfg = DistributedConfig(mode=mode, workers=2, transport=transport or "allreduce")
+    dcfg = DistributedConfig(mode=mode, workers=2, transport=transport or "allreduce", agents_per_worker=int(per_worker or 1))
     with tempfile.TemporaryDirectory() as d:
         run = Run(RunConfig(env_steps=env_steps, num_envs=8, eval_episodes=0, tensorboard=False, progress=False), d, seed=0)
         with run:
@@ -73,7 +76,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--clusters", default="embedded,2node")
     ap.add_argument("--grid", default="", help="hidden:predators cells, e.g. 64:3,512:3 (overrides --quick)")
-    ap.add_argument("--modes", default="data,data:coordinator,model,model:coordinator,model_sampler", help="columns: mode or mode:transport")
+    ap.add_argument("--modes", default="data,data:coordinator,model,model:coordinator,model_sampler", help="columns: mode, mode:transport, with @m for m agents per model worker (model@2)")
     args = ap.parse_args()
     import ray
     from ray.cluster_utils import Cluster
