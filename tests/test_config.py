@@ -84,3 +84,21 @@ def test_unknown_env_keyword_lists_valid():
     with pytest.raises(ValueError) as err:
         make_env("simple_spread", n_agent=3)
     assert "n_agent" in str(err.value) and "valid keys" in str(err.value)
+
+
+def test_optional_section_reports_the_sections_own_error():
+    """A ``Section | None`` field given a mapping the section rejects names the bad key and value, not
+    the union's type (the recipe's ``distributed:`` section is one)."""
+    from maestro.distributed.config import DistributedConfig
+
+    @dataclass(frozen=True)
+    class Outer:
+        distributed: DistributedConfig | None = None
+
+    with pytest.raises(ConfigError, match=r"distributed.agents_per_worker must be >= 1, got 0"):
+        build_config(Outer, {"distributed": {"mode": "model", "agents_per_worker": 0}}, where="r.yaml")
+    with pytest.raises(ConfigError, match=r"'distributed.mode' must be one of .*got 'modell'"):
+        build_config(Outer, {"distributed": {"mode": "modell"}}, where="r.yaml")
+    with pytest.raises(ConfigError, match=r"'distributed' expects a mapping of DistributedConfig fields, got 3"):
+        build_config(Outer, {"distributed": 3}, where="r.yaml")
+    assert build_config(Outer, {"distributed": None}).distributed is None

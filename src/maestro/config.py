@@ -62,6 +62,8 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
                 return _coerce(value, arm, key, where)
             except ConfigError as err:
                 errors.append(err)
+        if len(errors) == 1:  # ``X | None`` given something other than None: X's own error says what is wrong
+            raise errors[0]
         raise ConfigError(f"{where}: {key!r} expects {_type_name(tp)}, got {value!r} ({type(value).__name__})")
     if origin is Literal:
         if value in get_args(tp):
