@@ -24,11 +24,11 @@ Two transports (``distributed.transport``), bit-identical results (same RNG draw
 ``allreduce`` (default for ``model``). The server's role is played by a collective: the agent workers form a
 ``torch.distributed`` gloo group (``maestro.distributed.gloo``) and each holds a *replica* of the batched env,
 of the replay buffer and of a generator shared by all (minibatch indices, the frozen groups' actions), all
-started from the coordinator's state. Per env step each worker computes its agent's exploratory action and
+started from the coordinator's state. Per env step each worker computes its agents' exploratory actions and
 one ``all_gather`` gives every worker all actions, so every replica takes the same step and stores the same
 transitions. Per update every worker draws the same learner minibatch ``d`` (``maddpg._learner_batch``:
-every field ``(L, S, ...)``), computes its target actions ``mu'_j(o'_j)`` on every learner's next
-observations ``(L, S, act_dim)``, and one ``all_gather`` assembles ``a' (L, S, A, act_max)`` (frozen groups
+every field ``(L, S, ...)``), computes its agents' target actions ``mu'_j(o'_j)`` on every learner's next
+observations ``(m, L, S, act_max)``, and one ``all_gather`` assembles ``a' (L, S, A, act_max)`` (frozen groups
 from their policy) on every worker; each then updates its critic and actor. The coordinator calls each
 worker once per iteration (``train_chunk``). Fault tolerance: a worker killed mid-iteration breaks the
 group; Ray restarts it, it reloads its own state from the last sync point and a live worker's env and
