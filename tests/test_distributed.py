@@ -321,14 +321,15 @@ def test_killed_worker_is_restarted(local_ray, recipe_file, tmp_path, mode, tran
         _check_replicas_identical(payload)  # bit-identical again after the resync
 
 
-@pytest.mark.parametrize("mode", ["data", "model"])
-def test_allreduce_worker_killed_mid_chunk(local_ray, recipe_file, tmp_path, mode):
+@pytest.mark.parametrize("mode,per_worker", [("data", 1), ("model", 1), ("model", 2)], ids=["data", "model", "model-2-per-worker"])
+def test_allreduce_worker_killed_mid_chunk(local_ray, recipe_file, tmp_path, mode, per_worker):
     """A worker killed while the workers are inside a chunk (stepping or in a collective): the survivors'
     collectives fail within the timeout, the group is re-formed and the run completes (data: replicas
-    identical again; model: the restarted agent took a live worker's env and replay replica)."""
+    identical again; model, one agent or a block of two per worker: the restarted worker took a live
+    worker's env and replay replica)."""
     import threading
 
-    recipe = load_recipe(recipe_file, [f"distributed.mode={mode}", "distributed.collective_timeout_s=20", "algo_config.updates_per_step=1.0", "run.env_steps=480"])
+    recipe = load_recipe(recipe_file, [f"distributed.mode={mode}", f"distributed.agents_per_worker={per_worker}", "distributed.collective_timeout_s=20", "algo_config.updates_per_step=1.0", "run.env_steps=480"])
     state = {"pid": None}
 
     def hook(run):
@@ -344,7 +345,7 @@ def test_allreduce_worker_killed_mid_chunk(local_ray, recipe_file, tmp_path, mod
     if mode == "data":
         _check_replicas_identical(payload)
     else:
-        assert len(payload["state"]["agents"]) == 4 and "shared_gen" in payload["state"]
+        assert len(payload["state"]["agents"]) == 4 // per_worker and "shared_gen" in payload["state"]
 
 
 def test_exhausted_restarts_stop_with_checkpoint(local_ray, recipe_file, tmp_path):
