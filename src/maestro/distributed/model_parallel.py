@@ -137,6 +137,15 @@ def block_members(lay: M.AgentLayout, start: int, stop: int) -> dict[str, list[i
     return out
 
 
+def block_obs(policy: M.Policy, groups: dict[str, Any], members: dict[str, list[int]], obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The observations ``{g: (B, m_g, *obs_shape)}`` of a block's agents (``block_members``) out of the env's."""
+    out = {}
+    for g, ix in members.items():
+        flat = policy.flat_obs(g, obs[g])
+        out[g] = flat[:, ix].reshape(flat.shape[0], len(ix), *groups[g]["obs_shape"])
+    return out
+
+
 def pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
     """Zero-pad the first axis of ``x`` to ``rows`` (all-gathers need the same shape on every rank)."""
     return x if x.shape[0] == rows else torch.cat([x, x.new_zeros(rows - x.shape[0], *x.shape[1:])], 0)
@@ -166,6 +175,10 @@ class AgentWorker:
         self.m_max = max(e - s for s, e in self.blocks)
         self.members = block_members(lay, self.s, self.e)
         self.infos = {g: dict(groups[g], n_agents=len(ix)) for g, ix in self.members.items()}
+        self.rows, self.agents, r = {}, {}, 0  # per group: the block's rows (its learners) and their agents' indices
+        for g, ix in self.members.items():
+            self.rows[g], r = slice(r, r + len(ix)), r + len(ix)
+            self.agents[g] = torch.tensor([lay.offset[g] + i for i in ix])
         arch = {"hidden": list(cfg.hidden), "ensemble_size": 1, "continuous_head": cfg.continuous_head}
         self.policy = M.Policy(self.infos, arch)
         self.lay1 = M.make_layout(self.infos, list(self.infos), 1)
@@ -216,7 +229,7 @@ class AgentWorker:
         out = []
         for g, ix in self.members.items():
             info, m = self.infos[g], len(ix)
-            x = d["next_obs"][:, :, [self.lay.offset[g] + i for i in ix], : info["obs_dim"]]  # (L, S, m_g, D)
+            x = d["next_obs"][:, :, self.agents[g], : info["obs_dim"]]  # (L, S, m_g, D)
             z = self.target_actor[g](x.permute(2, 0, 1, 3).reshape(m, L * S, -1)).reshape(m, L, S, -1)
             a = one_hot_sample(z, self.generator) if info["discrete"] else self.policy.box(g, z)
             out.append(M.pad_last(a, self.lay.act_max))
@@ -241,14 +254,13 @@ class AgentWorker:
         if cfg.max_grad_norm > 0:
             M.clip_grad_norm_per_member(list(self.critic.parameters()), cfg.max_grad_norm)
         self.opts["critic"].step()
-        own_a, reg, r = [], torch.zeros(()), 0
-        for g, ix in self.members.items():
-            info, m = self.infos[g], len(ix)
-            z = self.policy.actors[g](d1["obs"][self.ar[r : r + m], :, self.la[r : r + m], : info["obs_dim"]])  # (m_g, S, D)
+        own_a, reg = [], torch.zeros(())
+        for g, rows in self.rows.items():
+            info = self.infos[g]
+            z = self.policy.actors[g](d1["obs"][self.ar[rows], :, self.la[rows], : info["obs_dim"]])  # (m_g, S, D)
             reg = reg + z.pow(2).mean((1, 2)).sum()
             a = gumbel_softmax(z, cfg.gumbel_temperature, hard=True, generator=self.generator) if info["discrete"] else self.policy.box(g, z)
             own_a.append(M.pad_last(a, self.lay.act_max))
-            r += m
         aloss = M.policy_loss(self.critic, d1, torch.cat(own_a, 0), reg, self.la, self.ar, self.centralised, cfg.actor_reg)
         self.opts["actor"].zero_grad(set_to_none=True)
         aloss.backward()
@@ -316,8 +328,7 @@ class AgentWorker:
     def _collect_step(self, episodes: EpisodeStats) -> None:
         lay, B = self.lay, self.env.num_envs
         obs = self.cur["obs"]
-        mine = {g: self.full.flat_obs(g, obs[g])[:, ix].reshape(B, len(ix), *lay.groups[g]["obs_shape"]) for g, ix in self.members.items()}
-        own = self.act(mine)
+        own = self.act(block_obs(self.full, lay.groups, self.members, obs))
         x = torch.cat([M.pad_last(own[g].float().reshape(B, len(ix), -1), lay.act_max) for g, ix in self.members.items()], 1)
         every, _ = self.gather_blocks(x, 1)  # (B, L, act_max)
         acts = {}
@@ -569,7 +580,7 @@ def train_model_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: bo
     def local_collect(episodes: EpisodeStats) -> None:
         nonlocal cur
         obs = cur["obs"]
-        args = [({g: policy.flat_obs(g, obs[g])[:, ix].reshape(B, len(ix), *groups[g]["obs_shape"]) for g, ix in mb.items()},) for mb in members]
+        args = [(block_obs(policy, groups, mb, obs),) for mb in members]
         res = pool.call("act", args)
         if any(r is None for r in res):
             res = pool.call("act", args)
