@@ -56,21 +56,21 @@ def cell_dir(out: Path, prey: str, mode: str, seed: int) -> Path:
     return out / f"{prey}_{mode}_s{seed}"
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    rows = []
-    for f in sorted(run_dir.glob("**/metrics.jsonl")):
-        rows = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
-    return rows
+def run_dirs(cell: Path) -> list[Path]:
+    """The run directories under a cell, oldest first."""
+    return sorted(d.parent for d in cell.glob("**/config.yaml"))
+
+
+def read_metrics(cell: Path) -> list[dict]:
+    """The metrics rows of the cell's newest run (none if it has no run yet)."""
+    runs = run_dirs(cell)
+    f = runs[-1] / "metrics.jsonl" if runs else None
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f is not None and f.exists() else []
 
 
 def finished(run_dir: Path, total_steps: int) -> bool:
     rows = read_metrics(run_dir)
     return bool(rows) and rows[-1]["env_steps"] >= total_steps and any(f"eval/{METRIC}" in r and r["env_steps"] >= total_steps for r in rows)
-
-
-def run_dirs(cell: Path) -> list[Path]:
-    """The run directories under a cell, oldest first."""
-    return sorted(d.parent for d in cell.glob("**/config.yaml"))
 
 
 def train_cell(out: Path, prey: str, mode: str, seed: int, steps: int, workers: int, eval_every: int, ckpt_every: int, replay: bool) -> None:
