@@ -435,34 +435,31 @@ def train_data_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: boo
 
     B = num_envs
     chunk = max(1, math.ceil(cfg.update_every / (B * K)))
-    try:
-        while not run.finished:
-            results: list[dict[str, float]] = []
-            done = 0
-            for k in timing:
-                timing[k] = 0 if k == "updates" else 0.0
-            losses.update(critic=0.0, actor=0.0)
-            if allreduce:  # one call per iteration; the replicas interleave collects and updates by chunks
-                iteration_allreduce(T_iter, results)
-            else:
-                while done < T_iter:
-                    n = min(chunk, T_iter - done)
-                    chunk_coordinator(n, results)
-                    done += n
-            metrics = combine_stats(results, spec, prefix_workers=False)
-            metrics["train/replay_size"] = st["stored"]
-            if timing["updates"]:
-                nu = timing["updates"]
-                metrics["loss/critic"], metrics["loss/actor"] = losses["critic"] / nu, losses["actor"] / nu
-                metrics["dist/update_s"] = timing["update_s"] / nu
-                metrics["dist/comm_share"] = max(0.0, 1.0 - timing["compute_s"] / max(timing["update_s"], 1e-12))
-            metrics["dist/restarts"] = float(pool.total_restarts)
-            run.step(T_iter * B * K, metrics)
-            run.maybe_evaluate(_LazyPolicy(ray, handles[healthy(-1)]))
-            run.maybe_checkpoint(lambda: _snapshot(ray, pool, cfg, st))
-        return M.Policy.from_state(ray.get(handles[healthy(-1)].policy_state.remote()))
-    finally:
-        pool.kill_all()
+    while not run.finished:
+        results: list[dict[str, float]] = []
+        done = 0
+        for k in timing:
+            timing[k] = 0 if k == "updates" else 0.0
+        losses.update(critic=0.0, actor=0.0)
+        if allreduce:  # one call per iteration; the replicas interleave collects and updates by chunks
+            iteration_allreduce(T_iter, results)
+        else:
+            while done < T_iter:
+                n = min(chunk, T_iter - done)
+                chunk_coordinator(n, results)
+                done += n
+        metrics = combine_stats(results, spec, prefix_workers=False)
+        metrics["train/replay_size"] = st["stored"]
+        if timing["updates"]:
+            nu = timing["updates"]
+            metrics["loss/critic"], metrics["loss/actor"] = losses["critic"] / nu, losses["actor"] / nu
+            metrics["dist/update_s"] = timing["update_s"] / nu
+            metrics["dist/comm_share"] = max(0.0, 1.0 - timing["compute_s"] / max(timing["update_s"], 1e-12))
+        metrics["dist/restarts"] = float(pool.total_restarts)
+        run.step(T_iter * B * K, metrics)
+        run.maybe_evaluate(_LazyPolicy(ray, handles[healthy(-1)]))
+        run.maybe_checkpoint(lambda: _snapshot(ray, pool, cfg, st))
+    return M.Policy.from_state(ray.get(handles[healthy(-1)].policy_state.remote()))
 
 
 def _snapshot(ray: Any, pool: WorkerPool, cfg: M.Config, st: dict[str, Any]) -> dict[str, Any]:

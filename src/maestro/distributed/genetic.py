@@ -182,19 +182,16 @@ def train_genetic(dcfg: DistributedConfig, cfg: M.Config, centralised: bool, env
         return _snapshot([s if s is not None else last[i] for i, s in enumerate(states)])
 
     policy = LazyPolicy(lambda: M.Policy.from_state(ray.get(handles[st["best"]].policy_state.remote())))
-    try:
-        while not run.finished:
-            results = pool.call("run", (T_iter,))
-            metrics = combine_stats([r for r in results if r is not None], spec)
-            st["since_sync"] += T_iter * num_envs
-            if st["since_sync"] >= st["interval"]:
-                metrics.update(sync())
-            metrics["dist/restarts"] = float(pool.total_restarts)
-            metrics["dist/sync_interval"] = float(st["interval"])
-            run.step(T_iter * num_envs * K, metrics)
-            policy = LazyPolicy(lambda: M.Policy.from_state(ray.get(handles[st["best"]].policy_state.remote())))
-            run.maybe_evaluate(policy)
-            run.maybe_checkpoint(snapshot)
-        return M.Policy.from_state(ray.get(handles[st["best"]].policy_state.remote()))
-    finally:
-        pool.kill_all()
+    while not run.finished:
+        results = pool.call("run", (T_iter,))
+        metrics = combine_stats([r for r in results if r is not None], spec)
+        st["since_sync"] += T_iter * num_envs
+        if st["since_sync"] >= st["interval"]:
+            metrics.update(sync())
+        metrics["dist/restarts"] = float(pool.total_restarts)
+        metrics["dist/sync_interval"] = float(st["interval"])
+        run.step(T_iter * num_envs * K, metrics)
+        policy = LazyPolicy(lambda: M.Policy.from_state(ray.get(handles[st["best"]].policy_state.remote())))
+        run.maybe_evaluate(policy)
+        run.maybe_checkpoint(snapshot)
+    return M.Policy.from_state(ray.get(handles[st["best"]].policy_state.remote()))

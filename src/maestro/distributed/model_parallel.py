@@ -614,56 +614,51 @@ def train_model_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: bo
         timing["loss_actor"] = sum(x["actor"] for x in sched) / L
         return res[0]["stats"], res[0]["stored"]
 
-    try:
-        stored = 0.0
-        while not run.finished:
-            for k in timing:
-                timing[k] = 0 if k == "updates" else 0.0
-            if allreduce:
-                got = iteration_allreduce()
-                if got is None:
-                    continue  # the group broke: the iteration is dropped (its env steps are not counted)
-                stats, stored = got
-            elif samp is None:
-                episodes = EpisodeStats(spec, env.device)
-                for _ in range(T_iter):
-                    local_collect(episodes)
-                    k = update_credit(st, B, float(len(buf)), cfg)
-                    if k:
-                        updates(k)
-                stored = float(len(buf))
-                stats = episodes.summary("train")
-            else:
-                fut = samp.collect.remote(T_iter)
-                k = update_credit(st, T_iter * B, stored, cfg)  # learn while the sampler collects this iteration's steps
+    stored = 0.0
+    while not run.finished:
+        for k in timing:
+            timing[k] = 0 if k == "updates" else 0.0
+        if allreduce:
+            got = iteration_allreduce()
+            if got is None:
+                continue  # the group broke: the iteration is dropped (its env steps are not counted)
+            stats, stored = got
+        elif samp is None:
+            episodes = EpisodeStats(spec, env.device)
+            for _ in range(T_iter):
+                local_collect(episodes)
+                k = update_credit(st, B, float(len(buf)), cfg)
                 if k:
                     updates(k)
-                try:
-                    stats = ray.get(fut)
-                except ray.exceptions.RayActorError as err:
-                    spool.recover(0, err)
-                    stats = {"train/episodes": 0.0}
-                stored = stats.get("replay_size", stored)
-                ray.get(samp.set_actors.remote(assemble_policy()))
-            metrics = combine_stats([stats], spec, prefix_workers=False)
-            metrics["train/replay_size"] = stored
-            if timing["updates"]:
-                nu = timing["updates"]
-                metrics["loss/critic"], metrics["loss/actor"] = timing["loss_critic"] / nu, timing["loss_actor"] / nu
-                metrics["dist/update_s"] = timing["update_s"] / nu
-                metrics["dist/comm_share"] = max(0.0, 1.0 - timing["compute_s"] / max(timing["update_s"], 1e-12))
-            metrics["dist/restarts"] = float(pool.total_restarts + (spool.total_restarts if samp is not None else 0))
-            run.step(T_iter * B, metrics)
-            for i, s in enumerate(pool.call("state")):  # the sync point a restarted agent rejoins from
-                if s is not None:
-                    last[i] = s
-            if samp is not None:
-                samp_last["state"] = spool.call("state")[0] or samp_last.get("state")
-            run.maybe_evaluate(LazyPolicy(lambda: (assemble_policy(), policy)[1]))
-            run.maybe_checkpoint(snapshot)
-        assemble_policy()
-        return policy
-    finally:
-        pool.kill_all()
+            stored = float(len(buf))
+            stats = episodes.summary("train")
+        else:
+            fut = samp.collect.remote(T_iter)
+            k = update_credit(st, T_iter * B, stored, cfg)  # learn while the sampler collects this iteration's steps
+            if k:
+                updates(k)
+            try:
+                stats = ray.get(fut)
+            except ray.exceptions.RayActorError as err:
+                spool.recover(0, err)
+                stats = {"train/episodes": 0.0}
+            stored = stats.get("replay_size", stored)
+            ray.get(samp.set_actors.remote(assemble_policy()))
+        metrics = combine_stats([stats], spec, prefix_workers=False)
+        metrics["train/replay_size"] = stored
+        if timing["updates"]:
+            nu = timing["updates"]
+            metrics["loss/critic"], metrics["loss/actor"] = timing["loss_critic"] / nu, timing["loss_actor"] / nu
+            metrics["dist/update_s"] = timing["update_s"] / nu
+            metrics["dist/comm_share"] = max(0.0, 1.0 - timing["compute_s"] / max(timing["update_s"], 1e-12))
+        metrics["dist/restarts"] = float(pool.total_restarts + (spool.total_restarts if samp is not None else 0))
+        run.step(T_iter * B, metrics)
+        for i, s in enumerate(pool.call("state")):  # the sync point a restarted agent rejoins from
+            if s is not None:
+                last[i] = s
         if samp is not None:
-            spool.kill_all()
+            samp_last["state"] = spool.call("state")[0] or samp_last.get("state")
+        run.maybe_evaluate(LazyPolicy(lambda: (assemble_policy(), policy)[1]))
+        run.maybe_checkpoint(snapshot)
+    assemble_policy()
+    return policy

@@ -40,8 +40,11 @@ def require_ray() -> Any:
 @contextlib.contextmanager
 def ray_session(dcfg: DistributedConfig) -> Iterator[Any]:
     """Initialise Ray for a run: join ``dcfg.address`` or start an embedded local cluster
-    (``num_cpus`` CPUs, dashboard off, loopback only); afterwards terminate the run's workers still
-    alive, and shut Ray down if we started it."""
+    (``num_cpus`` CPUs, dashboard off, loopback only); afterwards terminate the workers of every
+    ``WorkerPool`` the run created, and shut Ray down if we started it.
+
+    This is the one place workers are terminated, on success and on every error (a refused
+    checkpoint during set-up, ``WorkerLostError``, Ctrl-C): the modes' own code has no clean-up."""
     ray = require_ray()
     started = False
     if not ray.is_initialized():
@@ -57,7 +60,7 @@ def ray_session(dcfg: DistributedConfig) -> Iterator[Any]:
     try:
         yield ray
     finally:
-        for pool in ACTIVE[n_active:]:  # workers of a run that failed before its own clean-up (a checkpoint refused at resume)
+        for pool in ACTIVE[n_active:]:  # the pools this run created (kill_all removes each from ACTIVE)
             pool.kill_all()
         if started:
             ray.shutdown()
