@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import sys
 import time
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                 row += ["-", "-", "-"]
                 continue
             means = np.array([c["mean"] for c in mine])
-            spread = f" ± {1.96 * means.std(ddof=1) / math.sqrt(len(means)):.2f} (seeds)" if len(means) > 1 else f" ± {mine[0]['ci95']:.2f}"
+            spread = f" ± {mean_ci95(means)[1]:.2f} (seeds)" if len(means) > 1 else f" ± {mine[0]['ci95']:.2f}"
             paper = mine[0]["paper"]
             row += [f"{means.mean():.2f}{spread}", "-" if paper is None else f"{paper:.2f}", f"{np.mean([c['episodes_per_s'] for c in mine]):.1f}"]
         rows.append(row)

@@ -8,6 +8,7 @@ step: the mean return of each group's agents, the episode length and every extra
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
@@ -68,14 +69,43 @@ def evaluate(
     return {k: v.cpu().numpy() for k, v in results.items()}
 
 
+@functools.lru_cache(maxsize=None)
+def t_critical95(df: int) -> float:
+    """Two-sided 95% critical value of Student's t with ``df`` degrees of freedom, ``t_{0.975, df}``.
+
+    Solved by bisection on the CDF, whose integral of the density over ``[0, x]`` is taken by
+    Simpson's rule (accurate to about 1e-9; tested against ``scipy.stats.t.ppf``). 12.71 for
+    ``df = 1``, 4.30 for 2 (three seeds), 1.98 for 99, tending to 1.96.
+    """
+    if df < 1:
+        raise ValueError(f"t_critical95 needs df >= 1, got {df}")
+    log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
+
+    def upper_half_mass(x: float) -> float:  # P(0 <= T <= x)
+        u = np.linspace(0.0, x, 4001)
+        f = np.exp(log_c - (df + 1) / 2 * np.log1p(u * u / df))
+        return float((u[1] - u[0]) / 3 * (f[0] + f[-1] + 4 * f[1:-1:2].sum() + 2 * f[2:-1:2].sum()))
+
+    lo, hi = 1.0, 20.0
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if upper_half_mass(mid) < 0.475 else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
 def mean_ci95(x: np.ndarray) -> tuple[float, float]:
-    """Mean and half-width of the normal-approximation 95% confidence interval (``1.96 s / sqrt(n)``)."""
+    """Mean and half-width of the Student-t 95% confidence interval of the mean,
+    ``t_{0.975, n-1} s / sqrt(n)`` with ``s`` the sample standard deviation.
+
+    The t critical value matters for seeds: over 3 seeds it is 4.30, 2.2 times the normal 1.96;
+    over 64 evaluation episodes it is 2.00. ``(x, 0)`` for one value, NaNs for none.
+    """
     x = np.asarray(x, dtype=np.float64)
     if x.size == 0:
         return float("nan"), float("nan")
     if x.size == 1:
         return float(x[0]), 0.0
-    return float(x.mean()), float(1.96 * x.std(ddof=1) / math.sqrt(x.size))
+    return float(x.mean()), float(t_critical95(x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
 
 
 def summarise(per_episode: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:

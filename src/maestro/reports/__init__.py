@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from maestro.core.evaluate import mean_ci95
+
 
 @dataclass
 class RunData:
@@ -191,9 +193,8 @@ def table(groups: dict[str, list[RunData]]) -> str:
             vals = [v for v in (final_value(r, metric) for r in runs) if v is not None]
         steps = [r.rows[-1]["env_steps"] for r in runs if r.rows]
         if vals:
-            a = np.asarray(vals)
-            ci = 1.96 * a.std(ddof=1) / math.sqrt(a.size) if a.size > 1 else 0.0
-            ours = f"{a.mean():.4g} ± {ci:.2g}"
+            mean, ci = mean_ci95(np.asarray(vals))
+            ours = f"{mean:.4g} ± {ci:.2g}"
         else:
             ours = "n/a"
         pv = paper.get("value")
