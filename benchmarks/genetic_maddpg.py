@@ -9,14 +9,16 @@ Each cell trains a shipped recipe with its budget replaced:
   ``run.env_steps = K * steps-per-worker`` (a genetic run counts the steps of all its workers),
   every worker syncing to the best worker's critics each ``critic_sync_rate`` (5000) of its steps.
 
-Reported per (prey, mode), mean and 95% CI over seeds, at the end of the budget:
+Reported per (prey, mode), mean and Student-t 95% CI over seeds, at the end of the budget:
 
 - ``eval``: the greedy evaluation of the predators' episode return summed over the 3 predators
   (64 fixed-seed episodes; for genetic, the policy of the worker that won the last sync);
 - ``train``: the predators' training return (with exploration noise) averaged over the last 20% of
   the budget (for genetic, averaged over the workers' episodes);
 
-plus one PNG of both curves against env steps *per worker*. The frozen prey is read from
+plus, per prey, the paired difference genetic minus single of the greedy eval seed by seed (the
+genetic run's worker 0 has the single run's seed) with its 95% CI, and one PNG of both curves
+against env steps *per worker*; ``table.json`` holds all of it. The frozen prey is read from
 ``runs/distributed_maddpg_prey_<prey>`` (relative to the working directory), so train it first:
 
     maestro train distributed_maddpg/prey_weak          # and/or prey_strong
@@ -99,7 +101,7 @@ def train_cell(out: Path, prey: str, mode: str, seed: int, steps: int, workers: 
 
 def summarise(out: Path, prey: str, mode: str, seeds: list[int], steps: int, workers: int) -> dict | None:
     k = workers if mode == "genetic" else 1
-    evals, trains, curves = [], [], []
+    evals, trains, curves, ids = [], [], [], []
     for s in seeds:
         rows = read_metrics(cell_dir(out, prey, mode, s))
         ev = [(r["env_steps"] / k, r[f"eval/{METRIC}"]) for r in rows if f"eval/{METRIC}" in r]
@@ -108,13 +110,29 @@ def summarise(out: Path, prey: str, mode: str, seeds: list[int], steps: int, wor
         if not at:
             continue
         evals.append(at[0])
+        ids.append(s)
         trains.append(float(np.mean([v for x, v in tr if 0.8 * steps <= x <= steps])))
         curves.append(np.asarray([(x, v) for x, v in ev if x <= steps]))
     if not evals:
         return None
     em, eci = mean_ci95(np.asarray(evals))
     tm, tci = mean_ci95(np.asarray(trains))
-    return {"prey": prey, "mode": mode, "seeds": len(evals), "eval": em, "eval_ci": eci, "evals": evals, "train": tm, "train_ci": tci, "trains": trains, "curves": curves}
+    return {"prey": prey, "mode": mode, "seeds": len(evals), "seed_ids": ids, "eval": em, "eval_ci": eci, "evals": evals, "train": tm, "train_ci": tci, "trains": trains, "curves": curves}
+
+
+def paired_difference(rows: list[dict], prey: str) -> dict | None:
+    """Genetic minus single-process greedy eval, seed by seed (the genetic run's worker 0 has the
+    single run's seed), with the Student-t 95% CI of the mean difference; ``None`` unless both modes
+    have a seed in common for ``prey``."""
+    by_mode = {r["mode"]: dict(zip(r["seed_ids"], r["evals"])) for r in rows if r["prey"] == prey}
+    if "single" not in by_mode or "genetic" not in by_mode:
+        return None
+    common = sorted(set(by_mode["single"]) & set(by_mode["genetic"]))
+    if not common:
+        return None
+    diffs = [by_mode["genetic"][s] - by_mode["single"][s] for s in common]
+    mean, ci = mean_ci95(np.asarray(diffs))
+    return {"prey": prey, "seed_ids": common, "diffs": diffs, "mean": mean, "ci": ci}
 
 
 def plot(rows: list[dict], path: Path, steps: int) -> None:
@@ -174,10 +192,17 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['prey']} | {r['mode']} | {r['seeds']} | {r['eval']:.0f} ± {r['eval_ci']:.0f} | {', '.join(f'{v:.0f}' for v in r['evals'])} "
             f"| {r['train']:.0f} ± {r['train_ci']:.0f} | {', '.join(f'{v:.0f}' for v in r['trains'])} |"
         )
+    diffs = [d for prey in a.prey if (d := paired_difference(rows, prey))]
+    for d in diffs:
+        print(
+            f"\n{d['prey']} prey, genetic − single, paired by seed: {d['mean']:+.0f} ± {d['ci']:.0f} "
+            f"(per seed {', '.join(f'{v:+.0f}' for v in d['diffs'])}): {'not ' if abs(d['mean']) <= d['ci'] else ''}significant at 95%"
+        )
     a.out.mkdir(parents=True, exist_ok=True)
     png = a.out / "genetic_vs_single.png"
     plot(rows, png, steps)
-    (a.out / "table.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "curves"} for r in rows], indent=1))
+    table = {"steps_per_worker": steps, "rows": [{k: v for k, v in r.items() if k != "curves"} for r in rows], "paired_differences": diffs}
+    (a.out / "table.json").write_text(json.dumps(table, indent=1))
     print(f"\ncurves: {png}")
     return 0
 

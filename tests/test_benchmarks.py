@@ -63,3 +63,17 @@ def test_genetic_benchmark_resumes_a_cell_to_a_larger_budget_and_reads_runs_at_t
     assert short["seeds"] == 1 and short["curves"][0][-1, 0] == 800  # read at 800, not at the run's end
     assert genetic.main(common + ["--steps-per-worker", "1600"]) == 0
     assert "already trained" in capsys.readouterr().out
+
+
+def test_genetic_benchmark_pairs_seeds_for_the_difference():
+    genetic = _load("genetic_maddpg")
+    rows = [
+        {"prey": "weak", "mode": "single", "seed_ids": [0, 1, 2], "evals": [400.0, 500.0, 450.0]},
+        {"prey": "weak", "mode": "genetic", "seed_ids": [0, 2], "evals": [430.0, 470.0]},  # seed 1 unfinished
+        {"prey": "strong", "mode": "single", "seed_ids": [0], "evals": [300.0]},
+    ]
+    d = genetic.paired_difference(rows, "weak")
+    assert d["seed_ids"] == [0, 2] and d["diffs"] == [30.0, 20.0]
+    # mean 25, s = 7.071, n = 2: t_{0.975,1} * s / sqrt(2) = 12.706 * 5
+    assert d["mean"] == 25.0 and abs(d["ci"] - 63.531) < 1e-2
+    assert genetic.paired_difference(rows, "strong") is None  # no genetic row
