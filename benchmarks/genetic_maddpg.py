@@ -1,6 +1,8 @@
 """Distributed Genetic MADDPG against single-process MADDPG (Zhou & Chen, "Distributed MADDPG",
-``papers/002`` Figs. 4-5): the three predators of ``simple_tag`` trained against a frozen
-pre-trained prey (weak: 300k steps of self-play; strong: 2M), at equal env steps per worker.
+``papers/002`` Figs. 4-6): the three predators of ``simple_tag`` trained against a frozen
+pre-trained prey (``--prey weak``: 300k steps of self-play; ``strong``: 2M; Figs. 4-5), or with the
+prey learning alongside from scratch (``--prey scratch``, Fig. 6: the ``both_from_scratch``
+recipes; each run's predators then face their own run's prey), at equal env steps per worker.
 
 Each cell trains a shipped recipe with its budget replaced:
 
@@ -18,7 +20,7 @@ Reported per (prey, mode), mean and Student-t 95% CI over seeds, at the end of t
 
 plus, per prey, the paired difference genetic minus single of the greedy eval seed by seed (the
 genetic run's worker 0 has the single run's seed) with its 95% CI, and one PNG of both curves
-against env steps *per worker*; ``table.json`` holds all of it. The frozen prey is read from
+against env steps *per worker*; ``table.json`` holds all of it. A frozen prey is read from
 ``runs/distributed_maddpg_prey_<prey>`` (relative to the working directory), so train it first:
 
     maestro train distributed_maddpg/prey_weak          # and/or prey_strong
@@ -51,7 +53,9 @@ MODES = ("single", "genetic")
 
 
 def recipe_name(prey: str, mode: str) -> str:
-    return f"distributed_maddpg/{'genetic_' if mode == 'genetic' else ''}predators_vs_{prey}_prey"
+    """The shipped recipe of a cell; ``prey="scratch"`` is Fig. 6's both-sides-learn set-up."""
+    genetic = "genetic_" if mode == "genetic" else ""
+    return f"distributed_maddpg/{genetic}both_from_scratch" if prey == "scratch" else f"distributed_maddpg/{genetic}predators_vs_{prey}_prey"
 
 
 def cell_dir(out: Path, prey: str, mode: str, seed: int) -> Path:
@@ -151,7 +155,7 @@ def plot(rows: list[dict], path: Path, steps: int) -> None:
             mu, sd = y.mean(0), y.std(0)
             ax.plot(x, mu, label=f"{r['mode']} ({r['seeds']} seeds)")
             ax.fill_between(x, mu - sd, mu + sd, alpha=0.2)
-        ax.set_title(f"predators vs {prey} prey")
+        ax.set_title("predators and prey from scratch (Fig. 6)" if prey == "scratch" else f"predators vs {prey} prey")
         ax.set_xlabel("env steps per worker")
         ax.set_ylabel("greedy eval return, 3 predators")
         ax.set_xlim(0, steps)
@@ -163,7 +167,7 @@ def plot(rows: list[dict], path: Path, steps: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--prey", nargs="+", default=["weak"], choices=["weak", "strong"])
+    p.add_argument("--prey", nargs="+", default=["weak"], choices=["weak", "strong", "scratch"], help="a frozen pre-trained prey (Figs. 4-5), or scratch: the prey learns alongside (Fig. 6)")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps-per-worker", type=float, default=5e5)

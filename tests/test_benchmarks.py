@@ -77,3 +77,13 @@ def test_genetic_benchmark_pairs_seeds_for_the_difference():
     # mean 25, s = 7.071, n = 2: t_{0.975,1} * s / sqrt(2) = 12.706 * 5
     assert d["mean"] == 25.0 and abs(d["ci"] - 63.531) < 1e-2
     assert genetic.paired_difference(rows, "strong") is None  # no genetic row
+
+
+def test_genetic_benchmark_scratch_cells_need_no_frozen_prey(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no runs/distributed_maddpg_prey_* here
+    genetic = _load("genetic_maddpg")
+    args = ["--prey", "scratch", "--modes", "single", "--seeds", "0", "--steps-per-worker", "800", "--eval-every", "400", "--out", "bench"]
+    assert genetic.main(args) == 0
+    [run] = genetic.run_dirs(tmp_path / "bench" / "scratch_single_s0")
+    assert "name: distributed_maddpg_both_from_scratch" in (run / "config.yaml").read_text()
+    assert "| scratch | single | 1 |" in capsys.readouterr().out
