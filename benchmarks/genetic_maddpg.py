@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     for d in diffs:
         print(
             f"\n{d['prey']} prey, genetic − single, paired by seed: {d['mean']:+.0f} ± {d['ci']:.0f} "
-            f"(per seed {', '.join(f'{v:+.0f}' for v in d['diffs'])}): {'not ' if abs(d['mean']) <= d['ci'] else ''}significant at 95%"
+            f"(per seed {', '.join(f'{v:+.0f}' for v in d['diffs'])}): "
+            + ("one seed, no interval" if len(d["diffs"]) < 2 else f"{'not ' if abs(d['mean']) <= d['ci'] else ''}significant at 95%")
         )
     a.out.mkdir(parents=True, exist_ok=True)
     png = a.out / "genetic_vs_single.png"
