@@ -74,8 +74,9 @@ def read_metrics(cell: Path) -> list[dict]:
     return [json.loads(line) for line in f.read_text().splitlines() if line.strip()] if f is not None and f.exists() else []
 
 
-def finished(run_dir: Path, total_steps: int) -> bool:
-    rows = read_metrics(run_dir)
+def finished(cell: Path, total_steps: int) -> bool:
+    """Whether the cell's newest run reached ``total_steps`` env steps (all workers') and was evaluated there."""
+    rows = read_metrics(cell)
     return bool(rows) and rows[-1]["env_steps"] >= total_steps and any(f"eval/{METRIC}" in r and r["env_steps"] >= total_steps for r in rows)
 
 
