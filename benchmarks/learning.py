@@ -20,7 +20,7 @@ import torch
 import maestro
 from maestro.core.evaluate import evaluate, summarise
 from maestro.envs.api import random_actions
-from maestro.recipes import _env_factory, load_recipe
+from maestro.recipes import env_factory, load_recipe
 
 EVAL_SEED = 2024
 
@@ -71,7 +71,7 @@ def main() -> None:
     run_cfg = dataclasses.replace(
         recipe.run, env_steps=args.max_env_steps, eval_every=args.eval_every, eval_episodes=args.episodes, eval_seed=EVAL_SEED, progress=False
     )
-    make = _env_factory(recipe)
+    make = env_factory(recipe)
     hit: dict[str, float] = {}
     t0 = time.perf_counter()
     last_seen = [-1]

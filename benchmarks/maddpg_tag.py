@@ -51,7 +51,7 @@ def throughput(args: argparse.Namespace) -> dict[str, float]:
         padded_obs,
         update,
     )
-    from maestro.algos.ppo import group_layout
+    from maestro.spec import group_layout
     from maestro.core.replay import ReplayBuffer
 
     torch.set_num_threads(args.threads)

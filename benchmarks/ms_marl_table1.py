@@ -31,7 +31,7 @@ import torch
 
 from maestro.core.evaluate import evaluate, mean_ci95
 from maestro.core.run import Run
-from maestro.recipes import _env_factory, list_recipes, load_recipe
+from maestro.recipes import env_factory, list_recipes, load_recipe
 from maestro.registry import algo_entry
 
 TASKS = {
@@ -46,7 +46,7 @@ def run_cell(task: str, model: str, seed: int, env_steps: int, eval_episodes: in
     """Train one (task, model, seed) cell and evaluate it; returns the measured numbers."""
     overrides = [f"run.env_steps={env_steps}", "run.eval_episodes=0", f"seed={seed}", f"run.device={device}", "run.tensorboard=false"]
     recipe = load_recipe(f"ms_marl/{task}_{model}", overrides)
-    make = _env_factory(recipe)
+    make = env_factory(recipe)
     env = make(recipe.run.num_envs, seed)
     with Run(recipe.run, None, seed=seed, config=recipe.to_dict(), name=recipe.name) as run:
         t0 = time.perf_counter()

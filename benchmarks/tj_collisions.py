@@ -103,7 +103,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
-    from maestro.recipes import _env_factory, find_run_dir, load_run_policy
+    from maestro.recipes import env_factory, find_run_dir, load_run_policy
 
     rows: list[tuple[str, dict[str, float]]] = []
     env_kw: dict[str, Any] = {"difficulty": args.difficulty}
@@ -113,7 +113,7 @@ def main() -> None:
         recipe, policy, ckpt = load_run_policy(run_dir, "cpu")
         if recipe.env != "traffic_junction":
             raise SystemExit(f"{run_dir}: a {recipe.env!r} run, not a traffic junction one")
-        make = _env_factory(recipe)
+        make = env_factory(recipe)
         rows.append((f"{run_dir} ({ckpt.name})", diagnose(make(args.episodes, args.seed), trained(policy, args.seed, not args.stochastic), args.seed)))
     if not args.no_scripted:
         for name, fn in (("always_gas", always_gas), ("brake_if_occupied", brake_if_occupied), ("reservation (centralised)", reservation)):

@@ -67,7 +67,7 @@ def test_data_parallel_update_path_equals_maddpg_update():
     a.run_steps(20, updates=False)
     b = copy.deepcopy(a)
     M.update(cfg, a.policy, a.nets, a.opts, a.buf, a.lay, True, a.generator)
-    d = M._learner_batch(b.buf, b.lay, cfg.batch_size, b.generator)
+    d = M.learner_batch(b.buf, b.lay, cfg.batch_size, b.generator)
     critic_params, actor_params = list(b.nets.critic.parameters()), list(b.policy.actors.parameters())
     loss, _ = M.critic_loss(cfg, b.policy, b.nets, b.lay, d, True, b.generator)
     b.opts["critic"].zero_grad(set_to_none=True)
@@ -91,7 +91,7 @@ def test_model_parallel_agent_update_equals_maddpg_update(centralised, per_worke
     the step ``maddpg.update`` takes for its learners on the same minibatch and target actions (the
     workers and ``maddpg`` share ``td_loss`` / ``policy_loss``; continuous actions: deterministic targets),
     and its target actions are the single-process ones. Blocks of 2 mix groups (a predator and the prey)."""
-    from maestro.algos.ppo import group_layout
+    from maestro.spec import group_layout
     from maestro.distributed.model_parallel import AgentWorker, block_members, worker_blocks
 
     cfg = M.Config(hidden=(16, 16), batch_size=16, warmup_steps=0, epsilon=0.1, noise_rate=0.1)
@@ -100,7 +100,7 @@ def test_model_parallel_agent_update_equals_maddpg_update(centralised, per_worke
     lay = lr.lay
     gen = torch.Generator()
     gen.set_state(lr.generator.get_state())
-    d = M._learner_batch(lr.buf, lay, cfg.batch_size, gen)  # the minibatch maddpg.update draws next
+    d = M.learner_batch(lr.buf, lay, cfg.batch_size, gen)  # the minibatch maddpg.update draws next
     with torch.no_grad():
         a_next = M.target_actions(lr.policy, lr.nets, lay, d["next_obs"], d["sub"], gen)
     blocks = worker_blocks(lay.n_learners, per_worker)

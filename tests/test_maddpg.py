@@ -207,7 +207,7 @@ def test_determinism_same_seed_same_parameters():
 
 def test_ensemble_subpolicies_are_drawn_per_episode_and_copy():
     env = ToyEnv(ToyConfig(), 64, 0)
-    from maestro.algos.ppo import group_layout
+    from maestro.spec import group_layout
 
     policy = Policy(group_layout(env.spec), {"hidden": [8], "ensemble_size": 3, "continuous_head": "sigmoid"})
     g = torch.Generator().manual_seed(0)

@@ -10,7 +10,8 @@ import torch
 
 import maestro
 from maestro.algos import IncompatibleError, check_compatible, incompatibility
-from maestro.algos.ppo import Config, Policy, group_layout, train_ippo, train_mappo
+from maestro.algos.ppo import Config, Policy, train_ippo, train_mappo
+from maestro.spec import group_layout
 from maestro.core.evaluate import evaluate
 from maestro.core.run import Run, RunConfig
 from maestro.envs.api import group_spec

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import maestro
-from maestro.algos.ppo import group_layout
-from maestro.algos.reinforce import Config, Policy, batch_returns, mixed_returns, plot_action_components, reinforce_loss, run_batch, train_reinforce
+from maestro.spec import group_layout
+from maestro.algos.reinforce import Config, Policy, batch_returns, mixed_returns, reinforce_loss, run_batch, train_reinforce
+from maestro.reports.components import plot_action_components
 from maestro.core import checkpoint as ckpt
 from maestro.core.run import Run, RunConfig
 from maestro.core.seeding import make_generator

@@ -112,11 +112,11 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from maestro.core.evaluate import evaluate, summarise
-    from maestro.recipes import _env_factory, find_run_dir, load_run_policy
+    from maestro.recipes import env_factory, find_run_dir, load_run_policy
 
     run_dir = find_run_dir(args.run)
     recipe, policy, ckpt_path = load_run_policy(run_dir, args.device)
-    env = _env_factory(recipe)(args.episodes, args.seed)
+    env = env_factory(recipe)(args.episodes, args.seed)
     per_ep = evaluate(policy, env, seed=args.seed, deterministic=not args.stochastic)
     summ = summarise(per_ep)
     rows = []
@@ -147,10 +147,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- render
 def cmd_render(args: argparse.Namespace) -> int:
     from maestro.envs.render import record_episode, write_gif
-    from maestro.recipes import _env_factory, load_run_policy
+    from maestro.recipes import env_factory, load_run_policy
 
     recipe, policy, _ = load_run_policy(args.run, args.device)
-    env = _env_factory(recipe)(1, args.seed)
+    env = env_factory(recipe)(1, args.seed)
     env.reset(seed=args.seed)
     import torch
 
@@ -174,14 +174,15 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------- components
 def cmd_components(args: argparse.Namespace) -> int:
-    from maestro.algos.reinforce import Policy as ReinforcePolicy, plot_action_components
-    from maestro.recipes import _env_factory, find_run_dir, load_run_policy
+    from maestro.algos.reinforce import Policy as ReinforcePolicy
+    from maestro.reports.components import plot_action_components
+    from maestro.recipes import env_factory, find_run_dir, load_run_policy
 
     run_dir = find_run_dir(args.run)
     recipe, policy, _ = load_run_policy(run_dir, "cpu")
     if not isinstance(policy, ReinforcePolicy) or policy.model_name not in ("ms_marl", "ms_marl_gcm"):
         raise _UserError(f"{run_dir}: components are drawn for MS-MARL policies (algo ms_marl or ms_marl_gcm), this run's algo is {recipe.algo!r}")
-    path = plot_action_components(policy, _env_factory(recipe)(1, args.seed), out=args.out, seed=args.seed)
+    path = plot_action_components(policy, env_factory(recipe)(1, args.seed), out=args.out, seed=args.seed)
     print(f"wrote {path}")
     return 0
 

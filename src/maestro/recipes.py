@@ -290,7 +290,8 @@ def find_run_dir(arg: str | Path) -> Path:
     return runs[-1]
 
 
-def _env_factory(recipe: Recipe):
+def env_factory(recipe: Recipe):
+    """``make(num_envs, seed) -> env``: the recipe's env with its config on its device."""
     from maestro.registry import env_entry
 
     entry = env_entry(recipe.env)
@@ -302,7 +303,7 @@ def _execute(recipe: Recipe, directory: Path, resume: bool, progress: bool | Non
     from maestro.core.run import Run
     from maestro.registry import algo_entry
 
-    make = _env_factory(recipe)
+    make = env_factory(recipe)
     env = make(recipe.run.num_envs, recipe.seed)
     try:
         check_compatible(recipe.algo, env.spec)

@@ -7,7 +7,9 @@ then the agents of the group; a trajectory adds a leading time axis ``(T, B, N_g
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import gymnasium.spaces as gspaces
 
@@ -115,3 +117,101 @@ class EnvSpec:
     def continuous(self) -> bool:
         """True if every group acts with continuous actions."""
         return not any(g.discrete for g in self.groups.values())
+
+    @property
+    def has_state(self) -> bool:
+        """True if the env has a global state: ``state_shape`` non-empty with no zero-length axis.
+
+        The one rule every algorithm, the compatibility check and the CLI use (``()`` and ``(0,)``
+        both mean "no state").
+        """
+        return bool(self.state_shape) and math.prod(self.state_shape) > 0
+
+    @property
+    def state_dim(self) -> int:
+        """Features of the flattened global state of one copy; 0 when ``has_state`` is False."""
+        return int(math.prod(self.state_shape)) if self.has_state else 0
+
+
+@dataclass(frozen=True)
+class GroupLayout:
+    """The plain facts of one group that a policy needs to rebuild itself without the env.
+
+    A policy keeps one per group (``group_layout(spec)``) and saves them in its state as plain
+    dicts (``to_dict``), which ``torch.load(weights_only=True)`` reads back.
+
+    Attributes:
+        n_agents: agents ``N_g`` in the group.
+        obs_shape: one agent's observation shape.
+        obs_dim: features of the flattened observation (``prod(obs_shape)``, 1 for ``()``).
+        discrete: ``Discrete`` (True) or ``Box`` actions.
+        action_dim: number of discrete actions, or the length of a continuous action.
+        has_action_mask: whether the env exposes legal-action masks for the group.
+        low, high: the Box's bounds per action dimension (``None`` for discrete actions).
+    """
+
+    n_agents: int
+    obs_shape: tuple[int, ...]
+    obs_dim: int
+    discrete: bool
+    action_dim: int
+    has_action_mask: bool = False
+    low: tuple[float, ...] | None = None
+    high: tuple[float, ...] | None = None
+
+    @classmethod
+    def of(cls, gs: GroupSpec) -> "GroupLayout":
+        """The layout of a ``GroupSpec``."""
+        low = high = None
+        if not gs.discrete:
+            low = tuple(float(x) for x in gs.action_space.low)  # type: ignore[attr-defined]
+            high = tuple(float(x) for x in gs.action_space.high)  # type: ignore[attr-defined]
+        obs_dim = int(math.prod(gs.obs_shape)) if gs.obs_shape else 1
+        return cls(gs.n_agents, tuple(gs.obs_shape), obs_dim, gs.discrete, gs.action_dim, gs.has_action_mask, low, high)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for a saved policy state (lists, no tuples; bounds only for Box actions)."""
+        out: dict[str, Any] = {
+            "n_agents": self.n_agents,
+            "obs_shape": list(self.obs_shape),
+            "obs_dim": self.obs_dim,
+            "discrete": self.discrete,
+            "action_dim": self.action_dim,
+            "has_action_mask": self.has_action_mask,
+        }
+        if not self.discrete:
+            out["low"], out["high"] = list(self.low or ()), list(self.high or ())
+        return out
+
+    @classmethod
+    def from_dict(cls, d: "GroupLayout | dict[str, Any]") -> "GroupLayout":
+        """Inverse of ``to_dict`` (a ``GroupLayout`` passes through); a missing key is a ``ValueError``."""
+        if isinstance(d, GroupLayout):
+            return d
+        try:
+            low = None if d.get("low") is None else tuple(float(x) for x in d["low"])
+            high = None if d.get("high") is None else tuple(float(x) for x in d["high"])
+            return cls(int(d["n_agents"]), tuple(int(x) for x in d["obs_shape"]), int(d["obs_dim"]), bool(d["discrete"]), int(d["action_dim"]), bool(d.get("has_action_mask", False)), low, high)
+        except KeyError as err:
+            raise ValueError(f"a saved group layout lacks the key {err.args[0]!r} (has {sorted(d)})") from None
+
+    def space_text(self) -> str:
+        """``Discrete(n)`` or ``Box(low, high, (d,))``, for error messages."""
+        if self.discrete:
+            return f"Discrete({self.action_dim})"
+        return f"Box({min(self.low or (0.0,))}, {max(self.high or (0.0,))}, ({self.action_dim},))"
+
+
+def group_layout(spec: EnvSpec) -> dict[str, GroupLayout]:
+    """Per group of ``spec`` (in its order), the ``GroupLayout`` a policy is built from."""
+    return {g: GroupLayout.of(gs) for g, gs in spec.groups.items()}
+
+
+def layouts_from_dicts(layout: dict[str, Any]) -> dict[str, GroupLayout]:
+    """``{group: GroupLayout}`` from a saved policy state's ``layout`` (dicts or layouts)."""
+    return {g: GroupLayout.from_dict(d) for g, d in layout.items()}
+
+
+def layouts_to_dicts(layout: dict[str, GroupLayout]) -> dict[str, dict[str, Any]]:
+    """``{group: dict}`` for a policy state (``GroupLayout.to_dict`` per group)."""
+    return {g: lay.to_dict() for g, lay in layout.items()}

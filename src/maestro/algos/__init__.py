@@ -7,10 +7,7 @@ the env needs and the algorithm lacks.
 
 from __future__ import annotations
 
-import importlib
-import math
-from typing import Any
-
+from maestro.core.checkpoint import load_policy
 from maestro.registry import AlgoEntry, algo_entry
 from maestro.spec import EnvSpec
 
@@ -46,7 +43,7 @@ def incompatibility(algo: str | AlgoEntry, spec: EnvSpec) -> str | None:
     for need, why in requirements(spec).items():
         if need not in caps:
             return f"algorithm {algo!r} cannot train on env {spec.name!r}: {why}, and {algo!r} does not support {need!r} (it supports: {', '.join(sorted(caps))})"
-    if "needs_state" in caps and (not spec.state_shape or math.prod(spec.state_shape) == 0):
+    if "needs_state" in caps and not spec.has_state:
         return f"algorithm {algo!r} needs a global state, but env {spec.name!r} has state_shape {spec.state_shape}"
     return None
 
@@ -56,16 +53,6 @@ def check_compatible(algo: str | AlgoEntry, spec: EnvSpec) -> None:
     why = incompatibility(algo, spec)
     if why:
         raise IncompatibleError(why)
-
-
-def load_policy(state: dict[str, Any], device: str = "cpu") -> Any:
-    """Rebuild a policy from its saved state (``state["class"]`` names a class inside maestro)."""
-    path = str(state.get("class", ""))
-    mod_name, _, cls_name = path.partition(":")
-    if not mod_name.startswith("maestro.") or not cls_name:
-        raise ValueError(f"not a maestro policy state (class {path!r})")
-    cls = getattr(importlib.import_module(mod_name), cls_name)
-    return cls.from_state(state, device)
 
 
 __all__ = ["IncompatibleError", "check_compatible", "incompatibility", "load_policy", "requirements"]

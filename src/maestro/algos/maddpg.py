@@ -59,16 +59,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maestro.algos.ppo import group_layout
-from maestro.core.checkpoint import CheckpointError, latest_valid, read_policy_state, save_policy
+from maestro.core.checkpoint import CheckpointError, latest_valid, load_policy, read_policy_state, save_policy, tree_to_device
 from maestro.core.episodes import EpisodeStats
 from maestro.core.replay import ReplayBuffer
 from maestro.core.run import Run, env_restore, env_snapshot
+from maestro.core.schedules import off_policy_updates
 from maestro.core.seeding import make_generator
 from maestro.nn.gumbel import gumbel_softmax, one_hot_sample
 from maestro.nn.heads import categorical_entropy, gaussian_entropy, gaussian_log_prob
 from maestro.registry import register_algo
-from maestro.spec import EnvSpec
+from maestro.spec import EnvSpec, GroupLayout, group_layout, layouts_from_dicts, layouts_to_dicts
 
 CAPABILITIES = frozenset({"discrete", "continuous", "multi_group", "off_policy"})
 
@@ -235,7 +235,7 @@ class AgentLayout:
     then agent, which is the member order of each group's actor stack.
     """
 
-    groups: dict[str, dict[str, Any]]
+    groups: dict[str, GroupLayout]
     trained: tuple[str, ...]
     K: int
     offset: dict[str, int]
@@ -253,29 +253,29 @@ class AgentLayout:
 
     @property
     def n_trained_agents(self) -> int:
-        return sum(self.groups[g]["n_agents"] for g in self.trained)
+        return sum(self.groups[g].n_agents for g in self.trained)
 
     def learner_block(self, g: str) -> tuple[int, int]:
         """Learners ``[start, stop)`` of trained group ``g``."""
         start = 0
         for h in self.trained:
-            n = self.K * self.groups[h]["n_agents"]
+            n = self.K * self.groups[h].n_agents
             if h == g:
                 return start, start + n
             start += n
         raise KeyError(g)
 
 
-def make_layout(groups: dict[str, dict[str, Any]], trained: list[str], K: int) -> AgentLayout:
-    """The ``AgentLayout`` of ``groups`` (``ppo.group_layout`` entries) with ``trained`` groups and ``K`` sub-policies."""
+def make_layout(groups: dict[str, GroupLayout], trained: list[str], K: int) -> AgentLayout:
+    """The ``AgentLayout`` of ``groups`` (``maestro.spec.group_layout``) with ``trained`` groups and ``K`` sub-policies."""
     offset, a = {}, 0
     for g, info in groups.items():
         offset[g] = a
-        a += info["n_agents"]
+        a += info.n_agents
     la, lk, lt = [], [], []
     t0 = 0
     for g in trained:
-        n = groups[g]["n_agents"]
+        n = groups[g].n_agents
         for k in range(K):
             for i in range(n):
                 la.append(offset[g] + i)
@@ -288,8 +288,8 @@ def make_layout(groups: dict[str, dict[str, Any]], trained: list[str], K: int) -
         K=K,
         offset=offset,
         n_agents=a,
-        obs_max=max(info["obs_dim"] for info in groups.values()),
-        act_max=max(info["action_dim"] for info in groups.values()),
+        obs_max=max(info.obs_dim for info in groups.values()),
+        act_max=max(info.action_dim for info in groups.values()),
         learner_agent=tuple(la),
         learner_k=tuple(lk),
         learner_trained_index=tuple(lt),
@@ -313,9 +313,9 @@ class Policy(nn.Module):
     deterministic (exploration noise belongs to training, see ``explore``).
     """
 
-    def __init__(self, layout: dict[str, dict[str, Any]], arch: dict[str, Any], frozen: dict[str, Any] | None = None) -> None:
+    def __init__(self, layout: dict[str, GroupLayout], arch: dict[str, Any], frozen: dict[str, Any] | None = None) -> None:
         super().__init__()
-        self.layout = layout
+        self.layout = layout = layouts_from_dicts(layout)
         self.arch = dict(arch)
         self.frozen_policies: dict[str, Any] = dict(frozen or {})  # not submodules: never trained, saved separately
         self.trained = [g for g in layout if g not in self.frozen_policies]
@@ -323,11 +323,11 @@ class Policy(nn.Module):
         self.actors = nn.ModuleDict()
         for g in self.trained:
             info = layout[g]
-            self.actors[g] = StackedMLP(K * info["n_agents"], info["obs_dim"], hidden, info["action_dim"])
-            if not info["discrete"]:
-                low, high = torch.tensor(info["low"]), torch.tensor(info["high"])
+            self.actors[g] = StackedMLP(K * info.n_agents, info.obs_dim, hidden, info.action_dim)
+            if not info.discrete:
+                low, high = torch.tensor(info.low), torch.tensor(info.high)
                 if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
-                    raise ValueError(f"maddpg needs a bounded Box for group {g!r}, got low {info['low']} high {info['high']}")
+                    raise ValueError(f"maddpg needs a bounded Box for group {g!r}, got low {info.low} high {info.high}")
                 self.register_buffer(f"low_{g}", low)
                 self.register_buffer(f"high_{g}", high)
 
@@ -339,11 +339,11 @@ class Policy(nn.Module):
     def flat_obs(self, g: str, obs: Tensor) -> Tensor:
         """``(..., N, *obs_shape)`` -> ``(..., N, obs_dim)``, checking the shape."""
         info = self.layout[g]
-        shape = tuple(info["obs_shape"])
+        shape = tuple(info.obs_shape)
         k = obs.dim() - len(shape)
-        if k < 1 or tuple(obs.shape[k:]) != shape or obs.shape[k - 1] != info["n_agents"]:
-            raise ValueError(f"observations of group {g!r} have shape {tuple(obs.shape)}, expected (..., {info['n_agents']}, {', '.join(map(str, shape))})")
-        return obs.reshape(*obs.shape[:k], info["obs_dim"])
+        if k < 1 or tuple(obs.shape[k:]) != shape or obs.shape[k - 1] != info.n_agents:
+            raise ValueError(f"observations of group {g!r} have shape {tuple(obs.shape)}, expected (..., {info.n_agents}, {', '.join(map(str, shape))})")
+        return obs.reshape(*obs.shape[:k], info.obs_dim)
 
     def preact_all(self, g: str, obs: Tensor, actors: nn.ModuleDict | None = None) -> Tensor:
         """Outputs of all ``K`` sub-policies of every agent of ``g``: obs ``(M, N, obs_dim)`` -> ``(K, N, M, act_dim)``."""
@@ -366,7 +366,7 @@ class Policy(nn.Module):
 
     def draw_sub(self, B: int, generator: torch.Generator | None, device: torch.device) -> dict[str, Tensor]:
         """Uniform sub-policy indices per trained group ``(B, N_g)``."""
-        return {g: torch.randint(0, self.K, (B, self.layout[g]["n_agents"]), generator=generator, device=device) for g in self.trained}
+        return {g: torch.randint(0, self.K, (B, self.layout[g].n_agents), generator=generator, device=device) for g in self.trained}
 
     def reset_hidden(self, hidden: dict[str, Any], done: Tensor, generator: torch.Generator | None) -> dict[str, Any]:
         """Redraw the sub-policies of the copies where ``done`` ``(B,)`` (a new episode), recursively for frozen ensembles."""
@@ -412,7 +412,7 @@ class Policy(nn.Module):
         acts: dict[str, Tensor] = {}
         for g in self.trained:
             x = self.preact(g, self.flat_obs(g, obs[g]), hidden["sub"][g])
-            if self.layout[g]["discrete"]:
+            if self.layout[g].discrete:
                 acts[g] = one_hot_sample(x, generator, deterministic).argmax(-1)
             else:
                 acts[g] = self.box(g, x)
@@ -434,7 +434,7 @@ class Policy(nn.Module):
         arch["hidden"] = list(arch["hidden"])
         return {
             "class": "maestro.algos.maddpg:Policy",
-            "layout": self.layout,
+            "layout": layouts_to_dicts(self.layout),
             "arch": arch,
             "weights": self.state_dict(),
             "frozen": {g: p.policy_state() for g, p in self.frozen_policies.items()},
@@ -443,8 +443,6 @@ class Policy(nn.Module):
     @classmethod
     def from_state(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> "Policy":
         """Rebuild a policy from ``policy_state()``."""
-        from maestro.algos import load_policy
-
         frozen = {g: load_policy(s, str(device)) for g, s in state.get("frozen", {}).items()}
         policy = cls(state["layout"], state["arch"], frozen)
         policy.load_state_dict(state["weights"])
@@ -461,16 +459,8 @@ class Policy(nn.Module):
 
 
 # ====================================================================== frozen opponents
-def _space_text(info: dict[str, Any]) -> str:
-    if info["discrete"]:
-        return f"Discrete({info['action_dim']})"
-    return f"Box({min(info['low'])}, {max(info['high'])}, ({info['action_dim']},))"
-
-
 def load_frozen_policy(path: str | Path, device: str | torch.device = "cpu") -> Any:
     """The policy of a checkpoint file, or of the newest valid checkpoint of a run directory (or below it)."""
-    from maestro.algos import load_policy
-
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"frozen policy: {p} does not exist (give a run directory or a checkpoint file)")
@@ -485,7 +475,7 @@ def load_frozen_policy(path: str | Path, device: str | torch.device = "cpu") -> 
     return load_policy(state, str(device))
 
 
-def check_frozen_policy(policy: Any, group: str, env_info: dict[str, Any], env_name: str, source: str) -> None:
+def check_frozen_policy(policy: Any, group: str, env_info: GroupLayout, env_name: str, source: str) -> None:
     """Raise a ``ValueError`` naming both shapes if ``policy`` cannot act for ``group`` of the env."""
     layout = getattr(policy, "layout", None)
     if not isinstance(layout, dict) or group not in layout:
@@ -493,18 +483,18 @@ def check_frozen_policy(policy: Any, group: str, env_info: dict[str, Any], env_n
         raise ValueError(f"frozen policy for group {group!r} from {source}: the checkpoint has no group {group!r} (its groups: {have})")
     ck = layout[group]
     same = (
-        list(ck["obs_shape"]) == list(env_info["obs_shape"])
-        and ck["n_agents"] == env_info["n_agents"]
-        and bool(ck["discrete"]) == bool(env_info["discrete"])
-        and ck["action_dim"] == env_info["action_dim"]
-        and (ck["discrete"] or (list(ck["low"]) == list(env_info["low"]) and list(ck["high"]) == list(env_info["high"])))
+        list(ck.obs_shape) == list(env_info.obs_shape)
+        and ck.n_agents == env_info.n_agents
+        and bool(ck.discrete) == bool(env_info.discrete)
+        and ck.action_dim == env_info.action_dim
+        and (ck.discrete or (list(ck.low) == list(env_info.low) and list(ck.high) == list(env_info.high)))
     )
     if not same:
         raise ValueError(
             f"frozen policy for group {group!r} from {source} does not fit env {env_name!r}: the checkpoint's group has "
-            f"{ck['n_agents']} agents, observation shape {tuple(ck['obs_shape'])} and action space {_space_text(ck)}; "
-            f"the env's group has {env_info['n_agents']} agents, observation shape {tuple(env_info['obs_shape'])} "
-            f"and action space {_space_text(env_info)}"
+            f"{ck.n_agents} agents, observation shape {tuple(ck.obs_shape)} and action space {ck.space_text()}; "
+            f"the env's group has {env_info.n_agents} agents, observation shape {tuple(env_info.obs_shape)} "
+            f"and action space {env_info.space_text()}"
         )
 
 
@@ -527,12 +517,14 @@ class Nets(nn.Module):
         if cfg.policy_inference:
             T = lay.n_trained_agents
             for g, info in lay.groups.items():
-                self.infer[g] = StackedMLP(T * info["n_agents"], info["obs_dim"], hidden, info["action_dim"])
-                if not info["discrete"]:
-                    self.infer_log_std[g] = nn.Parameter(torch.zeros(T * info["n_agents"], info["action_dim"]))
+                self.infer[g] = StackedMLP(T * info.n_agents, info.obs_dim, hidden, info.action_dim)
+                if not info.discrete:
+                    self.infer_log_std[g] = nn.Parameter(torch.zeros(T * info.n_agents, info.action_dim))
 
 
-def _replay_fields(lay: AgentLayout) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+def replay_fields(lay: AgentLayout) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """The replay buffer's fields (shape of one transition, dtype): padded observations and critic
+    actions of all ``A`` agents, rewards, the termination flag and each agent's sub-policy index."""
     A = lay.n_agents
     return {
         "obs": ((A, lay.obs_max), torch.float32),
@@ -553,7 +545,7 @@ def padded_obs(policy: Policy, lay: AgentLayout, obs: dict[str, Tensor]) -> Tens
 def critic_action(lay: AgentLayout, g: str, a: Tensor) -> Tensor:
     """Env actions of group ``g`` -> the critics' representation ``(..., N_g, act_max)`` (one-hot if discrete)."""
     info = lay.groups[g]
-    x = F.one_hot(a.long(), info["action_dim"]).float() if info["discrete"] else a.float()
+    x = F.one_hot(a.long(), info.action_dim).float() if info.discrete else a.float()
     return pad_last(x, lay.act_max)
 
 
@@ -569,10 +561,10 @@ def explore(policy: Policy, lay: AgentLayout, cfg: Config, obs: dict[str, Tensor
     for g in policy.trained:
         info = lay.groups[g]
         a = acts[g]
-        B, N = a.shape[0], info["n_agents"]
-        if info["discrete"]:
+        B, N = a.shape[0], info.n_agents
+        if info.discrete:
             if cfg.epsilon > 0:
-                rand = torch.randint(0, info["action_dim"], (B, N), generator=generator, device=a.device)
+                rand = torch.randint(0, info.action_dim, (B, N), generator=generator, device=a.device)
                 a = torch.where(torch.rand(B, N, generator=generator, device=a.device) < cfg.epsilon, rand, a)
         else:
             low, high = getattr(policy, f"low_{g}"), getattr(policy, f"high_{g}")
@@ -589,12 +581,12 @@ def explore(policy: Policy, lay: AgentLayout, cfg: Config, obs: dict[str, Tensor
 
 def _sub_tensor(lay: AgentLayout, hidden: dict[str, Any], B: int, device: torch.device) -> Tensor:
     """Sub-policy index of every agent ``(B, A)`` int8 (0 for frozen agents)."""
-    parts = [hidden["sub"][g] if g in hidden["sub"] else torch.zeros(B, lay.groups[g]["n_agents"], dtype=torch.long, device=device) for g in lay.groups]
+    parts = [hidden["sub"][g] if g in hidden["sub"] else torch.zeros(B, lay.groups[g].n_agents, dtype=torch.long, device=device) for g in lay.groups]
     return torch.cat(parts, 1).to(torch.int8)
 
 
 # ====================================================================== update
-def _learner_batch(buf: ReplayBuffer, lay: AgentLayout, S: int, generator: torch.Generator) -> dict[str, Tensor]:
+def learner_batch(buf: ReplayBuffer, lay: AgentLayout, S: int, generator: torch.Generator) -> dict[str, Tensor]:
     """A minibatch per learner: every field ``(L, S, ...)``; learner ``(i, k)`` samples ``D_i^(k)`` when ``K > 1``."""
     L = lay.n_learners
     if lay.K == 1:
@@ -616,16 +608,16 @@ def target_actions(policy: Policy, nets: Nets, lay: AgentLayout, next_obs: Tenso
     L, S, A, _ = next_obs.shape
     out = []
     for g, info in lay.groups.items():
-        o, N, D = lay.offset[g], info["n_agents"], info["obs_dim"]
+        o, N, D = lay.offset[g], info.n_agents, info.obs_dim
         x = next_obs[:, :, o : o + N, :D].reshape(L * S, N, D)
         if g in nets.target_actors:
             z = policy.preact(g, x, sub[:, :, o : o + N].reshape(L * S, N).long(), nets.target_actors)
-            a = one_hot_sample(z, generator) if info["discrete"] else policy.box(g, z)
+            a = one_hot_sample(z, generator) if info.discrete else policy.box(g, z)
         else:
             fp = policy.frozen_policies[g]
-            obs_all = {h: next_obs[:, :, lay.offset[h] : lay.offset[h] + hi["n_agents"], : hi["obs_dim"]].reshape(L * S, hi["n_agents"], *hi["obs_shape"]) for h, hi in lay.groups.items()}
+            obs_all = {h: next_obs[:, :, lay.offset[h] : lay.offset[h] + hi.n_agents, : hi.obs_dim].reshape(L * S, hi.n_agents, *hi.obs_shape) for h, hi in lay.groups.items()}
             a, _ = fp.act(obs_all, None, None, generator=generator)
-            a = critic_action(lay, g, a[g])[..., : info["action_dim"]]
+            a = critic_action(lay, g, a[g])[..., : info.action_dim]
         out.append(pad_last(a, lay.act_max).reshape(L, S, N, lay.act_max))
     return torch.cat(out, 2)
 
@@ -636,11 +628,11 @@ def inferred_actions(policy: Policy, nets: Nets, lay: AgentLayout, next_obs: Ten
     lt = torch.tensor(lay.learner_trained_index, device=next_obs.device)
     out = []
     for g, info in lay.groups.items():
-        o, N, D = lay.offset[g], info["n_agents"], info["obs_dim"]
+        o, N, D = lay.offset[g], info.n_agents, info.obs_dim
         members = (lt[:, None] * N + torch.arange(N, device=lt.device)).reshape(-1)  # (L * N,)
         x = next_obs[:, :, o : o + N, :D].permute(0, 2, 1, 3).reshape(L * N, S, D)
         z = nets.infer[g](x, index=members).reshape(L, N, S, -1).permute(0, 2, 1, 3)
-        if info["discrete"]:
+        if info.discrete:
             a = one_hot_sample(z, generator)
         else:
             a = policy.box(g, z)
@@ -733,10 +725,10 @@ def actor_loss(cfg: Config, policy: Policy, nets: Nets, lay: AgentLayout, d: dic
     for g in lay.trained:
         info = lay.groups[g]
         s, e = lay.learner_block(g)
-        obs_own = d["obs"][ar[s:e], :, la[s:e], : info["obs_dim"]]  # (K*N, S, obs_dim), member order = learner order
+        obs_own = d["obs"][ar[s:e], :, la[s:e], : info.obs_dim]  # (K*N, S, obs_dim), member order = learner order
         z = policy.actors[g](obs_own)
         reg = reg + z.pow(2).mean((1, 2)).sum()
-        if info["discrete"]:
+        if info.discrete:
             a = gumbel_softmax(z, cfg.gumbel_temperature, hard=True, generator=generator)
         else:
             a = policy.box(g, z)
@@ -750,7 +742,7 @@ def update(cfg: Config, policy: Policy, nets: Nets, opts: dict[str, torch.optim.
     Returns detached loss tensors (summed into the iteration's means by the caller, no sync here).
     """
     S = cfg.batch_size
-    d = _learner_batch(buf, lay, S, generator)  # obs (L, S, A, obs_max), act (L, S, A, act_max), reward (L, S, A)...
+    d = learner_batch(buf, lay, S, generator)  # obs (L, S, A, obs_max), act (L, S, A, act_max), reward (L, S, A)...
     L = lay.n_learners
     dev = d["obs"].device
 
@@ -779,13 +771,13 @@ def update(cfg: Config, policy: Policy, nets: Nets, opts: dict[str, torch.optim.
         lt = torch.tensor(lay.learner_trained_index, device=dev)
         loss = torch.zeros((), device=dev)
         for g, info in lay.groups.items():
-            o, N, D = lay.offset[g], info["n_agents"], info["obs_dim"]
+            o, N, D = lay.offset[g], info.n_agents, info.obs_dim
             members = (lt[:, None] * N + torch.arange(N, device=dev)).reshape(-1)
             x = d["obs"][:, :, o : o + N, :D].permute(0, 2, 1, 3).reshape(L * N, S, D)
-            acts = d["act"][:, :, o : o + N, : info["action_dim"]].permute(0, 2, 1, 3).reshape(L * N, S, -1)
+            acts = d["act"][:, :, o : o + N, : info.action_dim].permute(0, 2, 1, 3).reshape(L * N, S, -1)
             weight = (la[:, None] != (o + torch.arange(N, device=dev))).float().reshape(-1) / lay.K
             ls = nets.infer_log_std[g] if g in nets.infer_log_std else None
-            box = (lambda z, g=g: policy.box(g, z)) if not info["discrete"] else None
+            box = (lambda z, g=g: policy.box(g, z)) if not info.discrete else None
             loss = loss + inference_loss(nets.infer[g], ls, members, x, acts, weight, cfg.inference_entropy, box)
         opts["infer"].zero_grad(set_to_none=True)
         loss.backward()
@@ -848,7 +840,7 @@ class Learner:
             params = list(self.nets.infer.parameters()) + list(self.nets.infer_log_std.parameters())
             self.opts["infer"] = torch.optim.Adam(params, lr=cfg.inference_lr, foreach=True)
         partition = ("sub", cfg.ensemble_size) if cfg.ensemble_size > 1 else None
-        self.buf = ReplayBuffer(capacity, _replay_fields(self.lay), device, partition)
+        self.buf = ReplayBuffer(capacity, replay_fields(self.lay), device, partition)
         self.generator = make_generator(seed + 7919, device)
         self.counters: dict[str, Any] = {"since_round": 0, "credit": 0.0, "updates": 0, "env_steps": 0}
         self.cur: dict[str, Any] = {"obs": env.reset(), "state": env.state(), "hidden": None}
@@ -883,14 +875,10 @@ class Learner:
         """The update schedule after a collect step: ``update_every * updates_per_step`` gradient
         updates every ``update_every`` env steps, once ``warmup_steps`` transitions are stored."""
         cfg, c = self.cfg, self.counters
-        c["since_round"] += self.env.num_envs
-        if c["since_round"] < cfg.update_every:
-            return
-        if len(self.buf) >= max(cfg.warmup_steps, 1):
-            c["credit"] += c["since_round"] * cfg.updates_per_step
-        c["since_round"] = 0
-        while c["credit"] >= 1.0:
-            c["credit"] -= 1.0
+        due, c["since_round"], c["credit"] = off_policy_updates(
+            c["since_round"], c["credit"], self.env.num_envs, len(self.buf), cfg.update_every, cfg.warmup_steps, cfg.updates_per_step
+        )
+        for _ in range(due):
             losses = update(cfg, self.policy, self.nets, self.opts, self.buf, self.lay, self.centralised, self.generator)
             for k, v in losses.items():
                 self._loss_sum[k] = self._loss_sum.get(k, 0.0) + v
@@ -938,8 +926,6 @@ class Learner:
         the frozen opponents the run started with (a resumed run: not whatever the path holds now)."""
         device = self.env.device
         if frozen:
-            from maestro.algos import load_policy
-
             self.policy.frozen_policies = {g: load_policy(st, str(device)) for g, st in s["policy"]["frozen"].items()}
         self.policy.load_state_dict(s["policy"]["weights"])
         self.nets.load_state_dict(s["nets"])
@@ -949,7 +935,7 @@ class Learner:
             self.generator.set_state(s["generator"])
             self.counters.update(s["counters"])
             env_restore(self.env, s["env"])
-            self.cur = _to_device(s["cur"], device)
+            self.cur = tree_to_device(s["cur"], device)
         if "replay" in s:
             self.buf.load_state_dict(s["replay"])
 
@@ -984,14 +970,6 @@ def train_maddpg(cfg: Config, env: Any, run: Run, centralised: bool = True) -> P
         run.maybe_evaluate(learner.policy)
         run.maybe_checkpoint(lambda: learner.state_dict(cfg.checkpoint_replay))
     return learner.policy
-
-
-def _to_device(x: Any, device: torch.device) -> Any:
-    if isinstance(x, Tensor):
-        return x.to(device)
-    if isinstance(x, dict):
-        return {k: _to_device(v, device) for k, v in x.items()}
-    return x
 
 
 @register_algo("maddpg", config=Config, capabilities=CAPABILITIES, summary="MADDPG: centralised critics, decentralised deterministic actors (Lowe et al. 2017), with policy inference and ensembles")

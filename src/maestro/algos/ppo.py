@@ -24,7 +24,6 @@ The module reads top to bottom: ``Config`` -> ``Policy`` (acts, saves, loads) ->
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -33,10 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maestro.core.checkpoint import read_policy_state, save_policy
+from maestro.core.checkpoint import read_policy_state, save_policy, tree_to_device
 from maestro.core.episodes import EpisodeStats
 from maestro.core.normalise import RunningMeanStd
-from maestro.core.returns import gae
+from maestro.core.returns import gae, standardise, weighted_mean
 from maestro.core.run import Run, env_restore, env_snapshot
 from maestro.core.schedules import linear, set_learning_rates
 from maestro.core.seeding import make_generator
@@ -49,10 +48,12 @@ from maestro.nn.heads import (
     gaussian_log_prob,
     gaussian_sample,
     mask_logits,
+    box_bounds,
+    unit_to_box,
 )
 from maestro.nn.mlp import MLP
 from maestro.registry import register_algo
-from maestro.spec import EnvSpec
+from maestro.spec import EnvSpec, GroupLayout, group_layout, layouts_from_dicts, layouts_to_dicts
 
 CAPABILITIES = frozenset({"discrete", "continuous", "multi_group", "action_mask", "alive_mask", "on_policy"})
 """What both variants handle; MAPPO adds ``needs_state`` (a non-empty ``spec.state_shape``)."""
@@ -127,29 +128,6 @@ class Config:
             raise ValueError(f"lr_end_factor must lie in [0, 1], got {self.lr_end_factor}")
 
 
-def _flat_dim(shape: tuple[int, ...]) -> int:
-    return int(math.prod(shape)) if shape else 1
-
-
-def group_layout(spec: EnvSpec) -> dict[str, dict[str, Any]]:
-    """Per group, the plain facts a Policy needs to rebuild itself (saved inside its state)."""
-    out = {}
-    for g, gs in spec.groups.items():
-        info: dict[str, Any] = {
-            "n_agents": gs.n_agents,
-            "obs_shape": list(gs.obs_shape),
-            "obs_dim": _flat_dim(gs.obs_shape),
-            "discrete": gs.discrete,
-            "action_dim": gs.action_dim,
-            "has_action_mask": gs.has_action_mask,
-        }
-        if not gs.discrete:
-            info["low"] = [float(x) for x in gs.action_space.low]  # type: ignore[attr-defined]
-            info["high"] = [float(x) for x in gs.action_space.high]  # type: ignore[attr-defined]
-        out[g] = info
-    return out
-
-
 # ====================================================================== policy
 class Policy(nn.Module):
     """Decentralised actors, one per group, each shared by the group's agents.
@@ -160,22 +138,21 @@ class Policy(nn.Module):
     the common interface of maestro policies).
     """
 
-    def __init__(self, layout: dict[str, dict[str, Any]], cfg: Config) -> None:
+    def __init__(self, layout: dict[str, GroupLayout], cfg: Config) -> None:
         super().__init__()
-        self.layout = layout
+        self.layout = layouts_from_dicts(layout)
         self.arch = {k: getattr(cfg, k) for k in ("hidden", "activation", "feature_norm", "agent_id", "init_log_std")}
         self.actors = nn.ModuleDict()
         self.log_std = nn.ParameterDict()
-        for g, info in layout.items():
-            n, in_dim = info["n_agents"], info["obs_dim"] + (info["n_agents"] if cfg.agent_id else 0)
-            self.actors[g] = MLP(in_dim, tuple(cfg.hidden), info["action_dim"], cfg.activation, out_gain=0.01, input_norm=cfg.feature_norm)
+        for g, info in self.layout.items():
+            n, in_dim = info.n_agents, info.obs_dim + (info.n_agents if cfg.agent_id else 0)
+            self.actors[g] = MLP(in_dim, tuple(cfg.hidden), info.action_dim, cfg.activation, out_gain=0.01, input_norm=cfg.feature_norm)
             self.register_buffer(f"ids_{g}", torch.eye(n))
-            if not info["discrete"]:
-                self.log_std[g] = nn.Parameter(torch.full((info["action_dim"],), float(cfg.init_log_std)))
-                low, high = torch.tensor(info["low"]), torch.tensor(info["high"])
-                bounded = torch.isfinite(low) & torch.isfinite(high)
-                self.register_buffer(f"low_{g}", torch.where(bounded, low, torch.full_like(low, -1.0)))
-                self.register_buffer(f"high_{g}", torch.where(bounded, high, torch.full_like(high, 1.0)))
+            if not info.discrete:
+                self.log_std[g] = nn.Parameter(torch.full((info.action_dim,), float(cfg.init_log_std)))
+                low, high, bounded = box_bounds(info.low or (), info.high or ())
+                self.register_buffer(f"low_{g}", low)
+                self.register_buffer(f"high_{g}", high)
                 self.register_buffer(f"bounded_{g}", bounded)
 
     # ---------------------------------------------------------------- forward pieces
@@ -183,40 +160,38 @@ class Policy(nn.Module):
         """``(..., N, *obs_shape)`` -> ``(..., N, obs_dim [+ N])`` (flattened obs, optional one-hot id)."""
         flat = self.flat_obs(g, obs)
         if self.arch["agent_id"]:
-            n = self.layout[g]["n_agents"]
+            n = self.layout[g].n_agents
             flat = torch.cat([flat, getattr(self, f"ids_{g}").expand(*flat.shape[:-1], n)], -1)
         return flat
 
     def flat_obs(self, g: str, obs: Tensor) -> Tensor:
         """``(..., N, *obs_shape)`` -> ``(..., N, obs_dim)``, checking the shape."""
         info = self.layout[g]
-        shape = tuple(info["obs_shape"])
+        shape = info.obs_shape
         k = obs.dim() - len(shape)
-        if k < 1 or tuple(obs.shape[k:]) != shape or obs.shape[k - 1] != info["n_agents"]:
-            raise ValueError(f"observations of group {g!r} have shape {tuple(obs.shape)}, expected (..., {info['n_agents']}, {', '.join(map(str, shape))})")
-        return obs.reshape(*obs.shape[:k], info["obs_dim"])
+        if k < 1 or tuple(obs.shape[k:]) != shape or obs.shape[k - 1] != info.n_agents:
+            raise ValueError(f"observations of group {g!r} have shape {tuple(obs.shape)}, expected (..., {info.n_agents}, {', '.join(map(str, shape))})")
+        return obs.reshape(*obs.shape[:k], info.obs_dim)
 
     def dist_params(self, g: str, obs: Tensor, mask: Tensor | None = None) -> Tensor:
         """Masked logits ``(..., N, n)`` or Gaussian means ``(..., N, d)`` of group ``g``."""
         out = self.actors[g](self.actor_input(g, obs))
-        if self.layout[g]["discrete"]:
+        if self.layout[g].discrete:
             return mask_logits(out, mask)
         return out
 
     def to_env(self, g: str, raw: Tensor) -> Tensor:
         """Continuous samples in ``[-1, 1]`` scale -> env actions inside the Box (clipped); discrete unchanged."""
-        if self.layout[g]["discrete"]:
+        if self.layout[g].discrete:
             return raw
-        low, high, bounded = getattr(self, f"low_{g}"), getattr(self, f"high_{g}"), getattr(self, f"bounded_{g}")
-        scaled = low + (raw.clamp(-1.0, 1.0) + 1.0) * 0.5 * (high - low)
-        return torch.where(bounded, scaled, raw)
+        return unit_to_box(raw, getattr(self, f"low_{g}"), getattr(self, f"high_{g}"), getattr(self, f"bounded_{g}"))
 
     def sample(
         self, g: str, obs: Tensor, mask: Tensor | None, generator: torch.Generator | None, deterministic: bool = False
     ) -> tuple[Tensor, Tensor]:
         """Raw actions (``(..., N)`` int64 or ``(..., N, d)``) and their log-probabilities ``(..., N)``."""
         params = self.dist_params(g, obs, mask)
-        if self.layout[g]["discrete"]:
+        if self.layout[g].discrete:
             a = categorical_sample(params, generator, deterministic)
             return a, categorical_log_prob(params, a)
         a = gaussian_sample(params, self.log_std[g], generator, deterministic)
@@ -225,7 +200,7 @@ class Policy(nn.Module):
     def evaluate_actions(self, g: str, obs: Tensor, raw: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
         """Log-probabilities and entropies ``(..., N)`` of stored raw actions under the current actor."""
         params = self.dist_params(g, obs, mask)
-        if self.layout[g]["discrete"]:
+        if self.layout[g].discrete:
             return categorical_log_prob_entropy(params, raw)
         return gaussian_log_prob(params, self.log_std[g], raw), gaussian_entropy(self.log_std[g], params.shape[:-1])
 
@@ -265,7 +240,7 @@ class Policy(nn.Module):
         """Everything needed to rebuild this policy: class path, layout, architecture, weights."""
         arch = dict(self.arch)
         arch["hidden"] = list(arch["hidden"])
-        return {"class": "maestro.algos.ppo:Policy", "layout": self.layout, "arch": arch, "weights": self.state_dict()}
+        return {"class": "maestro.algos.ppo:Policy", "layout": layouts_to_dicts(self.layout), "arch": arch, "weights": self.state_dict()}
 
     @classmethod
     def from_state(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> "Policy":
@@ -287,18 +262,18 @@ class Policy(nn.Module):
 
 
 # ====================================================================== critics
-def critic_input_dim(info: dict[str, Any], spec: EnvSpec, cfg: Config, centralised: bool) -> int:
+def critic_input_dim(info: GroupLayout, spec: EnvSpec, cfg: Config, centralised: bool) -> int:
     """Features of one agent's critic input: obs (IPPO) or state + one-hot id [+ obs] (MAPPO)."""
     if not centralised:
-        return info["obs_dim"] + (info["n_agents"] if cfg.agent_id else 0)
-    return _flat_dim(spec.state_shape) + info["n_agents"] + (info["obs_dim"] if cfg.critic_obs else 0)
+        return info.obs_dim + (info.n_agents if cfg.agent_id else 0)
+    return spec.state_dim + info.n_agents + (info.obs_dim if cfg.critic_obs else 0)
 
 
 def critic_input(policy: Policy, g: str, obs: Tensor, state: Tensor, cfg: Config, centralised: bool) -> Tensor:
     """``(..., N, features)`` critic input from obs ``(..., N, *obs_shape)`` and state ``(..., *state_shape)``."""
     if not centralised:
         return policy.actor_input(g, obs)
-    n = policy.layout[g]["n_agents"]
+    n = policy.layout[g].n_agents
     own = policy.flat_obs(g, obs)  # (..., N, obs_dim)
     lead = own.shape[:-2]
     s = state.reshape(*lead, 1, -1).expand(*lead, n, -1)
@@ -387,11 +362,6 @@ def collect(env: Any, policy: Policy, buf: dict[str, Any], cur: dict[str, Any], 
 
 
 # ====================================================================== update
-def _wmean(x: Tensor, w: Tensor) -> Tensor:
-    """Mean of ``x`` weighted by the 0/1 ``w`` (alive agents); 0 if nothing is alive."""
-    return (x * w).sum() / w.sum().clamp_min(1.0)
-
-
 def _value_error(err: Tensor, cfg: Config) -> Tensor:
     if cfg.value_loss == "huber":
         return F.huber_loss(err, torch.zeros_like(err), reduction="none", delta=cfg.huber_delta)
@@ -434,9 +404,7 @@ def update(
             else:
                 target = ret
             if cfg.normalize_advantages:
-                mu = _wmean(adv, w)
-                sd = torch.sqrt(_wmean((adv - mu).pow(2), w)) + 1e-8
-                adv = (adv - mu) / sd
+                adv = standardise(adv, w)
             flat = lambda x: x.reshape(T * B, *x.shape[2:])  # noqa: E731
             data[g] = {
                 "obs": flat(gb["obs"]),
@@ -476,14 +444,14 @@ def update(
                 if cfg.value_clip > 0:
                     v_clipped = d["v_old"] + (v - d["v_old"]).clamp(-cfg.value_clip, cfg.value_clip)
                     v_loss = torch.max(v_loss, _value_error(v_clipped - d["target"], cfg))
-                p_loss, v_l, e = _wmean(pg, d["w"]), _wmean(v_loss, d["w"]), _wmean(ent, d["w"])
+                p_loss, v_l, e = weighted_mean(pg, d["w"]), weighted_mean(v_loss, d["w"]), weighted_mean(ent, d["w"])
                 loss = loss + p_loss + cfg.value_coef * v_l - cfg.entropy_coef * e
                 with torch.no_grad():
                     sums["policy"] += p_loss.detach().cpu()
                     sums["value"] += v_l.detach().cpu()
                     sums["entropy"] += e.detach().cpu()
-                    sums["approx_kl"] += _wmean((ratio - 1.0) - log_ratio, d["w"]).cpu()
-                    sums["clip_frac"] += _wmean(((ratio - 1.0).abs() > cfg.clip).float(), d["w"]).cpu()
+                    sums["approx_kl"] += weighted_mean((ratio - 1.0) - log_ratio, d["w"]).cpu()
+                    sums["clip_frac"] += weighted_mean(((ratio - 1.0).abs() > cfg.clip).float(), d["w"]).cpu()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.max_grad_norm > 0:
@@ -505,7 +473,7 @@ def train_ppo(cfg: Config, env: Any, run: Run, centralised: bool) -> Policy:
     logs, evaluates and checkpoints through ``run``. A resumed run continues bit for bit.
     """
     spec: EnvSpec = env.spec
-    if centralised and _flat_dim(spec.state_shape) == 0:
+    if centralised and not spec.has_state:
         raise ValueError(f"mappo needs a global state, but {spec.name!r} has state_shape {spec.state_shape}")
     device = env.device
     policy = Policy(group_layout(spec), cfg).to(device)
@@ -531,7 +499,7 @@ def train_ppo(cfg: Config, env: Any, run: Run, centralised: bool) -> Policy:
             vnorm[g].load_state_dict(s)
         generator.set_state(resumed["generator"])
         env_restore(env, resumed["env"])
-        cur = {k: {g: x.to(device) for g, x in v.items()} if isinstance(v, dict) else v.to(device) for k, v in resumed["cur"].items()}
+        cur = tree_to_device(resumed["cur"], device)
 
     def snapshot() -> dict[str, Any]:
         return {

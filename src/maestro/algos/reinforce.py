@@ -26,8 +26,8 @@ the traffic junction and 144 for combat in the paper), run in lockstep from ``en
 4. **log / evaluate / checkpoint** through the run; the traffic junction's curriculum
    (``env.set_progress(fraction)``) is advanced before each batch if the env has one.
 
-Figure 6b (``plot_action_components``): the master's and the slaves' components of the action
-logits of a trained MS-MARL policy over one episode, as a PNG.
+Figure 6b: ``record_action_components`` records the master's and the slaves' components of the
+action logits of a trained MS-MARL policy over one episode; ``maestro.reports.components`` draws them.
 
 Tensors are ``(T, B, N, ...)``: time, env copies, agents. One group of agents (the paper's tasks).
 """
@@ -44,21 +44,29 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from maestro.algos.ppo import group_layout
 from maestro.core.checkpoint import read_policy_state, save_policy
 from maestro.core.episodes import EpisodeStats
-from maestro.core.returns import discounted_returns
+from maestro.core.returns import discounted_returns, standardise
 from maestro.core.run import Run, env_restore, env_snapshot
 from maestro.core.schedules import linear, set_learning_rates
 from maestro.core.seeding import make_generator
 from maestro.envs.api import BatchedEnv
 from maestro.nn.bicnet import BiCNet
 from maestro.nn.commnet import CommNet
-from maestro.nn.heads import categorical_entropy, categorical_log_prob, categorical_sample, gaussian_log_prob, gaussian_sample, mask_logits
+from maestro.nn.heads import (
+    box_bounds,
+    categorical_entropy,
+    categorical_log_prob,
+    categorical_sample,
+    gaussian_log_prob,
+    gaussian_sample,
+    mask_logits,
+    unit_to_box,
+)
 from maestro.nn.master_slave import MasterSlaveNet
 from maestro.nn.recurrent import Hidden, ModelOut, reset_hidden
 from maestro.registry import register_algo
-from maestro.spec import EnvSpec
+from maestro.spec import EnvSpec, GroupLayout, group_layout, layouts_from_dicts, layouts_to_dicts
 
 ModelName = Literal["independent", "commnet", "bicnet", "ms_marl", "ms_marl_gcm"]
 CAPABILITIES = frozenset({"discrete", "continuous", "action_mask", "alive_mask", "recurrent", "on_policy"})
@@ -183,29 +191,28 @@ class Policy(nn.Module):
     keyword and otherwise infers them from the contract's zero observations of absent agents.
     """
 
-    def __init__(self, model: ModelName, layout: dict[str, dict[str, Any]], state_dim: int, arch: dict[str, Any], sigma: float = 0.05) -> None:
+    def __init__(self, model: ModelName, layout: dict[str, GroupLayout], state_dim: int, arch: dict[str, Any], sigma: float = 0.05) -> None:
         super().__init__()
         if len(layout) != 1:
             raise ValueError(f"{model} trains one group of agents, got groups {list(layout)}")
-        self.model_name, self.layout, self.state_dim, self.arch = model, layout, state_dim, dict(arch)
+        self.model_name, self.layout, self.state_dim, self.arch = model, layouts_from_dicts(layout), state_dim, dict(arch)
         self.group = next(iter(layout))
-        info = layout[self.group]
-        self.n_agents, self.obs_dim, self.discrete = info["n_agents"], info["obs_dim"], info["discrete"]
-        self.net = build_model(model, info["obs_dim"], info["n_agents"], info["action_dim"], state_dim, arch)
+        info = self.layout[self.group]
+        self.n_agents, self.obs_dim, self.discrete = info.n_agents, info.obs_dim, info.discrete
+        self.net = build_model(model, info.obs_dim, info.n_agents, info.action_dim, state_dim, arch)
         self.register_buffer("log_sigma", torch.tensor(math.log(sigma)))
         if not self.discrete:
-            low, high = torch.tensor(info["low"]), torch.tensor(info["high"])
-            bounded = torch.isfinite(low) & torch.isfinite(high)
-            self.register_buffer("low", torch.where(bounded, low, torch.full_like(low, -1.0)))
-            self.register_buffer("high", torch.where(bounded, high, torch.full_like(high, 1.0)))
+            low, high, bounded = box_bounds(info.low or (), info.high or ())
+            self.register_buffer("low", low)
+            self.register_buffer("high", high)
             self.register_buffer("bounded", bounded)
 
     # ---------------------------------------------------------------- pieces
     def flat_obs(self, obs: Tensor) -> Tensor:
         """``(B, N, *obs_shape)`` -> ``(B, N, obs_dim)``, checking the shape."""
-        info = self.layout[self.group]
-        if obs.dim() < 2 or obs.shape[1] != self.n_agents or list(obs.shape[2:]) != list(info["obs_shape"]):
-            raise ValueError(f"observations of group {self.group!r} have shape {tuple(obs.shape)}, expected (B, {self.n_agents}, {', '.join(map(str, info['obs_shape']))})")
+        shape = self.layout[self.group].obs_shape
+        if obs.dim() < 2 or obs.shape[1] != self.n_agents or tuple(obs.shape[2:]) != shape:
+            raise ValueError(f"observations of group {self.group!r} have shape {tuple(obs.shape)}, expected (B, {self.n_agents}, {', '.join(map(str, shape))})")
         return obs.reshape(obs.shape[0], self.n_agents, self.obs_dim)
 
     def step(self, obs: Tensor, state: Tensor | None, alive: Tensor, hidden: Hidden, mask: Tensor | None = None) -> ModelOut:
@@ -235,8 +242,7 @@ class Policy(nn.Module):
         """Raw actions -> env actions: discrete unchanged; continuous clipped to ``[-1, 1]`` and mapped onto the Box."""
         if self.discrete:
             return raw
-        scaled = self.low + (raw.clamp(-1.0, 1.0) + 1.0) * 0.5 * (self.high - self.low)
-        return torch.where(self.bounded, scaled, raw)
+        return unit_to_box(raw, self.low, self.high, self.bounded)
 
     def infer_alive(self, obs: Tensor) -> Tensor:
         """``(B, N)`` bool: agents whose observation is not all zeros (absent agents observe zeros)."""
@@ -271,7 +277,7 @@ class Policy(nn.Module):
         return {
             "class": f"{type(self).__module__}:{type(self).__name__}",
             "model": self.model_name,
-            "layout": self.layout,
+            "layout": layouts_to_dicts(self.layout),
             "state_dim": self.state_dim,
             "arch": self.arch,
             "weights": self.state_dict(),
@@ -292,11 +298,6 @@ class Policy(nn.Module):
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Policy":
         """Load a policy written by ``save`` (or the policy inside a training checkpoint)."""
         return cls.from_state(read_policy_state(path, device), device)
-
-
-def state_dim_of(spec: EnvSpec) -> int:
-    """Features of the flattened global state (0 if the env has none)."""
-    return int(math.prod(spec.state_shape)) if spec.state_shape else 0
 
 
 # ====================================================================== collect
@@ -386,10 +387,7 @@ def reinforce_loss(
     """
     adv = (returns - value).detach()
     if cfg.normalize_advantages:
-        n = weight.sum().clamp_min(1.0)
-        mu = (adv * weight).sum() / n
-        sd = torch.sqrt(((adv - mu).pow(2) * weight).sum() / n) + 1e-8
-        adv = (adv - mu) / sd
+        adv = standardise(adv, weight)
     pg = -(logp * adv * weight).sum() / n_steps
     v_loss = ((value - returns).pow(2) * weight).sum() / n_steps
     ent = (entropy * weight).sum() / n_steps
@@ -414,7 +412,7 @@ def train_reinforce(cfg: Config, env: Any, run: Run, model: ModelName) -> Policy
     spec: EnvSpec = env.spec
     if len(spec.groups) != 1:
         raise ValueError(f"{model} trains one group of agents; env {spec.name!r} has groups {list(spec.groups)}")
-    sdim = state_dim_of(spec)
+    sdim = spec.state_dim
     arch = model_arch(model, cfg)
     if arch.get("master_state") and sdim == 0:
         raise ValueError(f"{model}'s master needs the env's global state, but {spec.name!r} has state_shape {spec.state_shape}; set algo_config.master_state=false")
@@ -537,84 +535,3 @@ def record_action_components(policy: Policy, env: BatchedEnv, seed: int = 0, det
             break
         obs, state, alive, hidden = step.obs, step.state, step.alive[g], out.hidden
     return {k: torch.stack(v).cpu().numpy() for k, v in rec.items()}
-
-
-def action_names(env: BatchedEnv, n: int) -> list[str]:
-    """Readable names of the ``n`` discrete actions of the known grid worlds (indices otherwise)."""
-    name = env.spec.name
-    if name == "traffic_junction" and n == 2:
-        return ["gas", "brake"]
-    if name == "combat":
-        base = ["stay", "up", "down", "left", "right"]
-        return base + [f"attack {j}" for j in range(n - len(base))]
-    return [str(i) for i in range(n)]
-
-
-def plot_action_components(
-    source: str | Path | Policy, env: BatchedEnv | None = None, out: str | Path = "action_components.png", seed: int = 0, copy: int = 0
-) -> Path:
-    """Figure 6b of Kong et al. 2017: the master's and the slaves' action components over an episode.
-
-    Args:
-        source: a trained MS-MARL ``Policy`` or a run directory (its newest valid checkpoint).
-        env: the env to play (default, for a run directory: one copy of the run's recipe env).
-        out: the PNG to write.
-        seed: episode seed.
-        copy: which env copy's episode to draw.
-
-    Writes one PNG: heat maps over (time, action) of the master's component, the slaves'
-    component (both in logit units, averaged over the agents alive at each step) and the
-    resulting action probabilities, plus each alive agent's chosen action. Returns the path.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    if isinstance(source, Policy):
-        policy = source
-        if env is None:
-            raise ValueError("plot_action_components: give the env to play when passing a Policy")
-    else:
-        from maestro.recipes import _env_factory, load_run_policy
-
-        recipe, policy, _ = load_run_policy(source)
-        if env is None:
-            env = _env_factory(recipe)(1, seed)
-    assert env is not None
-    rec = record_action_components(policy, env, seed=seed)
-    alive = rec["alive"][:, copy]  # (T, N)
-    T_ep = int(alive.any(-1).nonzero()[0].max()) + 1 if alive.any() else rec["alive"].shape[0]
-    alive = alive[:T_ep]
-    w = alive[..., None].astype(np.float64)
-    denom = np.maximum(w.sum(1), 1.0)  # (T, 1)
-
-    def agent_mean(x: np.ndarray) -> np.ndarray:
-        return ((x[:T_ep, copy] * w).sum(1) / denom).T  # (A, T)
-
-    comps = [("master component (logits)", agent_mean(rec["master"])), ("slave component (logits)", agent_mean(rec["slave"])), ("action probabilities", agent_mean(rec["probs"]))]
-    A = rec["master"].shape[-1]
-    names = action_names(env, A)
-    fig = Figure(figsize=(max(6.0, 0.25 * T_ep + 3), 2.2 * 4))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(4, 1, sharex=True)
-    for ax, (title, m) in zip(axes[:3], comps):
-        if "logits" in title:  # a diverging map centred on 0: red favours an action, blue disfavours it
-            lim = float(np.abs(m).max()) or 1.0
-            im = ax.imshow(m, aspect="auto", origin="lower", cmap="coolwarm", vmin=-lim, vmax=lim, interpolation="nearest")
-        else:
-            im = ax.imshow(m, aspect="auto", origin="lower", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
-        ax.set_yticks(range(A), names)
-        ax.set_title(f"{title}, mean over alive agents")
-        fig.colorbar(im, ax=ax)
-    acts = np.where(alive, rec["actions"][:T_ep, copy], -1).astype(np.float64).T  # (N, T)
-    acts[acts < 0] = np.nan
-    im = axes[3].imshow(acts, aspect="auto", origin="lower", cmap="tab10", vmin=0, vmax=max(A - 1, 1), interpolation="nearest")
-    axes[3].set_ylabel("agent")
-    axes[3].set_title("chosen action per alive agent")
-    axes[3].set_xlabel("time step")
-    fig.colorbar(im, ax=axes[3])
-    fig.suptitle(f"MS-MARL action components ({policy.model_name}, {env.spec.name}, seed {seed}, copy {copy})")
-    fig.tight_layout()
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path

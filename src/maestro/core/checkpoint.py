@@ -8,6 +8,7 @@ corrupted on disk) costs at most one checkpoint interval.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from pathlib import Path
@@ -127,3 +128,26 @@ def read_policy_state(path: str | Path, map_location: str | torch.device = "cpu"
         return obj["state"]["policy"]
     except (KeyError, TypeError):
         raise CheckpointError(f"{path}: neither a policy file nor a training checkpoint with a policy") from None
+
+
+def load_policy(state: dict[str, Any], device: str | torch.device = "cpu") -> Any:
+    """Rebuild a policy from its ``policy_state()`` (``state["class"]`` names a class inside maestro,
+    ``"module:Class"``, whose ``from_state`` is called). Anything else is a ``ValueError``."""
+    path = str(state.get("class", "")) if isinstance(state, dict) else ""
+    mod_name, _, cls_name = path.partition(":")
+    if not mod_name.startswith("maestro.") or not cls_name:
+        raise ValueError(f"not a maestro policy state (class {path!r})")
+    cls = getattr(importlib.import_module(mod_name), cls_name, None)
+    if cls is None or not hasattr(cls, "from_state"):
+        raise ValueError(f"not a maestro policy state: {path!r} names no policy class")
+    return cls.from_state(state, device)
+
+
+def tree_to_device(x: Any, device: str | torch.device) -> Any:
+    """Every tensor of a nested dict moved to ``device`` (other leaves unchanged), e.g. the
+    current observations of a checkpoint loaded on another device."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, dict):
+        return {k: tree_to_device(v, device) for k, v in x.items()}
+    return x

@@ -92,3 +92,19 @@ def discounted_returns(rewards: Tensor, done: Tensor, gamma: float, bootstrap: T
         last = rewards[t] + gamma * not_done[t] * last
         out[t] = last
     return out
+
+
+def weighted_mean(x: Tensor, weight: Tensor) -> Tensor:
+    """Mean of ``x`` over the samples where the 0/1 ``weight`` (same shape) is 1; 0 if none is."""
+    return (x * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def standardise(x: Tensor, weight: Tensor, eps: float = 1e-8) -> Tensor:
+    """``(x - mean) / (std + eps)`` with mean and (population) std over the samples where ``weight``
+    is 1 (alive agents, valid steps): the advantage normalisation of PPO (Schulman et al. 2017,
+    arXiv 1707.06347) and of the MS-MARL family. Any shape; ``weight`` as ``x``."""
+    if weight.shape != x.shape:
+        raise ValueError(f"standardise: weight has shape {tuple(weight.shape)}, expected {tuple(x.shape)} (the shape of x)")
+    mu = weighted_mean(x, weight)
+    sd = torch.sqrt(weighted_mean((x - mu).pow(2), weight)) + eps
+    return (x - mu) / sd

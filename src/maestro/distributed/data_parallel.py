@@ -64,6 +64,7 @@ import torch
 from torch import Tensor
 
 from maestro.algos import maddpg as M
+from maestro.core.schedules import off_policy_updates
 from maestro.distributed.common import DistributedConfig, apply_grads, combine_stats, make_learner, tree_mean
 from maestro.distributed import gloo
 from maestro.distributed.genetic import worker_logging
@@ -76,15 +77,14 @@ log = logging.getLogger("maestro")
 def schedule(credit: float, stored: float, n: int, B: int, K: int, warmup: int, updates_per_step: float) -> tuple[int, float]:
     """Updates due after ``n`` vectorised steps of ``K`` replicas with ``B`` env copies each, and the new credit.
 
-    ``train_maddpg``'s schedule over all replicas: ``n * B * K * updates_per_step`` credit once the
-    buffers together hold ``warmup`` transitions (``stored``); every whole unit of credit is an
-    update. Pure, so the coordinator (transport ``coordinator``) and every replica (``allreduce``)
-    compute the same numbers from the same inputs.
+    ``train_maddpg``'s schedule (``maestro.core.schedules.off_policy_updates``) over all replicas,
+    each call one round (the callers call it once per chunk of ``update_every`` steps): ``n * B * K *
+    updates_per_step`` credit once the buffers together hold ``warmup`` transitions (``stored``); every
+    whole unit of credit is an update. Pure, so the coordinator (transport ``coordinator``) and every
+    replica (``allreduce``) compute the same numbers from the same inputs.
     """
-    if stored >= max(warmup, 1):
-        credit += n * B * K * updates_per_step
-    k_up = int(credit)
-    return k_up, credit - k_up
+    due, _, credit = off_policy_updates(0, credit, n * B * K, stored, 1, warmup, updates_per_step)
+    return due, credit
 
 
 def flatten_grads(params: list[Tensor], extra: float) -> Tensor:
@@ -145,7 +145,7 @@ class DataReplica:
         if len(lr.buf) < self.S:
             self._d = None
             return None, 0.0, time.perf_counter() - t
-        self._d = M._learner_batch(lr.buf, lr.lay, self.S, lr.generator)
+        self._d = M.learner_batch(lr.buf, lr.lay, self.S, lr.generator)
         loss, _ = M.critic_loss(lr.cfg, lr.policy, lr.nets, lr.lay, self._d, lr.centralised, lr.generator)
         lr.opts["critic"].zero_grad(set_to_none=True)
         loss.backward()
@@ -237,7 +237,7 @@ class DataReplica:
         lr = self.learner
         L = lr.lay.n_learners
         comm = 0.0
-        d = M._learner_batch(lr.buf, lr.lay, self.S, lr.generator) if len(lr.buf) >= self.S else None
+        d = M.learner_batch(lr.buf, lr.lay, self.S, lr.generator) if len(lr.buf) >= self.S else None
         # ---- critics
         if d is not None:
             loss, _ = M.critic_loss(lr.cfg, lr.policy, lr.nets, lr.lay, d, lr.centralised, lr.generator)

@@ -26,7 +26,7 @@ Two transports (``distributed.transport``), bit-identical results (same RNG draw
 of the replay buffer and of a generator shared by all (minibatch indices, the frozen groups' actions), all
 started from the coordinator's state. Per env step each worker computes its agents' exploratory actions and
 one ``all_gather`` gives every worker all actions, so every replica takes the same step and stores the same
-transitions. Per update every worker draws the same learner minibatch ``d`` (``maddpg._learner_batch``:
+transitions. Per update every worker draws the same learner minibatch ``d`` (``maddpg.learner_batch``:
 every field ``(L, S, ...)``), computes its agents' target actions ``mu'_j(o'_j)`` on every learner's next
 observations ``(m, L, S, act_max)``, and one ``all_gather`` assembles ``a' (L, S, A, act_max)`` (frozen groups
 from their policy) on every worker; each then updates its critic and actor. The coordinator calls each
@@ -64,11 +64,13 @@ from typing import Any
 import torch
 
 from maestro.algos import maddpg as M
-from maestro.algos.ppo import group_layout
+from maestro.core.checkpoint import tree_to_device
 from maestro.core.episodes import EpisodeStats
 from maestro.core.replay import ReplayBuffer
 from maestro.core.run import env_restore, env_snapshot
+from maestro.core.schedules import off_policy_updates
 from maestro.core.seeding import make_generator, seed_everything
+from maestro.spec import group_layout
 from maestro.distributed import gloo
 from maestro.distributed.common import DistributedConfig, combine_stats, make_learner, make_worker_env
 from maestro.distributed.genetic import LazyPolicy, worker_logging
@@ -79,25 +81,20 @@ log = logging.getLogger("maestro")
 
 
 def update_credit(st: dict[str, Any], n_steps: int, stored: float, cfg: M.Config) -> int:
-    """``train_maddpg``'s update schedule: after ``n_steps`` new transitions (``stored`` in the buffer),
-    the number of updates to run now; ``st`` (``since_round``, ``credit``) is updated in place."""
-    st["since_round"] += n_steps
-    if st["since_round"] >= cfg.update_every:
-        if stored >= max(cfg.warmup_steps, 1):
-            st["credit"] += st["since_round"] * cfg.updates_per_step
-        st["since_round"] = 0
-    k = int(st["credit"])
-    st["credit"] -= k
-    return k
+    """``train_maddpg``'s update schedule (``maestro.core.schedules.off_policy_updates``): after
+    ``n_steps`` new transitions (``stored`` in the buffer), the number of updates to run now; ``st``
+    (``since_round``, ``credit``) is updated in place."""
+    due, st["since_round"], st["credit"] = off_policy_updates(st["since_round"], st["credit"], n_steps, stored, cfg.update_every, cfg.warmup_steps, cfg.updates_per_step)
+    return due
 
 
 def frozen_target_actions(lay: M.AgentLayout, frozen: dict[str, Any], d: dict[str, torch.Tensor], a_next: torch.Tensor, gen: torch.Generator) -> None:
     """Write the frozen groups' actions on the next observations of ``d`` into ``a_next`` ``(L, S, A, act_max)``."""
     Ls, S = d["next_obs"].shape[:2]
-    obs_all = {h: d["next_obs"][:, :, lay.offset[h] : lay.offset[h] + hi["n_agents"], : hi["obs_dim"]].reshape(Ls * S, hi["n_agents"], *hi["obs_shape"]) for h, hi in lay.groups.items()}
+    obs_all = {h: d["next_obs"][:, :, lay.offset[h] : lay.offset[h] + hi.n_agents, : hi.obs_dim].reshape(Ls * S, hi.n_agents, *hi.obs_shape) for h, hi in lay.groups.items()}
     for g, fp in frozen.items():
         a, _ = fp.act(obs_all, None, None, generator=gen)
-        o, N = lay.offset[g], lay.groups[g]["n_agents"]
+        o, N = lay.offset[g], lay.groups[g].n_agents
         a_next[:, :, o : o + N] = M.critic_action(lay, g, a[g]).reshape(Ls, S, N, -1)
 
 
@@ -132,7 +129,7 @@ def block_members(lay: M.AgentLayout, start: int, stop: int) -> dict[str, list[i
     """The agents of learners ``[start, stop)`` per group, as indices within the group, in learner order."""
     out: dict[str, list[int]] = {}
     for a in lay.learner_agent[start:stop]:
-        g = next(h for h in lay.groups if lay.offset[h] <= a < lay.offset[h] + lay.groups[h]["n_agents"])
+        g = next(h for h in lay.groups if lay.offset[h] <= a < lay.offset[h] + lay.groups[h].n_agents)
         out.setdefault(g, []).append(a - lay.offset[g])
     return out
 
@@ -142,7 +139,7 @@ def block_obs(policy: M.Policy, groups: dict[str, Any], members: dict[str, list[
     out = {}
     for g, ix in members.items():
         flat = policy.flat_obs(g, obs[g])
-        out[g] = flat[:, ix].reshape(flat.shape[0], len(ix), *groups[g]["obs_shape"])
+        out[g] = flat[:, ix].reshape(flat.shape[0], len(ix), *groups[g].obs_shape)
     return out
 
 
@@ -159,7 +156,7 @@ class AgentWorker:
     update is ``maddpg.update`` restricted to the block's rows of the minibatch.
 
     Args:
-        groups: ``ppo.group_layout`` of the env; trained: the trained groups.
+        groups: ``maestro.spec.group_layout`` of the env; trained: the trained groups.
         blocks: every worker's learner block ``(start, stop)`` (``worker_blocks``); w: this worker's index
             in ``blocks`` (and its rank in the gloo group).
     """
@@ -201,7 +198,7 @@ class AgentWorker:
             self.frozen = r["frozen"]
             self.env = make_worker_env(r["env_name"], r["env_cfg"], r["num_envs"], 0, r["device"])  # its state comes from load_replica
             self.full = M.Policy(groups, arch, self.frozen)  # the observation helpers (flat_obs, padded_obs); its actors are not used
-            self.buf = ReplayBuffer(r["capacity"], M._replay_fields(self.lay), r["device"])
+            self.buf = ReplayBuffer(r["capacity"], M.replay_fields(self.lay), r["device"])
             self.shared_gen = make_generator(0, r["device"])  # minibatches and frozen actions: the same draws on every worker
             self.cur: dict[str, Any] = {}
 
@@ -229,9 +226,9 @@ class AgentWorker:
         out = []
         for g, ix in self.members.items():
             info, m = self.infos[g], len(ix)
-            x = d["next_obs"][:, :, self.agents[g], : info["obs_dim"]]  # (L, S, m_g, D)
+            x = d["next_obs"][:, :, self.agents[g], : info.obs_dim]  # (L, S, m_g, D)
             z = self.target_actor[g](x.permute(2, 0, 1, 3).reshape(m, L * S, -1)).reshape(m, L, S, -1)
-            a = one_hot_sample(z, self.generator) if info["discrete"] else self.policy.box(g, z)
+            a = one_hot_sample(z, self.generator) if info.discrete else self.policy.box(g, z)
             out.append(M.pad_last(a, self.lay.act_max))
         return torch.cat(out, 0)
 
@@ -257,9 +254,9 @@ class AgentWorker:
         own_a, reg = [], torch.zeros(())
         for g, rows in self.rows.items():
             info = self.infos[g]
-            z = self.policy.actors[g](d1["obs"][self.ar[rows], :, self.la[rows], : info["obs_dim"]])  # (m_g, S, D)
+            z = self.policy.actors[g](d1["obs"][self.ar[rows], :, self.la[rows], : info.obs_dim])  # (m_g, S, D)
             reg = reg + z.pow(2).mean((1, 2)).sum()
-            a = gumbel_softmax(z, cfg.gumbel_temperature, hard=True, generator=self.generator) if info["discrete"] else self.policy.box(g, z)
+            a = gumbel_softmax(z, cfg.gumbel_temperature, hard=True, generator=self.generator) if info.discrete else self.policy.box(g, z)
             own_a.append(M.pad_last(a, self.lay.act_max))
         aloss = M.policy_loss(self.critic, d1, torch.cat(own_a, 0), reg, self.la, self.ar, self.centralised, cfg.actor_reg)
         self.opts["actor"].zero_grad(set_to_none=True)
@@ -335,12 +332,12 @@ class AgentWorker:
         for g in self.full.trained:
             s, e = lay.learner_block(g)
             y = every[:, s:e]
-            acts[g] = y[..., 0].long() if lay.groups[g]["discrete"] else y[..., : lay.groups[g]["action_dim"]]
+            acts[g] = y[..., 0].long() if lay.groups[g].discrete else y[..., : lay.groups[g].action_dim]
         self.cur = step_env(self.env, self.full, lay, self.frozen, self.cur, acts, self.shared_gen, self.buf, episodes)
 
     def _update_allreduce(self) -> tuple[dict[str, float], float]:
         lay = self.lay
-        d = M._learner_batch(self.buf, lay, self.cfg.batch_size, self.shared_gen)
+        d = M.learner_batch(self.buf, lay, self.cfg.batch_size, self.shared_gen)
         tg, comm = self.gather_blocks(self.target(d), 0)  # (L, L, S, act_max): learner j's target actions on every batch
         a_next = torch.zeros(*d["next_obs"].shape[:2], lay.n_agents, lay.act_max, device=d["next_obs"].device)
         a_next[:, :, list(lay.learner_agent)] = tg.permute(1, 2, 0, 3)  # one scatter, no loop over agents
@@ -402,7 +399,7 @@ class SamplerWorker:
 
     def sample(self, S: int) -> dict[str, torch.Tensor]:
         with self.lock:
-            return M._learner_batch(self.learner.buf, self.learner.lay, S, self.sample_gen)
+            return M.learner_batch(self.learner.buf, self.learner.lay, S, self.sample_gen)
 
     def set_actors(self, state: dict[str, torch.Tensor]) -> None:
         with self.lock:
@@ -510,7 +507,7 @@ def train_model_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: bo
 
         spool = WorkerPool([samp], ["sampler"], dcfg, samp_rejoin, samp_lost)
     else:
-        buf = None if allreduce else ReplayBuffer(capacity, M._replay_fields(lay), device)  # allreduce: the workers hold it
+        buf = None if allreduce else ReplayBuffer(capacity, M.replay_fields(lay), device)  # allreduce: the workers hold it
         gen = make_generator(seed + 7919, device)
         cur = {"obs": env.reset(), "state": env.state(), "fh": {g: None for g in frozen}}
 
@@ -533,7 +530,7 @@ def train_model_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: bo
             ray.get(samp.set_actors.remote(assemble_policy()))
         else:
             env_restore(env, resumed["env"])
-            cur = M._to_device(resumed["cur"], device)
+            cur = tree_to_device(resumed["cur"], device)
             if allreduce:
                 rep.update(env=resumed["env"], cur=cur, shared_gen=resumed.get("shared_gen", gen.get_state()))
     if allreduce:
@@ -551,7 +548,7 @@ def train_model_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: bo
 
     def get_batch() -> tuple[Any, dict[str, torch.Tensor] | None]:
         if samp is None:
-            d = M._learner_batch(buf, lay, cfg.batch_size, gen)
+            d = M.learner_batch(buf, lay, cfg.batch_size, gen)
             return ray.put(d), d
         ref = samp.sample.remote(cfg.batch_size)
         return ref, (ray.get(ref) if frozen else None)

@@ -77,3 +77,28 @@ def gaussian_entropy(log_std: Tensor, shape: torch.Size | tuple[int, ...]) -> Te
     """Entropy of the diagonal Gaussian, summed over ``d``, expanded to ``shape`` (the leading dims)."""
     h = (log_std + 0.5 * (1.0 + math.log(2.0 * math.pi))).sum(-1)
     return h.expand(shape)
+
+
+# ---------------------------------------------------------------------- Box actions
+def box_bounds(low: tuple[float, ...] | list[float], high: tuple[float, ...] | list[float]) -> tuple[Tensor, Tensor, Tensor]:
+    """A Box's bounds as ``(low, high, bounded)`` tensors ``(d,)`` for ``unit_to_box``.
+
+    Dimensions with an infinite bound are marked unbounded and get ``[-1, 1]`` placeholders (their
+    actions pass through ``unit_to_box`` unchanged).
+    """
+    lo, hi = torch.tensor(low, dtype=torch.float32), torch.tensor(high, dtype=torch.float32)
+    if lo.shape != hi.shape or lo.dim() != 1:
+        raise ValueError(f"Box bounds must be two vectors of one length, got low {tuple(lo.shape)} and high {tuple(hi.shape)}")
+    bounded = torch.isfinite(lo) & torch.isfinite(hi)
+    return torch.where(bounded, lo, torch.full_like(lo, -1.0)), torch.where(bounded, hi, torch.full_like(hi, 1.0)), bounded
+
+
+def unit_to_box(raw: Tensor, low: Tensor, high: Tensor, bounded: Tensor) -> Tensor:
+    """Actions ``(..., d)`` in ``[-1, 1]`` units -> env actions inside ``[low, high]``.
+
+    ``raw`` is clipped to ``[-1, 1]`` and mapped affinely onto the Box (the Gaussian policies of PPO
+    and the MS-MARL family sample in ``[-1, 1]`` units; their log-probabilities are those of the
+    unclipped sample). Unbounded dimensions (``bounded`` False, from ``box_bounds``) pass through.
+    """
+    scaled = low + (raw.clamp(-1.0, 1.0) + 1.0) * 0.5 * (high - low)
+    return torch.where(bounded, scaled, raw)
