@@ -53,6 +53,25 @@ class AlgoEntry:
     summary: str = ""
 
 
+@dataclass(frozen=True)
+class Smoke:
+    """An algorithm's smoke settings, declared on its Config as ``SMOKE: ClassVar[Smoke]`` and used by
+    ``maestro.algos.check.check_algo`` (the algorithms' conformance suite, run over the registry).
+
+    Attributes:
+        config: overrides of the Config's defaults, small enough that a few iterations on a handful
+            of env copies really update every network (small networks and batches, a short warm-up).
+        num_envs: env copies ``B`` of the check's runs.
+        iterations: iterations of each run (>= 2, and updates must have started before the last).
+        stop_at: the iteration after which the resume check interrupts a run (``1 <= stop_at < iterations``).
+    """
+
+    config: dict[str, Any] = field(default_factory=dict)
+    num_envs: int = 4
+    iterations: int = 2
+    stop_at: int = 1
+
+
 _ENVS: dict[str, EnvEntry] = {}
 _ALGOS: dict[str, AlgoEntry] = {}
 _loaded = False

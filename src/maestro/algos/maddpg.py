@@ -53,7 +53,7 @@ import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +67,7 @@ from maestro.core.schedules import off_policy_updates
 from maestro.core.seeding import make_generator
 from maestro.nn.gumbel import gumbel_softmax, one_hot_sample
 from maestro.nn.heads import categorical_entropy, gaussian_entropy, gaussian_log_prob
-from maestro.registry import register_algo
+from maestro.registry import Smoke, register_algo
 from maestro.spec import EnvSpec, GroupLayout, group_layout, layouts_from_dicts, layouts_to_dicts
 
 CAPABILITIES = frozenset({"discrete", "continuous", "multi_group", "off_policy"})
@@ -127,6 +127,11 @@ class Config:
     """Vectorised env steps per logged iteration (0: one episode length, ``spec.max_steps``)."""
     checkpoint_replay: bool = True
     """Save the replay buffer in checkpoints (a resumed run then continues exactly; costs disk)."""
+
+    SMOKE: ClassVar[Smoke] = Smoke(
+        config={"hidden": (16,), "buffer_size": 512, "batch_size": 8, "warmup_steps": 8, "update_every": 4, "updates_per_step": 0.25, "iteration_steps": 3}
+    )
+    """``check_algo``'s settings: with 4 copies, updates start at the second env step (one per step)."""
 
     def __post_init__(self) -> None:
         for name in ("buffer_size", "batch_size", "update_every", "ensemble_size"):

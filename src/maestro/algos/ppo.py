@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +39,6 @@ from maestro.core.returns import gae, standardise, weighted_mean
 from maestro.core.run import Run, env_restore, env_snapshot
 from maestro.core.schedules import linear, set_learning_rates
 from maestro.core.seeding import make_generator
-from maestro.envs.api import BatchedEnv
 from maestro.nn.heads import (
     categorical_log_prob,
     categorical_log_prob_entropy,
@@ -52,7 +51,7 @@ from maestro.nn.heads import (
     unit_to_box,
 )
 from maestro.nn.mlp import MLP
-from maestro.registry import register_algo
+from maestro.registry import Smoke, register_algo
 from maestro.spec import EnvSpec, GroupLayout, group_layout, layouts_from_dicts, layouts_to_dicts
 
 CAPABILITIES = frozenset({"discrete", "continuous", "multi_group", "action_mask", "alive_mask", "on_policy"})
@@ -115,6 +114,9 @@ class Config:
     agent-specific global state); ignored by IPPO, whose critic sees only the observation."""
     init_log_std: float = -0.5
     """Initial log standard deviation of continuous actions, in the [-1, 1] action scale."""
+
+    SMOKE: ClassVar[Smoke] = Smoke(config={"rollout_steps": 4, "epochs": 2, "minibatches": 2, "hidden": (16,)})
+    """``check_algo``'s settings: every iteration updates (4 steps x 4 copies, two minibatches)."""
 
     def __post_init__(self) -> None:
         for name in ("rollout_steps", "epochs", "minibatches"):

@@ -38,7 +38,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ from maestro.nn.heads import (
 )
 from maestro.nn.master_slave import MasterSlaveNet
 from maestro.nn.recurrent import Hidden, ModelOut, reset_hidden
-from maestro.registry import register_algo
+from maestro.registry import Smoke, register_algo
 from maestro.spec import EnvSpec, GroupLayout, group_layout, layouts_from_dicts, layouts_to_dicts
 
 ModelName = Literal["independent", "commnet", "bicnet", "ms_marl", "ms_marl_gcm"]
@@ -131,6 +131,9 @@ class Config:
     (combat's ``terminal_reward``, which the env gives to every unit, dead or alive): Alg. 1's
     ``R_i += r_terminal`` for every ``i`` then reaches the steps before the agent died. Off: a
     death cuts the return, as a car leaving the junction does."""
+
+    SMOKE: ClassVar[Smoke] = Smoke(config={"hidden_size": 8})
+    """``check_algo``'s settings: one update per batch of 4 episodes, small recurrent states."""
 
     def __post_init__(self) -> None:
         if self.hidden_size < 1 or self.comm_steps < 1:

@@ -55,6 +55,7 @@ these modes (a resumed run refills it).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import threading
@@ -70,7 +71,7 @@ from maestro.core.replay import ReplayBuffer
 from maestro.core.run import env_restore, env_snapshot
 from maestro.core.schedules import off_policy_updates
 from maestro.core.seeding import make_generator, seed_everything
-from maestro.spec import group_layout
+from maestro.spec import GroupLayout, group_layout
 from maestro.distributed import gloo
 from maestro.distributed.common import DistributedConfig, combine_stats, make_learner, make_worker_env
 from maestro.distributed.genetic import LazyPolicy, worker_logging
@@ -134,7 +135,7 @@ def block_members(lay: M.AgentLayout, start: int, stop: int) -> dict[str, list[i
     return out
 
 
-def block_obs(policy: M.Policy, groups: dict[str, Any], members: dict[str, list[int]], obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def block_obs(policy: M.Policy, groups: dict[str, GroupLayout], members: dict[str, list[int]], obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The observations ``{g: (B, m_g, *obs_shape)}`` of a block's agents (``block_members``) out of the env's."""
     out = {}
     for g, ix in members.items():
@@ -161,7 +162,7 @@ class AgentWorker:
             in ``blocks`` (and its rank in the gloo group).
     """
 
-    def __init__(self, cfg: M.Config, centralised: bool, groups: dict[str, Any], trained: list[str], blocks: list[tuple[int, int]], w: int, seed: int, log_path: str | None = None, replica: dict[str, Any] | None = None) -> None:
+    def __init__(self, cfg: M.Config, centralised: bool, groups: dict[str, GroupLayout], trained: list[str], blocks: list[tuple[int, int]], w: int, seed: int, log_path: str | None = None, replica: dict[str, Any] | None = None) -> None:
         torch.set_num_threads(1)
         worker_logging(log_path)
         seed_everything(seed)
@@ -171,7 +172,7 @@ class AgentWorker:
         self.blocks, (self.s, self.e) = [tuple(b) for b in blocks], tuple(blocks[w])
         self.m_max = max(e - s for s, e in self.blocks)
         self.members = block_members(lay, self.s, self.e)
-        self.infos = {g: dict(groups[g], n_agents=len(ix)) for g, ix in self.members.items()}
+        self.infos = {g: dataclasses.replace(groups[g], n_agents=len(ix)) for g, ix in self.members.items()}
         self.rows, self.agents, r = {}, {}, 0  # per group: the block's rows (its learners) and their agents' indices
         for g, ix in self.members.items():
             self.rows[g], r = slice(r, r + len(ix)), r + len(ix)
