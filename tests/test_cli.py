@@ -258,3 +258,20 @@ def test_demo_runs_the_ms_marl_combat_pipeline(tmp_path, capsys):
     assert (run_dir / "action_components.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["demo", "ippo/simple_spread", "--out", str(out)]) == 2
     assert "--env-steps" in capsys.readouterr().err
+
+
+def test_closed_pipe_exits_quietly():
+    """`maestro list | head`: the reader is gone before maestro writes; no traceback, SIGPIPE's status."""
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to the pipe now fails with EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "maestro.cli", "list"], stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+    assert proc.stderr == ""
+    assert proc.returncode == 141

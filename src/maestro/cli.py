@@ -319,6 +319,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+EXIT_BROKEN_PIPE = 128 + 13
+"""Exit status when the reader of standard output went away (as a process killed by SIGPIPE)."""
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null so that Python's final flush does not fail again
+    (the recipe of the Python docs, "Note on SIGPIPE")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real file descriptor (stdout replaced in-process)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``maestro`` script; returns the exit status."""
     from maestro.config import ConfigError
@@ -330,7 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     user_errors: tuple[type[BaseException], ...] = (_UserError, ConfigError, CheckpointError, RunDirError, FileNotFoundError)
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return status
+    except BrokenPipeError:  # the reader closed the pipe (`maestro list | head`): stop quietly
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except user_errors as err:
         if os.environ.get("MAESTRO_DEBUG"):
             raise
