@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 EXTRAS ?= dev,bench,distributed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench clean check-cpu
+.PHONY: install demo test bench clean check-cpu lint-imports
 
 install: $(STAMP)
 
@@ -27,8 +27,13 @@ check-cpu:
 demo: $(STAMP)
 	$(PY) -m maestro.demo
 
+# The layers of DESIGN.md are a contract (pyproject.toml, [tool.importlinter]): checked before the tests.
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+lint-imports: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 
 bench: $(STAMP)
 	$(PY) benchmarks/env_throughput.py
