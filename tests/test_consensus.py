@@ -9,6 +9,7 @@ from maestro.core.consensus import (
     admm_round,
     complete_graph,
     consensus_residual,
+    edge_matchings,
     edge_schedule,
     graph_from_edges,
     init_admm,
@@ -195,3 +196,23 @@ def test_bad_arguments_are_refused():
         make_graph("star", 3)
     with pytest.raises(ValueError, match=r"expected \(N,\) and \(N, \*S\)"):
         quadratic_local_updates(torch.ones(3), torch.zeros(2, 4))
+
+
+def test_rounds_on_a_matching_commute():
+    graph = ring_graph(6)
+    matchings = edge_matchings(graph)
+    assert [m.tolist() for m in matchings] == [[0, 2, 4], [1, 3, 5]]
+    assert len(edge_matchings(ring_graph(5))) == 3
+    for m in edge_matchings(complete_graph(5)):
+        nodes = graph_from_edges(5, complete_graph(5).edges.tolist()).edges[m].reshape(-1).tolist()
+        assert len(nodes) == len(set(nodes))
+    weights, centres = quadratic_problem(6, size=8)
+    updates = quadratic_local_updates(weights, centres)
+    states = []
+    for order in ([0, 2, 4, 1, 3, 5] * 3, [4, 0, 2, 5, 1, 3] * 3):
+        state = init_admm(graph, torch.zeros_like(centres))
+        for edge in order:
+            admm_round(state, graph, edge, updates, 1.0)
+        states.append(state)
+    assert torch.equal(states[0].x, states[1].x)
+    assert torch.equal(states[0].z, states[1].z) and torch.equal(states[0].multipliers, states[1].multipliers)

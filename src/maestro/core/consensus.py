@@ -202,6 +202,28 @@ def edge_schedule(
     raise ValueError(f"edge_schedule: order {order!r}, expected 'round_robin' or 'random'")
 
 
+def edge_matchings(graph: CommGraph) -> list[Tensor]:
+    """A partition of the edges into matchings (sets of edges with no common node), each ``(E_k,)`` int64.
+
+    Rounds on the edges of one matching commute (each reads and writes only its own endpoints' ``x``
+    and its own and incident edges' ``z``, ``lambda``, and no two share an endpoint), so a matching can
+    be run at once, e.g. its local steps in parallel, with exactly the result of running its edges one
+    by one. Greedy colouring in edge order: a ring of even length gives 2 matchings, an odd one 3.
+    """
+    matchings: list[list[int]] = []
+    used: list[set[int]] = []
+    for e, (i, j) in enumerate(graph._pairs):
+        for k, nodes in enumerate(used):
+            if i not in nodes and j not in nodes:
+                matchings[k].append(e)
+                nodes.update((i, j))
+                break
+        else:
+            matchings.append([e])
+            used.append({i, j})
+    return [torch.tensor(m, dtype=torch.int64) for m in matchings]
+
+
 @dataclass
 class AdmmState:
     """The iterate of the asynchronous ADMM (mutated in place by ``admm_round``).
