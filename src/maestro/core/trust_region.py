@@ -6,9 +6,9 @@ surrogate ``L(theta)`` subject to the mean KL ``D(theta_old || theta) <= delta``
 ``L ~ g^T s`` and the quadratic model ``D ~ 0.5 s^T F s`` (``F`` the Hessian of the mean KL at
 ``theta_old``, i.e. the Fisher information matrix, Appendix C of the paper) the step is
 ``s = sqrt(2 delta / (d^T F d)) d`` with ``d = F^{-1} g`` found by conjugate gradient from
-Fisher-vector products alone (Appendix C.1), then a backtracking line search on the true surrogate
-and KL (Appendix C: "we use a line search ... to ensure improvement of the surrogate objective and
-satisfaction of the KL divergence constraint").
+Fisher-vector products alone (Appendix C), then a backtracking line search on the true surrogate
+and KL, which keeps the first fraction of the step that improves the surrogate and meets the KL
+bound.
 
 MATRPO (Li & He, arXiv 2010.07916, Sections IV-C and V-B) runs one such step per agent and per ADMM
 round on the agent's augmented Lagrangian instead of the plain surrogate: hence ``trpo_step`` takes
@@ -89,7 +89,7 @@ def make_fisher_vector_product(
     The KL and its gradient graph are built once, here; each product is then one backward pass
     (Pearlmutter 1994, "Fast exact multiplication by the Hessian"), so conjugate gradient's ``k``
     products cost ``k`` backwards, not ``2k`` forwards and backwards. To use a subsample of the batch
-    (TRPO's Appendix C.1 uses 10 %; the authors of MATRPO every 5th sample), give a ``kl_fn`` that
+    (the TRPO paper uses a 10 % subsample; the MATRPO authors' code every 5th sample), give a ``kl_fn`` that
     evaluates the subsample. ``damping`` (``lambda`` in ``F + lambda I``) keeps the system positive
     definite when ``F`` is singular (it always is for over-parameterised networks).
 
