@@ -10,11 +10,13 @@ from maestro.core.consensus import (
     complete_graph,
     consensus_residual,
     edge_matchings,
+    edge_update,
     edge_schedule,
     graph_from_edges,
     init_admm,
     line_graph,
     make_graph,
+    node_target,
     quadratic_consensus_minimiser,
     quadratic_local_updates,
     ring_graph,
@@ -196,6 +198,12 @@ def test_bad_arguments_are_refused():
         make_graph("star", 3)
     with pytest.raises(ValueError, match=r"expected \(N,\) and \(N, \*S\)"):
         quadratic_local_updates(torch.ones(3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match=r"signs \(3,\), expected \(d, \*S\), \(d, \*S\) and \(d,\)"):
+        node_target(torch.zeros(2, 4), torch.zeros(2, 4), torch.ones(3), 1.0)
+    with pytest.raises(ValueError, match=r"x_j \(5,\)"):
+        edge_update(torch.zeros(4), torch.zeros(5), torch.zeros(4), 1.0)
+    with pytest.raises(ValueError, match="graph_from_edges"):
+        type(graph)(3, graph.edges)
 
 
 def test_rounds_on_a_matching_commute():
@@ -281,3 +289,35 @@ def test_local_trust_region_steps_as_proximal_solvers_move_agents_towards_consen
     assert 0 < max(kls) <= 1.5 * delta
     assert outcome[1.0][0] < 0.5 * outcome[1e-6][0]
     assert outcome[1.0][1] > 0.5 * outcome[1e-6][1]
+
+
+def test_nodes_holding_only_their_own_edge_state_reproduce_the_rounds_bit_for_bit():
+    """The decentralised reading: node q keeps its own copy of (z_e, lambda_e) for its edges, computes
+    its target from them with ``node_target``, and per round only the two new local variables cross
+    the edge; both ends apply ``edge_update``. Same iterates as ``run_admm``, bit for bit."""
+    graph = graph_from_edges(5, [(0, 1), (1, 2), (2, 3), (3, 4), (0, 4), (1, 3)])
+    weights, centres = quadratic_problem(5, size=16, seed=4)
+    updates = quadratic_local_updates(weights, centres)
+    rho, rounds = 1.5, 40
+    central, _ = run_admm(graph, torch.zeros_like(centres), updates, rho, rounds, order="random",
+                          generator=torch.Generator().manual_seed(9))
+    copies = [{e: (torch.zeros(16, dtype=torch.float64), torch.zeros(16, dtype=torch.float64))
+               for e, _ in graph.incident(q)} for q in range(5)]
+    x = [torch.zeros(16, dtype=torch.float64) for _ in range(5)]
+    crossed = []
+    for edge in edge_schedule(graph, rounds, "random", torch.Generator().manual_seed(9)).tolist():
+        i, j = graph.edges[edge].tolist()
+        for q in (i, j):
+            mine = graph.incident(q)
+            z = torch.stack([copies[q][e][0] for e, _ in mine])
+            lam = torch.stack([copies[q][e][1] for e, _ in mine])
+            signs = torch.tensor([float(s) for _, s in mine])
+            x[q] = updates[q](node_target(z, lam, signs, rho), rho * len(mine))
+        crossed.append((x[i].shape, x[j].shape))  # i sends x_i to j and j sends x_j to i: nothing else
+        for q in (i, j):
+            copies[q][edge] = edge_update(x[i], x[j], copies[q][edge][1], rho)
+    assert torch.equal(torch.stack(x), central.x)
+    for e, (i, j) in enumerate(graph.edges.tolist()):
+        assert torch.equal(copies[i][e][0], copies[j][e][0]) and torch.equal(copies[i][e][1], copies[j][e][1])
+        assert torch.equal(copies[i][e][0], central.z[e]) and torch.equal(copies[i][e][1], central.multipliers[e])
+    assert len(crossed) == rounds

@@ -79,9 +79,13 @@ class CommGraph:
     edges: Tensor
     _incident: tuple[tuple[tuple[int, int], ...], ...] = field(repr=False, compare=False, default=())
     _pairs: tuple[tuple[int, int], ...] = field(repr=False, compare=False, default=())
-    # per node: indices of the incident edges where it is the first / the second endpoint
-    _first: tuple[Tensor, ...] = field(repr=False, compare=False, default=())
-    _second: tuple[Tensor, ...] = field(repr=False, compare=False, default=())
+    # per node: its incident edges' indices (E_q,) and signs s_eq (E_q,) float64, in ``incident`` order
+    _index: tuple[Tensor, ...] = field(repr=False, compare=False, default=())
+    _sign: tuple[Tensor, ...] = field(repr=False, compare=False, default=())
+
+    def __post_init__(self) -> None:
+        if len(self._pairs) != int(self.edges.shape[0]) or len(self._index) != self.num_nodes:
+            raise ValueError("CommGraph: build graphs with graph_from_edges / ring_graph / line_graph / complete_graph")
 
     @property
     def num_edges(self) -> int:
@@ -148,9 +152,9 @@ def graph_from_edges(num_nodes: int, edges: Sequence[Sequence[int]] | Tensor) ->
         tuple((e, 1 if i == node else -1) for e, (i, j) in enumerate(ordered) if node in (i, j))
         for node in range(num_nodes)
     )
-    first = tuple(torch.tensor([e for e, sg in inc if sg > 0], dtype=torch.int64) for inc in incident)
-    second = tuple(torch.tensor([e for e, sg in inc if sg < 0], dtype=torch.int64) for inc in incident)
-    return CommGraph(num_nodes, torch.tensor(ordered, dtype=torch.int64), incident, tuple(ordered), first, second)
+    index = tuple(torch.tensor([e for e, _ in inc], dtype=torch.int64) for inc in incident)
+    sign = tuple(torch.tensor([float(sg) for _, sg in inc], dtype=torch.float64) for inc in incident)
+    return CommGraph(num_nodes, torch.tensor(ordered, dtype=torch.int64), incident, tuple(ordered), index, sign)
 
 
 def ring_graph(num_nodes: int) -> CommGraph:
@@ -253,12 +257,45 @@ def init_admm(graph: CommGraph, x0: Tensor) -> AdmmState:
     return AdmmState(x, z, torch.zeros_like(z))
 
 
+def node_target(z: Tensor, multipliers: Tensor, signs: Tensor, rho: float) -> Tensor:
+    """``v_q = mean_e (z_e - s_eq lambda_e / rho)`` ``(*S)``, the point node ``q``'s proximal term pulls towards.
+
+    Only node ``q``'s own copies of its edges' state are needed, so an agent in its own process calls
+    this on what it holds, with exactly the arithmetic of ``admm_round``.
+
+    Args:
+        z: ``(d_q, *S)`` the estimates of the edges at ``q`` (in ``graph.incident(q)`` order).
+        multipliers: ``(d_q, *S)`` their multipliers.
+        signs: ``(d_q,)`` ``+1`` where ``q`` is the edge's first endpoint, ``-1`` otherwise.
+        rho: ADMM penalty.
+    """
+    if z.shape != multipliers.shape or signs.dim() != 1 or signs.shape[0] != z.shape[0]:
+        raise ValueError(
+            f"node_target: z {tuple(z.shape)}, multipliers {tuple(multipliers.shape)} and signs "
+            f"{tuple(signs.shape)}, expected (d, *S), (d, *S) and (d,)"
+        )
+    signs = signs.to(dtype=z.dtype, device=z.device).reshape((-1,) + (1,) * (z.dim() - 1))
+    return (z - signs * multipliers / rho).mean(0)
+
+
+def edge_update(x_first: Tensor, x_second: Tensor, multiplier: Tensor, rho: float) -> tuple[Tensor, Tensor]:
+    """The edge step of a round: ``(z_e, lambda_e) = ((x_i + x_j)/2, lambda_e + (rho/2)(x_i - x_j))``, each ``(*S)``.
+
+    ``x_first`` is the smaller endpoint's variable. Both endpoints of a decentralised run apply it to
+    the same two tensors and so hold the same ``z_e`` and ``lambda_e``.
+    """
+    if x_first.shape != x_second.shape or multiplier.shape != x_first.shape:
+        raise ValueError(
+            f"edge_update: x_i {tuple(x_first.shape)}, x_j {tuple(x_second.shape)} and multiplier "
+            f"{tuple(multiplier.shape)} must have the same shape S"
+        )
+    return 0.5 * (x_first + x_second), multiplier + (0.5 * rho) * (x_first - x_second)
+
+
 def proximal_target(state: AdmmState, graph: CommGraph, node: int, rho: float) -> Tensor:
-    """``v_q`` ``(*S)``: the point node ``q``'s proximal term pulls towards (mean over its edges of ``z_e - s_eq lambda_e / rho``)."""
-    first, second = graph._first[node], graph._second[node]
-    total = state.z[first].sum(0) + state.z[second].sum(0)
-    signed_multipliers = state.multipliers[first].sum(0) - state.multipliers[second].sum(0)
-    return (total - signed_multipliers / rho) / (first.numel() + second.numel())
+    """``node_target`` of ``node`` from the whole state ``(*S)``."""
+    index = graph._index[node]
+    return node_target(state.z[index], state.multipliers[index], graph._sign[node], rho)
 
 
 def admm_round(
@@ -294,9 +331,7 @@ def admm_round(
                 f"expected {tuple(state.x.shape[1:])}"
             )
         state.x[q] = new
-    difference = state.x[i] - state.x[j]
-    state.z[edge] = 0.5 * (state.x[i] + state.x[j])
-    state.multipliers[edge] += 0.5 * rho * difference
+    state.z[edge], state.multipliers[edge] = edge_update(state.x[i], state.x[j], state.multipliers[edge], rho)
     state.rounds += 1
     return state
 
