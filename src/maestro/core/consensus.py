@@ -39,7 +39,10 @@ target of step 1 is ``v_q = mean over incident e of (z_e - s_eq lambda_e / rho)`
 ``s_eq = +1`` if ``q`` is the edge's first (smaller) endpoint and ``-1`` otherwise. This module stores
 exactly that state, which is what each endpoint of an edge holds in a decentralised run; the only
 values that cross an edge in a round are the two endpoints' new ``x_i``, ``x_j`` (each side then
-computes the same ``z_e`` and ``lambda_e``).
+computes the same ``z_e`` and ``lambda_e``). A round is ``node_target`` (step 1's ``v_q``), the local
+update and ``edge_update`` (step 2); an agent in its own process calls the same two functions on
+its own copies and gets the in-process iterates bit for bit. Rounds on edges with no common node
+commute (``edge_matchings`` partitions the edges into such sets).
 
 **Vectorised.** Each node's variable is a tensor of any shape ``S`` (e.g. ``(T*B,)`` log-ratios,
 or ``(N, T*B)``), the state holds ``x`` ``(N, *S)``, ``z`` and ``lambda`` ``(E, *S)``, and a round is a
