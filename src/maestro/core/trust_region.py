@@ -119,13 +119,17 @@ def make_fisher_vector_product(
         grad_dot_v = sum((grads[k] * pieces[k].view_as(grads[k])).sum() for k in used)
         hvps = torch.autograd.grad(grad_dot_v, [plist[k] for k in used], retain_graph=True, allow_unused=True)
         by_index = {k: h for k, h in zip(used, hvps) if h is not None}
-        flat = torch.cat([by_index[k].reshape(-1) if k in by_index else torch.zeros_like(pieces[k]) for k in range(len(plist))])
+        flat = torch.cat(
+            [by_index[k].reshape(-1) if k in by_index else torch.zeros_like(pieces[k]) for k in range(len(plist))]
+        )
         return flat.detach() + damping * vector
 
     return fvp
 
 
-def fisher_vector_product(kl_fn: Callable[[], Tensor], params: ParamsLike, vector: Tensor, damping: float = 0.0) -> Tensor:
+def fisher_vector_product(
+    kl_fn: Callable[[], Tensor], params: ParamsLike, vector: Tensor, damping: float = 0.0
+) -> Tensor:
     """``(F + damping I) v`` ``(P,)`` for one vector ``v`` ``(P,)``; see ``make_fisher_vector_product``."""
     return make_fisher_vector_product(kl_fn, params, damping)(vector)
 
