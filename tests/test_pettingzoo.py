@@ -53,7 +53,7 @@ class AbsentToy(ToyEnv):
 
 
 def toy_parallel(cls=ToyEnv, seed=0):
-    return to_parallel_env(cls(ToyConfig(), num_envs=1, seed=seed))
+    return to_parallel_env(cls(ToyConfig(), num_envs=1, seed=seed), render_mode="rgb_array")
 
 
 # ------------------------------------------------------------------ maestro -> PettingZoo
@@ -72,7 +72,7 @@ def test_particle_passes_pettingzoo_tests(name, kw):
         warnings.simplefilter("error")
         parallel_api_test(to_parallel_env(name, seed=0, **kw), num_cycles=60)
     parallel_seed_test(lambda: to_parallel_env(name, seed=0, **kw))
-    env = to_parallel_env(name, seed=0, **kw)
+    env = to_parallel_env(name, seed=0, render_mode="rgb_array", **kw)
     obs, _ = env.reset(seed=1)
     assert env.state().shape == env.state_space.shape
     for a in env.agents:
