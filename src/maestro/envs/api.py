@@ -22,6 +22,8 @@ hierarchy.
 from __future__ import annotations
 
 import abc
+import copy
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -168,10 +170,23 @@ class BatchedEnv(abc.ABC):
     Subclasses set ``self.spec`` in ``__init__`` (after calling ``super().__init__``) and implement
     the hooks. ``B = num_envs`` copies live on ``device``; randomness comes from ``self.rng``, a
     ``torch.Generator`` on that device seeded by ``seed``, so that a seed fixes every trajectory.
+
+    Copies: ``copy.deepcopy(env)`` is exact (same world, same generator state, so the same future).
+    A pickled and unpickled env (cloudpickle, ``multiprocessing``, SuperSuit's ``concat_vec_envs_v1``)
+    keeps its world but draws a fresh ``seed`` from the operating system and reseeds ``rng`` with it,
+    so that independent copies made by pickling play independent episodes unless seeded, as MPE2's
+    envs do (their ``EzPickle`` rebuilds them with a fresh seed); ``reset(seed=s)`` makes a copy
+    reproducible again. maestro's own Ray workers build their envs with explicit seeds and move env
+    state with ``get_state``/``rng.get_state()``, never by pickling an env, so this does not touch them.
     """
 
     spec: EnvSpec
     registered_name: str = ""
+    reference_name: str = ""
+    """Versioned name of the PettingZoo env this one mirrors (``"simple_spread_v3"``), or ``""``;
+    ``to_parallel_env`` reports it as ``metadata["name"]``."""
+    render_fps: int = 10
+    """Frames per second at which ``render()`` frames are meant to be played (MPE2's 10)."""
 
     def __init__(self, cfg: Any, num_envs: int, seed: int, device: str | torch.device) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
@@ -326,9 +341,32 @@ class BatchedEnv(abc.ABC):
     def close(self) -> None:
         """Release resources (nothing to release for pure-torch envs)."""
 
+    # ------------------------------------------------------------------ copies (class docstring)
+    def __deepcopy__(self, memo: dict[int, Any]) -> "BatchedEnv":
+        """An exact copy: every attribute deep-copied, the generator state included."""
+        return exact_deepcopy(self, memo)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickling: restore the attributes, then draw a fresh seed (a new generator, so that a
+        shallow ``copy.copy`` never reseeds the original's generator)."""
+        self.__dict__.update(state)
+        self.seed = secrets.randbits(63)
+        self.rng = torch.Generator(device=self.device)
+        self.rng.manual_seed(self.seed)
+
     def __repr__(self) -> str:
         groups = ", ".join(f"{g}×{gs.n_agents}" for g, gs in self.spec.groups.items())
         return f"{type(self).__name__}({self.spec.name!r}, num_envs={self.num_envs}, groups=[{groups}], device={self.device})"
+
+
+def exact_deepcopy(obj: Any, memo: dict[int, Any]) -> Any:
+    """``copy.deepcopy``'s default copy of a plain object (``__dict__`` deep-copied, no ``__setstate__``),
+    for classes whose ``__setstate__`` does more than restore, such as ``BatchedEnv``'s fresh seed."""
+    cls = type(obj)
+    new = cls.__new__(cls)
+    memo[id(obj)] = new
+    new.__dict__.update(copy.deepcopy(obj.__dict__, memo))
+    return new
 
 
 def group_spec(name: str, n_agents: int, obs_dim: int | tuple[int, ...], action_space: gspaces.Space, **kw: Any) -> GroupSpec:

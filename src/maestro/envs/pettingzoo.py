@@ -24,8 +24,30 @@ Two converters:
     action is ignored (as in the batched contract). On the final step ``infos[..]["alive"]`` is the
     presence at the start of that step (the batched env reports presence after its auto-reset).
     Agents missing from the ``actions`` dict take action 0 (Discrete) or the point of the Box
-    nearest 0. ``render()`` draws the env's current world, i.e. after the final step of an episode
-    it shows the first frame of the next one.
+    nearest 0.
+
+    Actions are checked as strictly as MPE2 checks them (``Discrete.contains``), with an error that
+    names the agent instead of a bare assertion: a ``Discrete`` action is one integer scalar
+    (``int``, ``np.int64``, a 0-d integer array; ``np.array([2])``, ``2.0`` and ``True`` are
+    refused, the message giving the expected and the received shape or type) in ``[0, n)``; a
+    ``Box`` action is a ``(d,)`` array inside the bounds (no clipping).
+
+    Rendering and metadata (PettingZoo's conventions): ``render_mode`` is ``None`` (the default:
+    ``render()`` warns and returns ``None``) or ``"rgb_array"`` (``render()`` returns the
+    ``(H, W, 3)`` uint8 frame of the env's current world, i.e. after the final step of an episode
+    the first frame of the next one). ``"human"`` is refused with a ``ValueError``: showing a
+    window needs a display server, and maestro's envs only draw arrays. ``metadata`` holds
+    ``render_modes`` (``["rgb_array"]``), ``render_fps`` (the env's ``render_fps``, MPE2's 10) and
+    ``name``: the versioned name of the PettingZoo env it mirrors (``simple_spread_v3``,
+    ``simple_tag_v3``, ``collect_treasure_v1``: the env class's ``reference_name``), else the
+    registered name.
+
+    Copies: a wrapper that is pickled and unpickled (SuperSuit's ``concat_vec_envs_v1`` clones its
+    env with cloudpickle) keeps the current world but draws a fresh random stream: the wrapped
+    env gets a fresh seed (``BatchedEnv``, "Copies"), the spaces are reseeded from the operating
+    system, and the next ``reset()`` starts a new episode from that stream even if the batched env
+    had already begun one by its auto-reset. So copies start from distinct states, as MPE2's do;
+    ``reset(seed=s)`` makes any copy reproducible. ``copy.deepcopy`` stays exact.
 
 ``from_parallel_env(factory, num_envs, seed)``
     Any PettingZoo ParallelEnv as a maestro ``BatchedEnv``: ``num_envs`` instances made by
@@ -64,6 +86,10 @@ Two converters:
     ``copy.deepcopy`` except that ``gymnasium.utils.EzPickle`` objects (MPE2's raw envs), whose
     pickling rebuilds a *fresh* env from constructor arguments, are copied attribute by attribute,
     and pygame objects (render surfaces and fonts) are shared, not copied.
+
+    Pickled copies draw a fresh ``seed`` (as every ``BatchedEnv``) and their next ``reset()``
+    reseeds instance ``i`` with it plus ``i``, so copies diverge whatever the instances' own
+    pickling keeps (MPE2's instances are rebuilt fresh by their ``EzPickle``).
 """
 
 from __future__ import annotations
@@ -76,12 +102,13 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import gymnasium
 import gymnasium.spaces as gspaces
 import numpy as np
 import torch
 from torch import Tensor
 
-from maestro.envs.api import BatchedEnv, Obs
+from maestro.envs.api import BatchedEnv, Obs, exact_deepcopy
 from maestro.spec import EnvSpec, GroupSpec
 
 try:
@@ -103,6 +130,7 @@ SNAPSHOT_CAPACITY = 8192
 """Instance copies kept by the snapshot side table of ``PettingZooBatchedEnv.get_state``."""
 
 _AGENT_RE = re.compile(r"^(.+)_(\d+)$")
+_RENDER_MODES = (None, "rgb_array")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,15 +153,28 @@ class MaestroParallelEnv(ParallelEnv):
         max_cycles: the wrapped env's ``spec.max_steps`` (informative; PettingZoo's test sets it).
     """
 
-    def __init__(self, env: BatchedEnv) -> None:
+    def __init__(self, env: BatchedEnv, render_mode: str | None = None) -> None:
         if not isinstance(env, BatchedEnv):
             raise ValueError(f"to_parallel_env expects a maestro BatchedEnv, got {type(env).__name__}")
         if env.num_envs != 1:
             raise ValueError(f"to_parallel_env needs an env with num_envs=1, got num_envs={env.num_envs}")
+        if render_mode == "human":
+            raise ValueError(
+                f"to_parallel_env: render_mode='human' is not supported: it needs a window on a display server, and maestro's "
+                f"envs only draw (H, W, 3) arrays; use render_mode='rgb_array' and show or save the frames "
+                f"(maestro.envs.render.write_gif, or `maestro render RUN`)"
+            )
+        if render_mode not in _RENDER_MODES:
+            raise ValueError(f"to_parallel_env: render_mode must be one of {_RENDER_MODES}, got {render_mode!r}")
         self.env = env
         spec = env.spec
-        self.metadata = {"render_modes": ["rgb_array"], "name": spec.name, "is_parallelizable": True}
-        self.render_mode = "rgb_array"
+        self.metadata = {
+            "render_modes": ["rgb_array"],
+            "render_fps": int(env.render_fps),
+            "name": env.reference_name or spec.name,
+            "is_parallelizable": True,
+        }
+        self.render_mode = render_mode
         self.max_cycles = spec.max_steps
         self._where: dict[str, tuple[str, int]] = {}
         self.possible_agents: list[str] = []
@@ -153,6 +194,18 @@ class MaestroParallelEnv(ParallelEnv):
         self._fresh = False  # the batched env auto-reset at the end of the last episode
         self._final_state: np.ndarray | None = None
         self._alive: dict[str, np.ndarray] = {}
+
+    # -------------------------------------------------------------- copies (module docstring)
+    def __deepcopy__(self, memo: dict[int, Any]) -> "MaestroParallelEnv":
+        return exact_deepcopy(self, memo)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickling: the wrapped env has drawn a fresh seed (``BatchedEnv.__setstate__``); reseed
+        the spaces too, and make the next ``reset()`` draw a new episode from that stream."""
+        self.__dict__.update(state)
+        self._fresh = False
+        for space in (*self.observation_spaces.values(), *self.action_spaces.values()):
+            space.seed()
 
     def observation_space(self, agent: str) -> gspaces.Space:
         return self.observation_spaces[agent]
@@ -199,12 +252,20 @@ class MaestroParallelEnv(ParallelEnv):
             g, i = self._where[a]
             gs = spec.groups[g]
             arr = np.asarray(act)
-            if gs.discrete:
-                v = arr.reshape(()).item() if arr.size == 1 else None
-                ok = isinstance(v, int) and not isinstance(v, bool) or isinstance(v, float) and v.is_integer()
-                if not ok or not 0 <= int(v) < gs.action_dim:  # type: ignore[arg-type]
+            if gs.discrete:  # as strict as gymnasium's Discrete.contains (MPE2 asserts it), but bools are refused
+                if arr.shape != ():
+                    raise ValueError(
+                        f"{self.metadata['name']}: action of {a!r} must be a scalar integer (shape ()) for Discrete({gs.action_dim}), "
+                        f"got shape {arr.shape}: {act!r}"
+                    )
+                if isinstance(act, (bool, np.bool_)) or not np.issubdtype(arr.dtype, np.integer):
+                    raise ValueError(
+                        f"{self.metadata['name']}: action of {a!r} must be an integer in [0, {gs.action_dim}), got {act!r} of type {type(act).__name__}"
+                    )
+                v = int(arr)
+                if not 0 <= v < gs.action_dim:
                     raise ValueError(f"{self.metadata['name']}: action of {a!r} must be one integer in [0, {gs.action_dim}), got {act!r}")
-                batch[g][0, i] = int(v)  # type: ignore[arg-type]
+                batch[g][0, i] = v
             else:
                 box: gspaces.Box = gs.action_space  # type: ignore[assignment]
                 if arr.shape != (gs.action_dim,):
@@ -273,19 +334,32 @@ class MaestroParallelEnv(ParallelEnv):
             return self._final_state.copy()
         return self.env.state()[0].detach().cpu().numpy().astype(np.float32, copy=True)
 
-    def render(self) -> np.ndarray:
-        """RGB array ``(H, W, 3)`` uint8 of the env's current world."""
+    def render(self) -> np.ndarray | None:
+        """``render_mode="rgb_array"``: RGB array ``(H, W, 3)`` uint8 of the env's current world;
+        ``render_mode=None``: a warning and ``None`` (PettingZoo's convention)."""
+        if self.render_mode is None:
+            gymnasium.logger.warn(
+                f"{self.metadata['name']}: render() was called on an env made with render_mode=None; "
+                "pass render_mode='rgb_array' to to_parallel_env to get frames"
+            )
+            return None
         return self.env.render()
 
     def close(self) -> None:
         self.env.close()
 
 
-def to_parallel_env(env: BatchedEnv | str, **kwargs: Any) -> MaestroParallelEnv:
+def to_parallel_env(env: BatchedEnv | str, render_mode: str | None = None, **kwargs: Any) -> MaestroParallelEnv:
     """Wrap a maestro env with ``num_envs=1`` (or a registered name, made with ``kwargs``) as a ParallelEnv.
 
+    Args:
+        env: a ``BatchedEnv`` with ``num_envs=1``, or a registered name (``maestro list``).
+        render_mode: ``None`` (no frames) or ``"rgb_array"`` (module docstring).
+        **kwargs: with a name: ``seed``, ``device`` and fields of the env's config (``make_env``).
+
     Raises:
-        ValueError: ``env.num_envs != 1`` (the message names ``num_envs``).
+        ValueError: ``env.num_envs != 1`` (the message names ``num_envs``), an unknown or
+            ``"human"`` render mode, keyword arguments given with an env object.
     """
     if isinstance(env, str):
         from maestro.registry import make_env
@@ -294,7 +368,7 @@ def to_parallel_env(env: BatchedEnv | str, **kwargs: Any) -> MaestroParallelEnv:
         env = make_env(env, **kwargs)
     elif kwargs:
         raise ValueError(f"to_parallel_env: keyword arguments {sorted(kwargs)} only apply to a registered env name")
-    return MaestroParallelEnv(env)
+    return MaestroParallelEnv(env, render_mode=render_mode)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,6 +563,12 @@ class PettingZooBatchedEnv(BatchedEnv):
             self._state[i] = np.asarray(env.state(), dtype=np.float32).reshape(self._state.shape[1:])
         else:
             self._state[i] = np.concatenate([self._obs[g][i].reshape(-1) for g in self._obs])
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickling: a fresh ``seed`` (``BatchedEnv.__setstate__``), and the next ``reset()`` reseeds
+        instance ``i`` with ``seed + i``, whatever the instances' own pickling kept of their streams."""
+        super().__setstate__(state)
+        self._ever_reset = False
 
     # -------------------------------------------------------------- hooks
     def reset(self, seed: int | None = None) -> Obs:

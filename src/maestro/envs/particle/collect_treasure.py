@@ -201,6 +201,8 @@ def obs_dims(cfg: CollectTreasureConfig) -> tuple[int, int]:
 class CollectTreasure(BatchedEnv):
     """Cooperative treasure collection (MAAC / MPE2 collect_treasure_v1; MATRPO's reward variant)."""
 
+    reference_name = "collect_treasure_v1"
+
     def __init__(self, cfg: CollectTreasureConfig = CollectTreasureConfig(), num_envs: int = 1, seed: int = 0, device: str | torch.device = "cpu") -> None:
         super().__init__(cfg, num_envs, seed, device)
         C, D, T = cfg.num_collectors, cfg.num_deposits, cfg.num_treasures

@@ -130,6 +130,8 @@ def spread_obs_features(n: int) -> list[list[tuple[int | None, int | None]]]:
 class SimpleSpread(BatchedEnv):
     """Cooperative navigation: N agents cover N landmarks (MPE2 simple_spread_v3; MATRPO variant)."""
 
+    reference_name = "simple_spread_v3"
+
     def __init__(self, cfg: SpreadConfig = SpreadConfig(), num_envs: int = 1, seed: int = 0, device: str | torch.device = "cpu") -> None:
         super().__init__(cfg, num_envs, seed, device)
         N, B, dev = cfg.n_agents, num_envs, self.device

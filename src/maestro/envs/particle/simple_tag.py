@@ -124,6 +124,8 @@ def boundary_penalty(x: Tensor) -> Tensor:
 class SimpleTag(BatchedEnv):
     """Predator-prey: predators chase faster prey among obstacles (MPE2 simple_tag_v3)."""
 
+    reference_name = "simple_tag_v3"
+
     def __init__(self, cfg: TagConfig = TagConfig(), num_envs: int = 1, seed: int = 0, device: str | torch.device = "cpu") -> None:
         super().__init__(cfg, num_envs, seed, device)
         A, G, L, B, dev = cfg.num_adversaries, cfg.num_good, cfg.num_obstacles, num_envs, self.device
