@@ -86,7 +86,7 @@ def mean_se(x: torch.Tensor) -> tuple[float, float]:
     return x.mean().item(), (x.std(unbiased=True) / math.sqrt(x.numel())).item()
 
 
-def ic3net_parity(episodes: int, seed: int, reference: str | None) -> None:
+def ic3net_parity(episodes: int, seed: int, reference: str | None, rules: tuple[str, ...] = ("same_step", "next_step")) -> None:
     """Section (c): scripted-policy success and team return beside IC3Net's env (see the module docstring)."""
     ref = {}
     if reference:
@@ -98,20 +98,20 @@ def ic3net_parity(episodes: int, seed: int, reference: str | None) -> None:
     for case, difficulty, extra in IC3NET_CASES:
         for pname in ("gas", "random"):
             per_rule = {}
-            for rule in ("same_step", "next_step"):
+            for rule in rules:
                 env = maestro.make_env("traffic_junction", num_envs=episodes, seed=seed, difficulty=difficulty, slot_reuse=rule, initial_progress=1.0, **extra)
                 env.reset()
                 gen = torch.Generator().manual_seed(seed + 1)
                 pol = always_gas if pname == "gas" else (lambda e: random_actions(e, gen))
                 info = first_episode(env, pol)
                 per_rule[rule] = (env, info["success"], info["episode_return/car"].sum(-1), info["exited"])
-            for rule in ("same_step", "next_step"):
+            for rule in rules:
                 env, succ, ret, through = per_rule[rule]
-                other = per_rule["next_step" if rule == "same_step" else "same_step"]
-                differ = int(((succ != other[1]) | (ret != other[2]) | (through != other[3])).sum())
+                other = per_rule.get("next_step" if rule == "same_step" else "same_step")
+                differ = "" if other is None else str(int(((succ != other[1]) | (ret != other[2]) | (through != other[3])).sum()))
                 p = env.params
                 (ms, ss), (mr, sr), (mx, sx) = mean_se(succ), mean_se(ret), mean_se(through)
-                cells = [f"{ms:.4f} ± {ss:.4f}", f"{mr:.2f} ± {sr:.2f}", f"{mx:.2f} ± {sx:.2f}", str(differ)]
+                cells = [f"{ms:.4f} ± {ss:.4f}", f"{mr:.2f} ± {sr:.2f}", f"{mx:.2f} ± {sx:.2f}", differ]
                 r = ref.get((case, pname))
                 if r is None:
                     cells += ["", "", "", ""]
@@ -132,6 +132,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sections", default="throughput,traffic,combat,ic3net", help="comma-separated: throughput, traffic, combat, ic3net")
     ap.add_argument("--reference", default=None, help="JSON of IC3Net's figures for the ic3net section (docs/traffic_junction.md)")
+    ap.add_argument("--slot-reuse", default="same_step,next_step", help="the traffic junction's slot_reuse rules of the ic3net section")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sections = set(args.sections.split(","))
@@ -145,7 +146,10 @@ def main() -> None:
     if "combat" in sections:
         combat_section(args, gen)
     if "ic3net" in sections:
-        ic3net_parity(args.episodes, args.seed, args.reference)
+        rules = tuple(args.slot_reuse.split(","))
+        if set(rules) - {"same_step", "next_step"}:
+            ap.error(f"--slot-reuse: unknown {sorted(set(rules) - {'same_step', 'next_step'})}")
+        ic3net_parity(args.episodes, args.seed, args.reference, rules)
 
 
 def throughput_section(args: argparse.Namespace) -> None:

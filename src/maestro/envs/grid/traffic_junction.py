@@ -90,11 +90,12 @@ free before the step while one is left, and a slot freed in the same step only w
 holds which car differs, so every statistic of the junction is IC3Net's, and a slot's ``alive``
 flag drops for a step whenever the number of cars allows it). When a slot does change cars within
 a step, ``alive`` stays True: ``info["completed"]`` (``(B, N)`` bool, IC3Net's ``is_completed``)
-marks the slots whose car left in the step, and a learner cuts the returns and resets the hidden
-state there. ``slot_reuse="next_step"`` keeps an older rule of this module: a slot freed in a step
+marks the slots whose car left in the step: REINFORCE cuts the returns there, as IC3Net's trainer
+does with ``is_completed``, and the slot's recurrent state carries on to the new car, as in
+IC3Net. ``slot_reuse="next_step"`` keeps an older rule of this module: a slot freed in a step
 takes no car before the next one (entries wait while all ``n_cars`` slots are taken or just
 freed); fewer cars drive than in IC3Net, so easy and medium are slightly easier (team returns
-5–9% less negative under scripted policies; ``docs/traffic_junction.md``).
+2–9% less negative under scripted policies; ``docs/traffic_junction.md``).
 """
 
 from __future__ import annotations
