@@ -248,12 +248,25 @@ def test_entries_stop_at_the_car_limit_and_use_free_slots():
     entry_of = torch.zeros(env.n_routes, dtype=torch.long)
     for e in range(env.n_entries):
         entry_of[ent[e]] = e
-    # entries are served in order: the first three entry points got the cars
-    assert set(entry_of[s["route"]].flatten().tolist()) == {0, 1, 2}
+    # entries are served in IC3Net's order: the first three entry points of it got the cars
+    assert set(entry_of[s["route"]].flatten().tolist()) == set(env.layout.service_order[:3].tolist())
     # the first entry's car lands in a uniformly random slot
     slot_of_first = (entry_of[s["route"]] == 0).float().argmax(1)
     freq = torch.bincount(slot_of_first, minlength=3).float() / B
     assert (freq - 1 / 3).abs().max() < 0.08
+
+
+@pytest.mark.parametrize(
+    "difficulty, dim, first_cells",
+    [  # IC3Net's arrival points in the order _add_cars walks them (_set_paths_easy, get_add_mat)
+        ("easy", 7, [(0, 3), (3, 0)]),
+        ("medium", 14, [(0, 6), (13, 7), (7, 0), (6, 13)]),
+        ("hard", 18, [(0, 4), (0, 12), (5, 0), (13, 0), (17, 5), (17, 13), (4, 17), (12, 17)]),
+    ],
+)
+def test_entries_are_drawn_in_ic3net_order(difficulty, dim, first_cells):
+    lay = build_layout(difficulty, dim)
+    assert [lay.entries[e][:2] for e in lay.service_order] == first_cells
 
 
 def test_slot_reuse_rules_where_a_car_leaves_while_two_are_due():

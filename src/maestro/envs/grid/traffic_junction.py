@@ -31,7 +31,7 @@ One step, for ``B`` copies at once (tensors ``(B, N)`` over the ``N = n_cars`` c
 
 1. every car on the grid ages (``τ += 1``); cars on *gas* advance; a car that advances past the
    last cell of its route leaves (its slot becomes free, ``alive`` False);
-2. entries, in a fixed order: at each entry point a car enters with probability ``add_rate``
+2. entries, in IC3Net's order (``Layout.service_order``): at each entry point a car enters with probability ``add_rate``
    while fewer than ``N`` cars are on the grid (IC3Net's ``_add_cars``, run after the moves: a
    slot freed in step 1 counts as free, ``slot_reuse="same_step"``); it takes a uniformly random
    free slot — one that was free before the step while any is left, else one freed in step 1 —
@@ -287,6 +287,10 @@ class Layout:
         entries: ``(row, col, heading)`` of each entry point, heading in ``N/S/E/W``.
         routes: per route, its cells ``(row, col)`` from entry to exit.
         entry_routes: ``(E, K)`` route ids of each entry (every entry has ``K`` routes).
+        service_order: ``(E,)`` entry ids in the order a step draws its entries (IC3Net's
+            ``routes`` list, which ``_add_cars`` walks: entry sides top, left on easy; top,
+            bottom, left, right on medium; top, left, bottom, right on hard; along a side by
+            increasing column or row). It decides which entries get the last free slots.
     """
 
     dim: int
@@ -295,6 +299,12 @@ class Layout:
     entries: tuple[tuple[int, int, str], ...]
     routes: tuple[tuple[tuple[int, int], ...], ...]
     entry_routes: np.ndarray
+    service_order: np.ndarray
+
+
+# IC3Net's order of entry sides, by the heading of the cars entering there (S: from the top,
+# E: from the left, N: from the bottom, W: from the right): _set_paths_easy and get_add_mat.
+_SERVICE_SIDES = {"easy": "SE", "medium": "SNEW", "hard": "SENW"}
 
 
 def _lanes(difficulty: str, dim: int) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
@@ -382,7 +392,9 @@ def build_layout(difficulty: str, dim: int, route_set: str = "all") -> Layout:
         entry_routes.append(mine)
     k = {len(m) for m in entry_routes}
     assert len(k) == 1, f"entries have different route counts {k}"
-    return Layout(dim, road, junction, tuple(entries), tuple(routes), np.asarray(entry_routes, dtype=np.int64))
+    sides = _SERVICE_SIDES[difficulty]
+    order = sorted(range(len(entries)), key=lambda e: (sides.index(entries[e][2]), entries[e][1] if entries[e][2] in "SN" else entries[e][0]))
+    return Layout(dim, road, junction, tuple(entries), tuple(routes), np.asarray(entry_routes, dtype=np.int64), np.asarray(order, dtype=np.int64))
 
 
 # ---------------------------------------------------------------------------------------- the env
@@ -406,6 +418,8 @@ class TrafficJunction(BatchedEnv):
         self._route_cells = torch.as_tensor(cells, device=dev)  # (R, Lmax) flat cell index
         self._route_len = torch.as_tensor([len(r) for r in lay.routes], device=dev, dtype=torch.long)
         self._entry_routes = torch.as_tensor(lay.entry_routes, device=dev)  # (E, K)
+        self._service_order = torch.as_tensor(lay.service_order, device=dev)  # (E,) entry ids, drawn in this order
+        self._service_pos = torch.argsort(self._service_order)  # (E,) each entry's place in that order
         v = p.vision
         self._win = 2 * v + 1
         padded = np.zeros((D + 2 * v, D + 2 * v), dtype=np.float32)
@@ -500,7 +514,7 @@ class TrafficJunction(BatchedEnv):
         self.counter = self.counter + 1
         busy = self.on_grid if p.slot_reuse == "same_step" else self.on_grid | exited
         want = u[:, :E] < self.add_rate[:, None]
-        rank = want.long().cumsum(1)
+        rank = want[:, self._service_order].long().cumsum(1)[:, self._service_pos]  # (B, E): 1 + earlier wanting entries
         accept = want & (busy.sum(1, keepdim=True) + rank <= N)
         pick = (u[:, E : 2 * E] * K).long().clamp(max=K - 1)
         new_route = self._entry_routes[torch.arange(E, device=self.device)[None, :], pick]  # (B, E)
