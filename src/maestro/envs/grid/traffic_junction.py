@@ -30,10 +30,11 @@ Neither reference's hard junction has this route set: it is our reading of the p
 One step, for ``B`` copies at once (tensors ``(B, N)`` over the ``N = n_cars`` car slots):
 
 1. every car on the grid ages (``τ += 1``); cars on *gas* advance; a car that advances past the
-   last cell of its route leaves (its slot becomes free, ``alive`` False);
-2. entries, in IC3Net's order (``Layout.service_order``): at each entry point a car enters with probability ``add_rate``
-   while fewer than ``N`` cars are on the grid (IC3Net's ``_add_cars``, run after the moves: a
-   slot freed in step 1 counts as free, ``slot_reuse="same_step"``); it takes a uniformly random
+   last cell of its route leaves (its slot becomes free, ``alive`` False unless step 2 refills it);
+2. entries, in IC3Net's order (``Layout.service_order``): at each entry point a car enters with
+   probability ``add_rate`` while fewer than ``N`` cars are on the grid (IC3Net's ``_add_cars``,
+   run after the moves: a slot freed in step 1 counts as free, ``slot_reuse="same_step"``, the
+   default; ``"next_step"`` keeps it closed until the next step); it takes a uniformly random
    free slot — one that was free before the step while any is left, else one freed in step 1 —
    and a uniformly random route of that entry, starts on the route's first cell with ``τ = 0``;
 3. a collision is two or more cars in one cell (new cars included); each car in such a cell gets
