@@ -151,6 +151,21 @@ def test_traffic_returns_are_cut_where_a_car_leaves():
     assert bool(batch["left"].any()) and bool((batch["cut"] == (batch["left"] | batch["done"][..., None])).all())
 
 
+def test_traffic_returns_are_cut_where_a_slot_takes_a_new_car_in_the_same_step():
+    # one slot, a car due every step: under IC3Net's slot reuse (the default) the slot is alive
+    # throughout, and each car's return ends where it drives off (steps 8 and 15 of the episode)
+    env = maestro.make_env("traffic_junction", num_envs=2, seed=0, difficulty="easy", n_cars=1)
+    env.reset()
+    s = env.get_state()
+    s["add_rate"][:] = 1.0
+    env.set_state(s)
+    policy = Policy("independent", group_layout(env.spec), 49, {"hidden_size": 8, "cell": "rnn", "comm_steps": 1, "communicate": False})
+    policy.sample = lambda params, generator: torch.zeros(params.shape[:-1], dtype=torch.long)  # always gas
+    batch, _ = run_batch(env, policy, make_generator(0))
+    assert bool(batch["alive"][1:].all())
+    assert batch["left"][:, :, 0].nonzero()[:, 0].tolist() == [7, 7, 14, 14, 19, 19]  # 19: the auto-reset
+
+
 # ---------------------------------------------------------------------- learning
 @pytest.mark.parametrize("model", MODELS)
 def test_learns_the_signalling_game(model):

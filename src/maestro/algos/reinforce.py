@@ -309,7 +309,8 @@ def run_batch(env: BatchedEnv, policy: Policy, generator: torch.Generator, team_
 
     Returns ``(batch, stats)``. ``batch`` holds ``(T, B, N)`` tensors, ``T`` = the longest episode:
     ``logp`` and ``entropy`` and ``value`` (with gradients), ``reward`` (0 on invalid steps),
-    ``alive`` (the agent acted at step t), ``left`` (it was alive and is not after the step),
+    ``alive`` (the agent acted at step t), ``left`` (it was alive and is not after the step, or
+    its slot took a new agent in the step: ``info["completed"]``, as the traffic junction's),
     and ``(T, B)`` ``valid`` (the copy is still in its first episode) and ``done``. ``stats`` are
     the batch's episode metrics (``train/episode_return``, ``train/<extra>``...).
     """
@@ -337,7 +338,10 @@ def run_batch(env: BatchedEnv, policy: Policy, generator: torch.Generator, team_
         rec["value"].append(out.value)
         rec["reward"].append(reward * running[:, None])
         rec["alive"].append(alive & running[:, None])
-        rec["left"].append(alive & ~next_alive)
+        left = alive & ~next_alive
+        if "completed" in step.info:  # a slot may change agents within a step (IC3Net's is_completed)
+            left = left | (alive & step.info["completed"])
+        rec["left"].append(left)
         rec["valid"].append(running)
         rec["done"].append(done)
         episodes.add(step.info, done)

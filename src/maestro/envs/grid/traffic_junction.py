@@ -30,10 +30,13 @@ Neither reference's hard junction has this route set: it is our reading of the p
 One step, for ``B`` copies at once (tensors ``(B, N)`` over the ``N = n_cars`` car slots):
 
 1. every car on the grid ages (``τ += 1``); cars on *gas* advance; a car that advances past the
-   last cell of its route leaves (its slot becomes free, ``alive`` False);
-2. entries, in a fixed order: at each entry point a car enters with probability ``add_rate``
-   while fewer than ``N`` cars are on the grid; it takes a uniformly random free slot and a
-   uniformly random route of that entry, starts on the route's first cell with ``τ = 0``;
+   last cell of its route leaves (its slot becomes free, ``alive`` False unless step 2 refills it);
+2. entries, in IC3Net's order (``Layout.service_order``): at each entry point a car enters with
+   probability ``add_rate`` while fewer than ``N`` cars are on the grid (IC3Net's ``_add_cars``,
+   run after the moves: a slot freed in step 1 counts as free, ``slot_reuse="same_step"``, the
+   default; ``"next_step"`` keeps it closed until the next step); it takes a uniformly random
+   free slot — one that was free before the step while any is left, else one freed in step 1 —
+   and a uniformly random route of that entry, starts on the route's first cell with ``τ = 0``;
 3. a collision is two or more cars in one cell (new cars included); each car in such a cell gets
    ``-collision_penalty`` (10) on top of ``-time_penalty·τ`` (0.01·τ). Cars that left get 0.
 
@@ -41,7 +44,8 @@ The episode never terminates early (it is truncated at ``max_steps``), as in IC3
 empty at reset and the first cars arrive in the first step. ``info``:
 ``success`` (1 if the episode so far had no collision; read it where ``done``), ``collisions``
 (cells holding ≥ 2 cars, summed over the episode's steps), ``exited`` (cars that completed their
-route) and ``add_rate``, each ``(B,)`` float32.
+route) and ``add_rate``, each ``(B,)`` float32; and, per slot, ``completed`` (``(B, N)`` bool:
+the slot's car left the grid in this step, IC3Net's ``is_completed``; not in ``spec.info_keys``).
 
 Observation of car ``i`` (``(B, N, obs_dim)`` float32, zeros for free slots), in this order:
 ``id`` one-hot (``N``), ``route`` one-hot (``R`` routes), ``location`` one-hot over the road
@@ -81,10 +85,18 @@ Deliberate departures: per-step randomness comes from per-copy hash streams (``c
 that a copy replays identically alone; the entry process draws its Bernoulli per entry exactly as
 IC3Net, but the random free slot uses one random permutation per step; the collision penalty is
 IC3Net's −10 per car (CommNet's code charges 0.5 × 10 per car); a car leaves when it drives past
-its last cell (IC3Net; CommNet removes it on reaching that cell); a slot freed by a car leaving
-is reused from the next step on, never in the same step, so that the slot's ``alive`` flag drops
-for at least one step (a new car never inherits the leaving car's hidden state); when all
-``n_cars`` slots are taken or just freed, entries wait one step.
+its last cell (IC3Net; CommNet removes it on reaching that cell); a new car takes a slot that was
+free before the step while one is left, and a slot freed in the same step only when none is
+(IC3Net's ``_choose_dead`` draws among all free slots; the cars are the same, only which slot
+holds which car differs, so every statistic of the junction is IC3Net's, and a slot's ``alive``
+flag drops for a step whenever the number of cars allows it). When a slot does change cars within
+a step, ``alive`` stays True: ``info["completed"]`` (``(B, N)`` bool, IC3Net's ``is_completed``)
+marks the slots whose car left in the step: REINFORCE cuts the returns there, as IC3Net's trainer
+does with ``is_completed``, and the slot's recurrent state carries on to the new car, as in
+IC3Net. ``slot_reuse="next_step"`` keeps an older rule of this module: a slot freed in a step
+takes no car before the next one (entries wait while all ``n_cars`` slots are taken or just
+freed); fewer cars drive than in IC3Net, so easy and medium are slightly easier (team returns
+2–9% less negative under scripted policies; ``docs/traffic_junction.md``).
 """
 
 from __future__ import annotations
@@ -108,6 +120,7 @@ from maestro.spec import EnvSpec
 Difficulty = Literal["easy", "medium", "hard"]
 RouteSet = Literal["all", "first_turn"]
 Observation = Literal["ic3net", "commnet"]
+SlotReuse = Literal["same_step", "next_step"]
 
 GAS, BRAKE = 0, 1
 
@@ -155,6 +168,13 @@ class TrafficJunctionConfig:
     """ic3net: what a car sees of the others is their number per window cell (IC3Net's bool vocab);
     commnet: also the routes and slots of the other cars in its window (CommNet's MazeBase, where
     every attribute of a visible item is observed: MS-MARL's task)"""
+    slot_reuse: SlotReuse = "same_step"
+    """same_step: a slot freed by a car leaving in a step can take a new car in that step (IC3Net:
+    ``_add_cars`` runs after ``_take_action``, ``_choose_dead`` draws from ``alive_mask == 0``);
+    next_step: it takes one from the next step on, so that its ``alive`` flag always drops for a
+    step between two cars and a learner that resets hidden states and cuts returns where ``alive``
+    drops needs no other signal; the grid then holds fewer cars than IC3Net's when the car limit
+    binds (easy, medium), a slightly easier task than the papers'"""
     time_penalty: float = 0.01
     """reward -time_penalty·τ per car per step, τ = steps since the car entered"""
     collision_penalty: float = 10.0
@@ -179,6 +199,7 @@ class TrafficParams:
     curriculum_end: float
     route_set: str
     observation: str
+    slot_reuse: str
 
 
 def resolve(cfg: TrafficJunctionConfig) -> TrafficParams:
@@ -189,6 +210,8 @@ def resolve(cfg: TrafficJunctionConfig) -> TrafficParams:
         raise ValueError(f"traffic_junction: 'route_set' must be one of ['all', 'first_turn'], got {cfg.route_set!r}")
     if cfg.observation not in ("ic3net", "commnet"):
         raise ValueError(f"traffic_junction: 'observation' must be one of ['ic3net', 'commnet'], got {cfg.observation!r}")
+    if cfg.slot_reuse not in ("same_step", "next_step"):
+        raise ValueError(f"traffic_junction: 'slot_reuse' must be one of ['same_step', 'next_step'], got {cfg.slot_reuse!r}")
     d = _DEFAULTS[cfg.difficulty]
     vals = {k: (getattr(cfg, k) if getattr(cfg, k) is not None else d[k]) for k in d}
     for k in ("dim", "n_cars", "max_steps", "vision"):
@@ -228,6 +251,7 @@ def resolve(cfg: TrafficJunctionConfig) -> TrafficParams:
         curriculum_end=float(cfg.curriculum_end),
         route_set=cfg.route_set,
         observation=cfg.observation,
+        slot_reuse=cfg.slot_reuse,
     )
 
 
@@ -264,6 +288,10 @@ class Layout:
         entries: ``(row, col, heading)`` of each entry point, heading in ``N/S/E/W``.
         routes: per route, its cells ``(row, col)`` from entry to exit.
         entry_routes: ``(E, K)`` route ids of each entry (every entry has ``K`` routes).
+        service_order: ``(E,)`` entry ids in the order a step draws its entries (IC3Net's
+            ``routes`` list, which ``_add_cars`` walks: entry sides top, left on easy; top,
+            bottom, left, right on medium; top, left, bottom, right on hard; along a side by
+            increasing column or row). It decides which entries get the last free slots.
     """
 
     dim: int
@@ -272,6 +300,12 @@ class Layout:
     entries: tuple[tuple[int, int, str], ...]
     routes: tuple[tuple[tuple[int, int], ...], ...]
     entry_routes: np.ndarray
+    service_order: np.ndarray
+
+
+# IC3Net's order of entry sides, by the heading of the cars entering there (S: from the top,
+# E: from the left, N: from the bottom, W: from the right): _set_paths_easy and get_add_mat.
+_SERVICE_SIDES = {"easy": "SE", "medium": "SNEW", "hard": "SENW"}
 
 
 def _lanes(difficulty: str, dim: int) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
@@ -359,7 +393,9 @@ def build_layout(difficulty: str, dim: int, route_set: str = "all") -> Layout:
         entry_routes.append(mine)
     k = {len(m) for m in entry_routes}
     assert len(k) == 1, f"entries have different route counts {k}"
-    return Layout(dim, road, junction, tuple(entries), tuple(routes), np.asarray(entry_routes, dtype=np.int64))
+    sides = _SERVICE_SIDES[difficulty]
+    order = sorted(range(len(entries)), key=lambda e: (sides.index(entries[e][2]), entries[e][1] if entries[e][2] in "SN" else entries[e][0]))
+    return Layout(dim, road, junction, tuple(entries), tuple(routes), np.asarray(entry_routes, dtype=np.int64), np.asarray(order, dtype=np.int64))
 
 
 # ---------------------------------------------------------------------------------------- the env
@@ -383,6 +419,8 @@ class TrafficJunction(BatchedEnv):
         self._route_cells = torch.as_tensor(cells, device=dev)  # (R, Lmax) flat cell index
         self._route_len = torch.as_tensor([len(r) for r in lay.routes], device=dev, dtype=torch.long)
         self._entry_routes = torch.as_tensor(lay.entry_routes, device=dev)  # (E, K)
+        self._service_order = torch.as_tensor(lay.service_order, device=dev)  # (E,) entry ids, drawn in this order
+        self._service_pos = torch.argsort(self._service_order)  # (E,) each entry's place in that order
         v = p.vision
         self._win = 2 * v + 1
         padded = np.zeros((D + 2 * v, D + 2 * v), dtype=np.float32)
@@ -470,18 +508,19 @@ class TrafficJunction(BatchedEnv):
         self.pos = self.pos + gas.long()
         exited = gas & (self.pos >= self._route_len[self.route])
         self.on_grid = self.on_grid & ~exited
-        # 2. entries (entry e admits its car if a slot is free). A slot freed by a car leaving in
-        # this very step is not reused before the next step: its ``alive`` flag must go False
-        # for one step so that a learner resets the slot's hidden state and return.
+        # 2. entries (entry e admits its car if a slot is free). same_step (IC3Net): a slot freed
+        # in step 1 is free, but taken only after the slots free before the step, so that alive
+        # drops wherever the number of cars allows. next_step: it is busy until the next step.
         u = stream_uniform(self.key, self.counter, 2 * E + N)
         self.counter = self.counter + 1
-        busy = self.on_grid | exited
+        busy = self.on_grid if p.slot_reuse == "same_step" else self.on_grid | exited
         want = u[:, :E] < self.add_rate[:, None]
-        rank = want.long().cumsum(1)
+        rank = want[:, self._service_order].long().cumsum(1)[:, self._service_pos]  # (B, E): 1 + earlier wanting entries
         accept = want & (busy.sum(1, keepdim=True) + rank <= N)
         pick = (u[:, E : 2 * E] * K).long().clamp(max=K - 1)
         new_route = self._entry_routes[torch.arange(E, device=self.device)[None, :], pick]  # (B, E)
-        free_first = torch.argsort(u[:, 2 * E :] + 2.0 * busy.float(), dim=1)  # free slots first, shuffled
+        # sort key: [0, 1) free before the step, [1, 2) freed in it, [2, 3) taken; shuffled within
+        free_first = torch.argsort(u[:, 2 * E :] + 2.0 * self.on_grid.float() + (2.0 if p.slot_reuse == "next_step" else 1.0) * exited.float(), dim=1)
         slot = free_first.gather(1, (rank - 1).clamp(0, N - 1))
         slot = torch.where(accept, slot, torch.full_like(slot, N))  # column N = discarded
         entered = torch.zeros(B, N + 1, dtype=torch.bool, device=self.device).scatter_(1, slot, accept)[:, :N]
@@ -506,6 +545,7 @@ class TrafficJunction(BatchedEnv):
             "collisions": self.n_collisions.float(),
             "exited": self.n_exited.float(),
             "add_rate": self.add_rate.clone(),
+            "completed": exited,  # (B, N), not an info_key: per slot, not per episode
         }
         return {"car": r}, torch.zeros(B, dtype=torch.bool, device=self.device), info
 
