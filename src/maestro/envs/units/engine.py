@@ -308,7 +308,9 @@ class UnitCombat(BatchedEnv):
         ang = (torch.minimum(ii, jj) * 7 + torch.maximum(ii, jj) * 3).float() * 2.399963  # golden angle
         sign = torch.where(ii < jj, 1.0, -1.0)
         self.tie_dir = torch.stack([ang.cos(), ang.sin()], -1) * sign[..., None]  # (U, U, 2), antisymmetric
+        self._tie_x, self._tie_y = 1e-3 * self.tie_dir[..., 0], 1e-3 * self.tie_dir[..., 1]
         self.not_self = ~torch.eye(U, dtype=torch.bool, device=dev)
+        self._unit_const = torch.cat([team.float()[:, None], self.type_onehot], -1)  # (U, 4): enemy flag, type one-hot
         # most shots one unit can fire in a step: at frames 0, c, 2c, ... < F with the shortest jittered cooldown c
         self.max_shots = math.ceil(self.F / max(1.0, float(cd[self.can_hit].min()) - 1)) if bool(self.can_hit.any()) else 1
         self._arange = torch.arange(U, device=dev)
@@ -321,6 +323,8 @@ class UnitCombat(BatchedEnv):
         self.last_attack = torch.full((B, U), -1, dtype=torch.long, device=dev)
         self.key = torch.zeros(B, dtype=torch.long, device=dev)
         self.counter = torch.zeros(B, dtype=torch.long, device=dev)
+        self._obs_cache: Tensor | None = None
+        self._stale_rows: Tensor | None = None
         self._refresh()
 
     # ------------------------------------------------------------------ helpers
@@ -339,9 +343,22 @@ class UnitCombat(BatchedEnv):
                 out[lo + u, 1] = (row - (in_col - 1) / 2) * s
         return out.to(self.device)
 
-    def _refresh(self) -> None:
-        """Recompute ``_dist`` ``(B, U, U)``: centre distances of the current positions."""
-        self._dist = torch.cdist(self.pos, self.pos)
+    def _refresh(self, rows: Tensor | None = None) -> None:
+        """Recompute what derives from the positions: ``_dx``, ``_dy`` ``(B, U, U)`` (``x_j - x_i``:
+        where unit j is seen from unit i) and ``_dist`` ``(B, U, U)``, the centre distances; for the
+        copies ``rows`` only if given (then only their cached observations go stale)."""
+        pos = self.pos if rows is None else self.pos.index_select(0, rows)
+        x, y = pos[..., 0], pos[..., 1]
+        dx = x[:, None, :] - x[:, :, None]
+        dy = y[:, None, :] - y[:, :, None]
+        dist = torch.sqrt(dx * dx + dy * dy)
+        if rows is None:
+            self._dx, self._dy, self._dist = dx, dy, dist
+            self._obs_cache, self._stale_rows = None, None
+        else:
+            self._dx, self._dy, self._dist = (v.index_copy(0, rows, w) for v, w in ((self._dx, dx), (self._dy, dy), (self._dist, dist)))
+            if self._obs_cache is not None:
+                self._stale_rows = rows if self._stale_rows is None else torch.cat([self._stale_rows, rows]).unique()
 
     @property
     def alive_units(self) -> Tensor:
@@ -403,22 +420,27 @@ class UnitCombat(BatchedEnv):
         self.last_attack = self.last_attack.index_fill(0, rows, -1)
         self.key = self.key.index_copy(0, rows, new_keys(k, self.rng, dev))
         self.counter = self.counter.index_fill(0, rows, 0)
-        self._refresh()
+        self._refresh(rows)
 
     def _separate(self, pos: Tensor, alive: Tensor) -> Tensor:
-        """Push overlapping living ground units apart (``collision_iters`` Jacobi rounds); ``(B, U, 2)``."""
+        """Push overlapping living ground units apart; returns the new ``(B, U, 2)`` positions.
+
+        Each of ``collision_iters`` Jacobi rounds moves every living ground unit ``i`` by
+        ``Σ_j ½ · overlap_ij · (x_i − x_j) / |x_i − x_j|`` over the living ground units ``j`` it
+        overlaps; a pair stacked on one point (distance < 1e-3 px) is split along a fixed direction
+        of the pair (``tie_dir``)."""
         if self.cfg.collision_iters == 0 or not bool(self.collides.any()):
             return pos
-        pair = self.collides & alive[:, :, None] & alive[:, None, :]  # (B, U, U)
-        moving = alive & ~self.flying
+        pair = (self.collides & alive[:, :, None] & alive[:, None, :]).float()  # (B, U, U)
+        x, y = pos[..., 0], pos[..., 1]
         for _ in range(self.cfg.collision_iters):  # a fixed number of rounds, each over all pairs
-            delta = pos[:, :, None, :] - pos[:, None, :, :]  # (B, U, U, 2) from j to i
-            d = delta.norm(dim=-1)
-            stacked = d < 1e-3
-            direction = torch.where(stacked[..., None], self.tie_dir, delta / d.clamp(min=1e-3)[..., None])
-            overlap = torch.where(pair, (self.radius_sum - d).clamp(min=0.0), torch.zeros_like(d))
-            pos = pos + torch.where(moving[..., None], 0.5 * (direction * overlap[..., None]).sum(2), torch.zeros_like(pos))
-        return pos
+            dx = (x[:, :, None] - x[:, None, :]).add_(self._tie_x)  # (B, U, U): from j to i
+            dy = (y[:, :, None] - y[:, None, :]).add_(self._tie_y)
+            d = torch.sqrt(dx * dx + dy * dy)
+            push = torch.sub(self.radius_sum, d).clamp_(min=0.0).div_(d).mul_(pair)  # overlap / distance
+            x = x + 0.5 * (push * dx).sum(2)
+            y = y + 0.5 * (push * dy).sum(2)
+        return torch.stack([x, y], -1)
 
     def _step_world(self, actions: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor, dict[str, Tensor]]:
         cfg, n, U, B, F = self.cfg, self.n, self.U, self.num_envs, float(self.F)
@@ -499,18 +521,41 @@ class UnitCombat(BatchedEnv):
         return {"agent": r.float()}, terminated, info
 
     def _observe(self) -> dict[str, Tensor]:
-        n, B, U = self.n, self.num_envs, self.U
-        alive = self.alive_units
-        me = self.pos[:, :n]
-        rel = (self.pos[:, None, :, :] - me[:, :, None, :]) / self.view_px  # (B, N, U, 2)
-        vis = (self._dist[:, :n] <= self.view_px) & alive[:, None, :] & self.not_self[:n]  # (B, N, U)
-        hpn = self.hp.clamp(min=0.0) / self.max_hp  # (B, U)
-        cdn = self.cd / self.weapon_cooldown
-        per_unit = torch.cat([hpn[..., None], cdn[..., None], self.team.float().expand(B, U)[..., None], self.type_onehot.expand(B, U, -1)], -1)  # (B, U, 6)
-        tok = torch.cat([vis[..., None].float(), rel, per_unit[:, None].expand(B, n, U, per_unit.shape[-1])], -1) * vis[..., None]
-        own = torch.cat([me / self.map_px, hpn[:, :n, None], cdn[:, :n, None], self.type_onehot[:n].expand(B, n, -1)], -1)
-        obs = torch.cat([own, tok.reshape(B, n, U * TOKEN_FEATURES)], -1)
-        return {"agent": obs * alive[:, :n, None]}
+        """Observations (module docstring). Cached between steps: after an auto-reset only the reset
+        copies are recomputed (``_stale_rows``), the rest are the ``final_obs`` of the step. The
+        returned tensor is the env's cache: read it, do not write into it."""
+        if self._obs_cache is None:
+            self._obs_cache = self._observe_rows(None)
+        elif self._stale_rows is not None:
+            rows = self._stale_rows
+            self._obs_cache = self._obs_cache.index_copy(0, rows, self._observe_rows(rows))
+        self._stale_rows = None
+        return {"agent": self._obs_cache}
+
+    def _observe_rows(self, rows: Tensor | None) -> Tensor:
+        """Observations ``(b, N, 7 + 9U)`` of the copies ``rows`` (all copies if ``None``)."""
+        n, U = self.n, self.U
+        pick = (lambda v: v) if rows is None else (lambda v: v.index_select(0, rows))
+        pos, hp, cd, dx, dy, dist = (pick(v) for v in (self.pos, self.hp, self.cd, self._dx[:, :n], self._dy[:, :n], self._dist[:, :n]))
+        B = pos.shape[0]
+        alive = hp > 0
+        # vis (b, N, U): alive, not the observer, inside the view circle; the observer alive
+        visf = ((dist <= self.view_px) & alive[:, None, :] & self.not_self[:n] & alive[:, :n, None]).float()
+        hpn = hp.clamp(min=0.0) / self.max_hp  # (b, U)
+        cdn = cd / self.weapon_cooldown
+        per_unit = torch.cat([hpn[..., None], cdn[..., None], self._unit_const.expand(B, U, -1)], -1)  # (b, U, 6)
+        obs = torch.empty(B, n, OWN_FEATURES + TOKEN_FEATURES * U, device=self.device)
+        tok = obs[..., OWN_FEATURES:].view(B, n, U, TOKEN_FEATURES)
+        tok[..., 0] = visf
+        vis_r = visf / self.view_px
+        tok[..., 1] = dx * vis_r
+        tok[..., 2] = dy * vis_r
+        tok[..., 3:] = per_unit[:, None] * visf[..., None]
+        own_alive = alive[:, :n, None].float()
+        obs[..., :2] = pos[:, :n] * (own_alive / self.map_px)
+        obs[..., 2:4] = torch.stack([hpn[:, :n], cdn[:, :n]], -1) * own_alive
+        obs[..., 4:OWN_FEATURES] = self.type_onehot[:n] * own_alive
+        return obs
 
     def _global_state(self) -> Tensor:
         G, n, B = self.cfg.state_grid, self.n, self.num_envs
