@@ -584,18 +584,23 @@ class UnitCombat(BatchedEnv):
         self._refresh()
 
     # ------------------------------------------------------------------ rendering
-    def render(self, size: int = 512, window_tiles: float = 32.0) -> np.ndarray:
-        """Copy 0 in a ``window_tiles``-wide window around the map centre: our units blue, bots red
-        (air units drawn as rings), a hit-point bar over each living unit and a line from each
-        unit that fired in the last step to its target. Returns ``(size, size, 3)`` uint8."""
+    def render(self, size: int = 512, window_tiles: float = 16.0) -> np.ndarray:
+        """Copy 0 in a ``window_tiles``-wide window centred on the living units (1 px per game pixel
+        by default): our units blue, bots red (air units drawn as rings), a hit-point bar over each
+        living unit, a line from each unit that fired in the last step to its target, a grid line
+        every 4 tiles. Returns ``(size, size, 3)`` uint8."""
         img = canvas(size, size, (236, 232, 214))
         scale = size / (window_tiles * TILE)
-        x0 = self.map_px / 2 - window_tiles * TILE / 2
+        live = self.alive_units[0]
+        centre = self.pos[0][live].mean(0) if bool(live.any()) else torch.full((2,), self.map_px / 2, device=self.device)
+        origin = (centre - window_tiles * TILE / 2).cpu()
+        x0 = torch.floor(origin / (4 * TILE)) * (4 * TILE)  # snap to the grid so that lines stay put
+        x0 = x0 + torch.where(origin - x0 > 2 * TILE, 4 * TILE, 0.0)
         grid = max(1, int(4 * TILE * scale))
         for g in range(0, size, grid):
             fill_rect(img, g, 0, g + 1, size, (222, 218, 200))
             fill_rect(img, 0, g, size, g + 1, (222, 218, 200))
-        pos = ((self.pos[0] - x0) * scale).cpu().numpy()
+        pos = ((self.pos[0].cpu() - x0) * scale).numpy()
         hp = self.hp[0].cpu().numpy()
         att = self.last_attack[0].cpu().numpy()
         max_hp = self.max_hp.cpu().numpy()
