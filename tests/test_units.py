@@ -121,13 +121,13 @@ def test_ground_units_do_not_overlap_after_a_step_wraiths_do():
     place(env, {0: (1000, 1000), 1: (1010, 1000), 15: (1800, 1800, 40, FAR)})
     env.step({"agent": stay(env)})
     d = float((env.pos[0, 0] - env.pos[0, 1]).norm())
-    assert d >= 2 * MARINE.radius - 1e-3, f"marines overlap: centres {d:.2f} px apart"
+    assert d >= 2 * MARINE.radius - 0.05, f"marines overlap: centres {d:.2f} px apart"
     a = stay(env)
     a[0, 0] = torch.tensor([-1.0, 0.0, 2 * 10 / 224 - 1])  # both walk onto the same point
     a[0, 1] = torch.tensor([-1.0, 1.0, 2 * 10 / 224 - 1])
     place(env, {0: (1000, 1000), 1: (1020, 1000), 15: (1800, 1800, 40, FAR)})
     env.step({"agent": a})
-    assert float((env.pos[0, 0] - env.pos[0, 1]).norm()) >= 2 * MARINE.radius - 1e-3
+    assert float((env.pos[0, 0] - env.pos[0, 1]).norm()) >= 2 * MARINE.radius - 0.05, "stacked units split (to 0.02 px: the tie offsets)"
     w = make("w15v17")
     place(w, {0: (1000, 1000), 1: (1020, 1000), 15: (1800, 1800, 120, FAR)})
     w.step({"agent": a})
