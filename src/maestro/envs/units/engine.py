@@ -308,11 +308,12 @@ class UnitCombat(BatchedEnv):
         self.collides = ~self.flying[:, None] & ~self.flying[None, :] & ~torch.eye(U, dtype=torch.bool, device=dev)
         ang_u = torch.arange(U, device=dev, dtype=torch.float32) * 2.399963
         self._tie = 0.01 * torch.stack([ang_u.cos(), ang_u.sin()], -1)  # (U, 2): tells stacked units apart
+        self._any_collide = bool(self.collides.any())
         self._contact = torch.where(self.collides, self.radius_sum, 0.0)  # (U, U): contact distance of colliding pairs
         self._parking = torch.stack([-1e6 - 1e3 * torch.arange(U, device=dev, dtype=torch.float32), torch.full((U,), -1e6, device=dev)], -1)
         self.not_self = ~torch.eye(U, dtype=torch.bool, device=dev)
-        self._unit_const = torch.cat([team.float()[:, None], self.type_onehot], -1)  # (U, 4): enemy flag, type one-hot
-        self._ones_zeros = torch.tensor([1.0, 0.0, 0.0], device=dev)
+        self._unit_const = torch.cat([team.float()[:, None], self.type_onehot], -1).T.contiguous()  # (4, U): enemy flag, type one-hot
+        self._ones_zeros = torch.tensor([[1.0], [0.0], [0.0]], device=dev)  # (3, 1)
         # most shots one unit can fire in a step: at frames 0, c, 2c, ... < F with the shortest jittered cooldown c
         self.max_shots = math.ceil(self.F / max(1.0, float(cd[self.can_hit].min()) - 1)) if bool(self.can_hit.any()) else 1
         self._arange = torch.arange(U, device=dev)
@@ -439,7 +440,7 @@ class UnitCombat(BatchedEnv):
         apart from another, for the rounds (so no mask is needed: flying and self pairs have
         ``r_i + r_j = 0`` in ``_contact``); units stacked on one point are told apart by a fixed
         offset of 0.01 px per unit (``_tie``) during the rounds, removed afterwards."""
-        if self.cfg.collision_iters == 0 or not bool(self.collides.any()):
+        if self.cfg.collision_iters == 0 or not self._any_collide:
             return pos
         p = torch.where(alive[..., None], pos + self._tie, self._parking)
         dx = torch.empty(pos.shape[0], self.U, self.U, device=self.device)
@@ -555,7 +556,7 @@ class UnitCombat(BatchedEnv):
         hpn = hp.clamp(min=0.0) / self.max_hp  # (b, U)
         cdn = cd / self.weapon_cooldown
         # what a visible unit shows, except its position: 1, (0, 0), hp, cooldown, enemy, type (b, 9, U)
-        shown = torch.cat([self._ones_zeros.expand(B, U, 3), hpn[..., None], cdn[..., None], self._unit_const.expand(B, U, -1)], -1).transpose(1, 2)
+        shown = torch.cat([self._ones_zeros.expand(B, 3, U), hpn[:, None], cdn[:, None], self._unit_const.expand(B, -1, U)], 1)  # contiguous
         obs = torch.empty(B, n, OWN_FEATURES + TOKEN_FEATURES * U, device=self.device)
         tok = obs[..., OWN_FEATURES:].view(B, n, TOKEN_FEATURES, U)  # feature-major: rows of U are contiguous
         torch.mul(shown[:, None], visf[:, :, None], out=tok)  # written in place, no temporaries
