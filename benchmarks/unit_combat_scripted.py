@@ -59,8 +59,8 @@ def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
     return c - h, c + h
 
 
-def play(scenario: str, policy, battles: int, seed: int) -> dict:
-    env = maestro.make_env("unit_combat", num_envs=battles, seed=seed, scenario=scenario)
+def play(scenario: str, policy, battles: int, seed: int, **env_kw) -> dict:
+    env = maestro.make_env("unit_combat", num_envs=battles, seed=seed, scenario=scenario, **env_kw)
     env.reset()
     done = torch.zeros(battles, dtype=torch.bool)
     keys = ("win", "draw", "own_units", "enemy_units")
@@ -88,18 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenarios", nargs="+", default=["m15v16", "m10v13z", "w15v17"])
     p.add_argument("--battles", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bot-idle", default="attack_move", choices=["attack_move", "hold"], help="the env's bot_idle")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     policies = {**SCRIPTED, "idle": idle, "random": make_random(args.seed)}
     results = {}
-    print(f"# unit_combat scripted policies vs the built-in AI; {args.battles} battles per cell, env seed {args.seed}")
+    print(f"# unit_combat scripted policies vs the built-in AI (bot_idle={args.bot_idle}); {args.battles} battles per cell, env seed {args.seed}")
     print("| scenario | policy | win rate [95% CI] | draws | own units left | enemy units left | steps | Usunier et al. (real game) |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for sc in args.scenarios:
         for name, pol in policies.items():
             t = time.perf_counter()
-            r = play(sc, pol, args.battles, args.seed)
+            r = play(sc, pol, args.battles, args.seed, bot_idle=args.bot_idle)
             r["seconds"] = time.perf_counter() - t
             results[f"{sc}/{name}"] = r
             ref = USUNIER.get(sc, {}).get(name)

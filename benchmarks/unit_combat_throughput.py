@@ -66,15 +66,21 @@ class Smax:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(f"{B} {steps}\n")
         self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the SMAX worker exited (is jaxmarl installed in --smax-python?)")
-        return json.loads(line)
+        while True:  # jaxmarl prints a banner on import: skip lines that are not our JSON
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("the SMAX worker exited (is jaxmarl installed in --smax-python?)")
+            if line.startswith("{"):
+                return json.loads(line)
 
     def close(self) -> None:
         if self.proc.stdin is not None:
             self.proc.stdin.close()
-        self.proc.wait(timeout=60)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def steps_for(rate: float, seconds: float) -> int:

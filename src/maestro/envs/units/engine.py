@@ -220,10 +220,15 @@ class UnitCombatConfig:
     """side of the master's occupancy grid over the map"""
     collision_iters: int = 2
     """rounds of pairwise separation of overlapping ground units per step"""
+    bot_idle: Literal["attack_move", "hold"] = "attack_move"
+    """what a bot with no target does: attack-move onto our army's centroid, or hold its ground
+    (it still acquires and chases what enters its acquisition range)"""
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
             raise ValueError(f"unit_combat: 'scenario' must be one of {sorted(SCENARIOS)}, got {self.scenario!r}")
+        if self.bot_idle not in ("attack_move", "hold"):
+            raise ValueError(f"unit_combat: 'bot_idle' must be one of ['attack_move', 'hold'], got {self.bot_idle!r}")
         if self.reward_counts not in ("deaths", "moving"):
             raise ValueError(f"unit_combat: 'reward_counts' must be one of ['deaths', 'moving'], got {self.reward_counts!r}")
         for k, lo in (("frames_per_step", 1), ("max_steps", 1), ("map_tiles", 16), ("state_grid", 1), ("collision_iters", 0)):
@@ -404,6 +409,8 @@ class UnitCombat(BatchedEnv):
         has = can.any(-1)
         target = torch.where(keep, cur_c, best)
         attack = keep | has
+        if self.cfg.bot_idle == "hold":
+            return attack, target, self.pos[:, n:]
         w = alive[:, :n].float()
         centroid = (self.pos[:, :n] * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp(min=1.0)  # (B, 2)
         return attack, target, centroid[:, None, :].expand(B, self.m, 2)
