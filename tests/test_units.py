@@ -232,3 +232,15 @@ def test_render_draws_units():
     red = (img[..., 0] > 200) & (img[..., 2] < 80)
     assert blue.sum() > 100 and red.sum() > 100
     assert math.isfinite(float(env.state().sum()))
+
+
+def test_bot_attack_moves_onto_our_army_or_holds():
+    far = {0: (1000, 1000), 15: (1400, 1000)}  # 400 px: outside the bot's 7-tile acquisition range
+    env = make("m15v16")
+    place(env, far)
+    env.step({"agent": stay(env)})
+    assert float(env.pos[0, 15, 0]) == pytest.approx(1400 - 32), "attack-move: 8 frames at 4 px toward our centroid"
+    env = make("m15v16", bot_idle="hold")
+    place(env, far)
+    env.step({"agent": stay(env)})
+    assert float(env.pos[0, 15, 0]) == pytest.approx(1400)
