@@ -27,7 +27,7 @@ small, 75% to medium, 100% to large units, normal damage 100% to all (so 6, 5 an
 the three scenarios). Sight ranges 7, 5 and 7 tiles. After a shot the cooldown is the weapon's
 plus a jitter uniform in ``{-1, 0, 1, 2}`` frames (OpenBW: ``cooldown + (lcg_rand(12) & 3) - 1``).
 
-Physics of one env step = ``frames_per_step`` (8) game frames (1/3 s at "Fastest", 24 frames/s),
+Physics of one env step = ``frames_per_step`` (8) game frames (1/3 s at "Fastest", ≈ 24 frames/s: 42 ms a frame),
 all units at once from the state at the start of the step:
 
 1. Orders. An agent's BiCNet action ``a = (kind, angle, distance) ∈ [-1, 1]^3`` points at the
@@ -45,8 +45,9 @@ all units at once from the state at the start of the step:
 3. Moves of move orders at top speed, stopping at the pointed location; dead units do not move.
 4. Collisions. Living ground units are discs that may not overlap: ``collision_iters`` (2) rounds
    of pairwise separation push each overlapping pair apart along the line of centres by half the
-   overlap each (SMAX's ``_push_units_away`` does one such round); a pair stacked on one point is
-   split along a fixed direction. Flying units (Wraiths) pass over each other and over ground
+   overlap each (SMAX's ``_push_units_away`` does one such round per world step); units stacked on
+   one point are told apart by a fixed 0.01 px offset per unit. An isolated pair never overlaps
+   after a step; a crowd's overlaps shrink with each round but may remain. Flying units (Wraiths) pass over each other and over ground
    units: no separation at all (BW's slow air-unit repulsion is left out). Units stay on the
    ``map_tiles`` × ``map_tiles`` map (64 × 64 tiles).
 5. Deaths (hit points <= 0), then the outcome: a team with no living unit loses; both teams dead
@@ -57,8 +58,9 @@ target while that target lives and stays within the bot's acquisition range; oth
 the closest enemy (edge distance) it can attack within acquisition range, preferring units that
 can attack it back (BW ``unit_target_attack_priority``: priority 0 for a unit that can attack the
 acquirer, 2 for one that cannot; closest within the best priority, OpenBW ``find_acquire_target``);
-with no target it moves toward the centroid of our living units (attack-move onto our army). An
-acquired target is attacked as above (chased until in range, then fired upon).
+with no target it moves toward the centroid of our living units (attack-move onto our army), or
+with ``bot_idle="hold"`` stays where it is. An acquired target is attacked as above (chased until
+in range, then fired upon).
 
 Spawn (seeded, per copy): our team left of the map centre, the enemy right of it, group centres
 ``spawn_gap`` tiles apart (10 for m15v16 and w15v17, 12 for m10v13z); each team stands in a block
@@ -97,9 +99,9 @@ Marines and Zerglings accelerate in a frame, Wraiths over several); collisions a
 instead of BW's unit pathing and pushing; all shots of a step resolve together (deaths inside a
 step do not stop a shot of the same step); no projectile travel time, no miss chance, no air-unit
 repulsion; the bots' acquisition range is the unit's sight range (BWAPI's ``seekRange`` is 0 for
-Marines and Wraiths, 3 tiles for Zerglings; BW then acquires within weapon range, which would let
-a bot standing out of range ignore fire) and their attack-move target is our army's centroid (the
-maps' trigger orders are not public). Per-step randomness (cooldown jitter) comes from per-copy
+Marines and Wraiths and 3 tiles for Zerglings; OpenBW reads the acquisition range from the game's
+``units.dat``, not available here) and their attack-move target is our army's centroid (the
+maps' own scripts were not available either). Per-step randomness (cooldown jitter) comes from per-copy
 hash streams (``grid/common.py``) so that a batch equals its copies replayed alone; the spawn draws
 from the env's generator, only for the copies being reset.
 
@@ -402,8 +404,8 @@ class UnitCombat(BatchedEnv):
         acq = self.acquire_px[n:, None]
         can = self.can_hit[n:, :n] & alive[:, None, :n] & (e <= acq)
         cur = self.target[:, n:]
-        cur_c = cur.clamp(min=0)
-        keep = (cur >= 0) & can.gather(2, cur_c[..., None]).squeeze(2)
+        cur_c = cur.clamp(0, n - 1)
+        keep = (cur >= 0) & (cur < n) & can.gather(2, cur_c[..., None]).squeeze(2)
         score = torch.where(can, e + self.priority_px[n:, :n], torch.full_like(e, float("inf")))
         best = score.argmin(-1)
         has = can.any(-1)
