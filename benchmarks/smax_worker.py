@@ -11,8 +11,9 @@ The scenario is N vs M marines with SMAX's own marine statistics (15 vs 16 by de
 is SMAX's heuristic bot (``HeuristicEnemySMAX``, shooting the closest), actions are uniform random
 discrete actions drawn outside the timed loop (8 sets cycled, with 8 sets of step keys), and copies
 that finish are reset inside SMAX's ``step`` (auto-reset), as in maestro. A step of B copies is
-``jit(vmap(env.step))`` called from Python, as a learner would between policy evaluations. XLA runs
-on one CPU thread (as the maestro side runs torch on one thread).
+``jit(vmap(env.step))`` called from Python, as a learner would between policy evaluations. XLA is
+asked for one CPU thread (``--xla_cpu_multi_thread_eigen=false``; the maestro side runs torch on one
+thread); any extra threads XLA still uses would favour SMAX.
 """
 
 import argparse
