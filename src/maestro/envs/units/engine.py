@@ -1,0 +1,722 @@
+"""Continuous unit combat: a batched StarCraft: Brood War-style micromanagement simulator with the
+three "hard combat" scenarios of MS-MARL (Kong et al. 2017, arXiv 1712.07305, §4.2 and Table 2;
+from Peng et al. 2017, BiCNet, arXiv 1703.10069): 15 Marines vs 16 Marines (``m15v16``),
+10 Marines vs 13 Zerglings (``m10v13z``) and 15 Wraiths vs 17 Wraiths (``w15v17``).
+
+One registered env, ``unit_combat``, with ``scenario=`` choosing the teams: the three scenarios
+differ only in data (unit types, counts, spawn gap), so one class and one config keep the engine,
+the tests and a recipe's ``--set env.scenario=...`` in one place. ``B`` copies and all ``U = N + M``
+units step together on ``(B, U, ...)`` tensors; nothing loops over copies or units.
+
+Units (Brood War statistics, no upgrades; checked in BWAPI ``bwapi/BWAPILIB/Source/UnitType.cpp``
+and ``WeaponType.cpp``, github.com/bwapi/bwapi; cooldown jitter from OpenBW ``bwgame.h``,
+github.com/OpenBW/openbw). Distances are in pixels (1 tile = 32 px), time in game frames:
+
+============  ====  =====  =====================================  ==========  ==============  ======
+unit          HP    armor  weapon: damage / cooldown / max range  top speed   box l,u,r,d     layer
+============  ====  =====  =====================================  ==========  ==============  ======
+Marine        40    0      Gauss Rifle 6 normal / 15 / 128 (g+a)  4.0 px/f    8, 9, 8, 10     ground
+Zergling      35    0      Claws 5 normal / 8 / 15 (ground only)  5.49 px/f   8, 4, 7, 11     ground
+Wraith        120   0      Gemini Missiles 20 explosive / 22 /    6.67 px/f   19, 15, 18, 14  air
+                           160 (air); Burst Lasers 8 / 30 / 160
+                           (ground)
+============  ====  =====  =====================================  ==========  ==============  ======
+
+Sizes (damage-type scaling): Marine and Zergling small, Wraith large; explosive damage does 50% to
+small, 75% to medium, 100% to large units, normal damage 100% to all (so 6, 5 and 20 per shot in
+the three scenarios). Sight ranges 7, 5 and 7 tiles. After a shot the cooldown is the weapon's
+plus a jitter uniform in ``{-1, 0, 1, 2}`` frames (OpenBW: ``cooldown + (lcg_rand(12) & 3) - 1``).
+
+Physics of one env step = ``frames_per_step`` (8) game frames (1/3 s at "Fastest", ≈ 24 frames/s: 42 ms a frame),
+all units at once from the state at the start of the step:
+
+1. Orders. An agent's BiCNet action ``a = (kind, angle, distance) ∈ [-1, 1]^3`` points at the
+   location ``p = x + d (cos θ, sin θ)`` with ``θ = π·angle`` (world frame) and
+   ``d = (distance + 1)/2 · action_radius`` (7 tiles); ``kind > 0`` attacks the living enemy
+   nearest to ``p``, otherwise the unit moves toward ``p``. Bots follow the built-in AI (below).
+2. Attacks. Ranges are measured edge to edge: centre distance minus both units' radii (a disc of
+   radius = the mean of the four BWAPI box extents: 8.75, 7.5, 16.5 px). An attacker out of range
+   moves toward its target at top speed until it is in range (arriving ``ceil(gap / speed)``
+   frames later); a unit in range stands and fires when its cooldown runs out. Every shot of the
+   step lands at once (hit points summed; instant hits, no projectile flight), so a unit killed in
+   a step still fires its shots of that step and several units may shoot one target past zero
+   (overkill). A unit whose cooldown allows it can fire more than once in one step (a Zergling,
+   cooldown 7-10 frames, sometimes twice in 8 frames); cooldowns carry over in whole frames.
+3. Moves of move orders at top speed, stopping at the pointed location; dead units do not move.
+4. Collisions. Living ground units are discs that may not overlap: ``collision_iters`` (2) rounds
+   of pairwise separation push each overlapping pair apart along the line of centres by half the
+   overlap each (SMAX's ``_push_units_away`` does one such round per world step); units stacked on
+   one point are told apart by a fixed 0.01 px offset per unit. An isolated pair never overlaps
+   after a step; a crowd's overlaps shrink with each round but may remain. Flying units (Wraiths) pass over each other and over ground
+   units: no separation at all (BW's slow air-unit repulsion is left out). Units stay on the
+   ``map_tiles`` × ``map_tiles`` map (64 × 64 tiles).
+5. Deaths (hit points <= 0), then the outcome: a team with no living unit loses; both teams dead
+   in one step, or both alive after ``max_steps`` (200 steps = 1600 frames ≈ 67 s), is a draw.
+
+The built-in opponent (team ``M``, part of the env): BW's attack-move. Each bot keeps its current
+target while that target lives and stays within the bot's acquisition range; otherwise it acquires
+the closest enemy (edge distance) it can attack within acquisition range, preferring units that
+can attack it back (BW ``unit_target_attack_priority``: priority 0 for a unit that can attack the
+acquirer, 2 for one that cannot; closest within the best priority, OpenBW ``find_acquire_target``);
+with no target it moves toward the centroid of our living units (attack-move onto our army), or
+with ``bot_idle="hold"`` stays where it is. An acquired target is attacked as above (chased until
+in range, then fired upon).
+
+Spawn (seeded, per copy): our team left of the map centre, the enemy right of it, group centres
+``spawn_gap`` tiles apart (10 for m15v16 and w15v17, 12 for m10v13z); each team stands in a block
+of columns of at most 8 units, spaced one unit diameter + 8 px, the front column facing the
+enemy; each episode shifts each block by up to ±``group_noise`` px (16) and each unit by up to
+±``unit_noise`` px (4), uniformly per axis.
+
+Observation of agent ``i`` (``(B, N, 7 + 9U)`` float32, zeros for dead agents): own
+``x/W, y/W`` (W = map width in px), ``hp/max_hp``, ``cooldown/weapon cooldown``, unit type
+one-hot (marine, zergling, wraith); then one token of 9 features for every unit ``u`` in a fixed
+order (agents, then enemies): ``visible, Δx/R, Δy/R, hp/max_hp, cooldown/weapon cooldown, enemy,
+type one-hot(3)``, all zero unless ``u`` is alive, not ``i`` itself and within the view circle of
+radius ``view_radius`` (7 tiles, R = 224 px, centre distance) of ``i``. The tokens are stored
+feature-major, ``(9, U)`` flattened (feature ``f`` of unit ``u`` at ``7 + f·U + u``): written
+that way the observation costs half as much per step. Fixed slots instead of a
+distance-sorted k-nearest list: the same information (the ``visible`` bit is the mask), no sort in
+the step, and a slot keeps naming the same unit through the episode; ``tokens(obs, U)`` reshapes an
+observation into ``(own (…, 7), tokens (…, U, 9), mask (…, U))`` for entity-attention networks.
+
+Global state (``(B, G²)`` float32, ``G = state_grid``): MS-MARL's master input, the occupancy map of
+our living units (count per cell of a ``G × G`` grid over the map, ``G = 32``: 2 × 2 tiles).
+
+Reward (MS-MARL eqs. (2)–(3)): per agent and step ``Δn_own(i) − Δn_enemy(i)`` over the units within
+``reward_radius`` (7 tiles, centre distance) of agent ``i``; with ``reward_counts="deaths"``
+(default) the neighbourhood is the one at the start of the step, so ``Δn`` counts the deaths in it
+this step (the paper's "change of the number of our units in the neighbouring area"; moving away
+from enemies earns nothing); ``"moving"`` recounts the neighbourhood at the end of the step (the
+formula read literally, as ``combat``'s ``reward="ms_marl"`` does). Agents dead before the step get
+0; at the last step every agent, dead or alive, gets ``win_reward`` (1) for a won battle and
+``nonwin_reward`` (−0.2) otherwise. ``info`` (``(B,)`` float32, read where done): ``win``, ``draw``,
+``terminal_reward``, ``own_units``, ``enemy_units``, ``own_hp``, ``enemy_hp`` (left at the end).
+
+Departures from Brood War, on purpose: discs instead of BW's unit boxes and Euclidean instead of
+BW's octagonal ``xy_length`` for ranges and collisions; instant acceleration and turning (BW:
+Marines and Zerglings accelerate in a frame, Wraiths over several); collisions as pair separation
+instead of BW's unit pathing and pushing; all shots of a step resolve together (deaths inside a
+step do not stop a shot of the same step); no projectile travel time, no miss chance, no air-unit
+repulsion; the bots' acquisition range is the unit's sight range (BWAPI's ``seekRange`` is 0 for
+Marines and Wraiths and 3 tiles for Zerglings; OpenBW reads the acquisition range from the game's
+``units.dat``, not available here) and their attack-move target is our army's centroid (the
+maps' own scripts were not available either). Per-step randomness (cooldown jitter) comes from per-copy
+hash streams (``grid/common.py``) so that a batch equals its copies replayed alone; the spawn draws
+from the env's generator, only for the copies being reset.
+
+Scripted baselines (privileged: they read the simulator state, as the real game's scripts would):
+``attack_closest``, ``focus_fire`` (the weakest enemy in range, else the closest) and
+``focus_fire_no_overkill`` (the same, but no more shots at an enemy in one step than its hit points
+need); ``benchmarks/unit_combat_scripted.py`` reports their win rates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import gymnasium.spaces as gspaces
+import numpy as np
+import torch
+from torch import Tensor
+
+from maestro.envs.api import BatchedEnv, group_spec
+from maestro.envs.grid.common import new_keys, stream_uniform
+from maestro.envs.render import canvas, draw_disc, draw_line, fill_rect
+from maestro.registry import register_env
+from maestro.spec import EnvSpec
+
+TILE = 32.0
+"""pixels per tile"""
+
+
+@dataclass(frozen=True)
+class Weapon:
+    """One BW weapon (``WeaponType.cpp``): damage per hit, damage type, cooldown (frames), max range (px)."""
+
+    damage: float
+    kind: Literal["normal", "explosive", "concussive"]
+    cooldown: int
+    max_range: float
+
+
+@dataclass(frozen=True)
+class UnitType:
+    """A BW unit type (``UnitType.cpp``); ``box`` = (left, up, right, down) px around the centre."""
+
+    name: str
+    hp: float
+    armor: float
+    size: Literal["small", "medium", "large"]
+    flying: bool
+    speed: float
+    box: tuple[int, int, int, int]
+    sight_tiles: int
+    ground_weapon: Weapon | None
+    air_weapon: Weapon | None
+
+    @property
+    def radius(self) -> float:
+        """Radius of the disc standing for the unit box: the mean of its four extents (px)."""
+        return sum(self.box) / 4.0
+
+
+MARINE = UnitType("marine", 40, 0, "small", False, 4.0, (8, 9, 8, 10), 7,
+                  Weapon(6, "normal", 15, 128), Weapon(6, "normal", 15, 128))
+ZERGLING = UnitType("zergling", 35, 0, "small", False, 5.49, (8, 4, 7, 11), 5, Weapon(5, "normal", 8, 15), None)
+WRAITH = UnitType("wraith", 120, 0, "large", True, 6.67, (19, 15, 18, 14), 7,
+                  Weapon(8, "normal", 30, 160), Weapon(20, "explosive", 22, 160))
+UNIT_TYPES: tuple[UnitType, ...] = (MARINE, ZERGLING, WRAITH)
+"""the unit types in observation one-hot order"""
+
+_DAMAGE_SCALE = {  # BW damage type x unit size
+    "normal": {"small": 1.0, "medium": 1.0, "large": 1.0},
+    "explosive": {"small": 0.5, "medium": 0.75, "large": 1.0},
+    "concussive": {"small": 1.0, "medium": 0.5, "large": 0.25},
+}
+
+SCENARIOS: dict[str, tuple[UnitType, int, UnitType, int, float]] = {
+    "m15v16": (MARINE, 15, MARINE, 16, 10.0),
+    "m10v13z": (MARINE, 10, ZERGLING, 13, 12.0),
+    "w15v17": (WRAITH, 15, WRAITH, 17, 10.0),
+}
+"""scenario -> (our type, N, enemy type, M, spawn gap in tiles)"""
+
+OWN_FEATURES = 4 + len(UNIT_TYPES)
+TOKEN_FEATURES = 6 + len(UNIT_TYPES)
+
+
+@dataclass(frozen=True)
+class UnitCombatConfig:
+    """Unit combat settings (defaults: the MS-MARL / BiCNet setting, see the module docstring)."""
+
+    scenario: Literal["m15v16", "m10v13z", "w15v17"] = "m15v16"
+    """which battle: 15 Marines vs 16 Marines, 10 Marines vs 13 Zerglings, 15 Wraiths vs 17 Wraiths"""
+    frames_per_step: int = 8
+    """game frames simulated per env step (24 frames = 1 s of game time at Fastest)"""
+    max_steps: int = 200
+    """episode length in steps; reaching it with both teams alive is a draw"""
+    map_tiles: int = 64
+    """side of the square map in tiles (32 px each)"""
+    spawn_gap: float = 0.0
+    """distance between the two groups' centres in tiles; 0 = the scenario's (10, or 12 for m10v13z)"""
+    group_noise: float = 16.0
+    """per-episode shift of each team's block, uniform in ±group_noise px per axis"""
+    unit_noise: float = 4.0
+    """per-episode shift of each unit, uniform in ±unit_noise px per axis"""
+    view_radius: float = 7.0
+    """radius (tiles) of the circle each agent observes (MS-MARL, Fig. 3)"""
+    action_radius: float = 7.0
+    """largest distance (tiles) an action can point at (action[2] = 1)"""
+    reward_radius: float = 7.0
+    """radius (tiles) of the neighbourhood of eq. (2)"""
+    reward_counts: Literal["deaths", "moving"] = "deaths"
+    """eq. (2) over the neighbourhood at the start of the step (deaths) or recounted at its end (moving)"""
+    win_reward: float = 1.0
+    """eq. (3): terminal reward of a won battle"""
+    nonwin_reward: float = -0.2
+    """eq. (3): terminal reward of a lost or drawn battle"""
+    state_grid: int = 32
+    """side of the master's occupancy grid over the map"""
+    collision_iters: int = 2
+    """rounds of pairwise separation of overlapping ground units per step"""
+    bot_idle: Literal["attack_move", "hold"] = "attack_move"
+    """what a bot with no target does: attack-move onto our army's centroid, or hold its ground
+    (it still acquires and chases what enters its acquisition range)"""
+
+    def __post_init__(self) -> None:
+        if self.scenario not in SCENARIOS:
+            raise ValueError(f"unit_combat: 'scenario' must be one of {sorted(SCENARIOS)}, got {self.scenario!r}")
+        if self.bot_idle not in ("attack_move", "hold"):
+            raise ValueError(f"unit_combat: 'bot_idle' must be one of ['attack_move', 'hold'], got {self.bot_idle!r}")
+        if self.reward_counts not in ("deaths", "moving"):
+            raise ValueError(f"unit_combat: 'reward_counts' must be one of ['deaths', 'moving'], got {self.reward_counts!r}")
+        for k, lo in (("frames_per_step", 1), ("max_steps", 1), ("map_tiles", 16), ("state_grid", 1), ("collision_iters", 0)):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+                raise ValueError(f"unit_combat: {k!r} must be an integer >= {lo}, got {v!r}")
+        for k in ("spawn_gap", "group_noise", "unit_noise", "view_radius", "action_radius", "reward_radius", "win_reward", "nonwin_reward"):
+            v = getattr(self, k)
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"unit_combat: {k!r} must be a finite number, got {v!r}")
+        for k in ("spawn_gap", "group_noise", "unit_noise"):
+            if getattr(self, k) < 0:
+                raise ValueError(f"unit_combat: {k!r} must be >= 0, got {getattr(self, k)}")
+        for k in ("view_radius", "action_radius", "reward_radius"):
+            if getattr(self, k) <= 0:
+                raise ValueError(f"unit_combat: {k!r} must be > 0, got {getattr(self, k)}")
+        gap = self.spawn_gap or SCENARIOS[self.scenario][4]
+        if gap * TILE + 600 > self.map_tiles * TILE:
+            raise ValueError(f"unit_combat: spawn_gap {gap} tiles does not fit on a {self.map_tiles}-tile map")
+
+
+def tokens(obs: Tensor, n_units: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Split observations ``(..., 7 + 9U)`` into own features ``(..., 7)``, unit tokens ``(..., U, 9)``
+    and their mask ``(..., U)`` bool (the ``visible`` feature)."""
+    exp = OWN_FEATURES + TOKEN_FEATURES * n_units
+    if obs.shape[-1] != exp:
+        raise ValueError(f"unit_combat.tokens: observation has {obs.shape[-1]} features, expected {exp} for U={n_units}")
+    own = obs[..., :OWN_FEATURES]
+    tok = obs[..., OWN_FEATURES:].reshape(*obs.shape[:-1], TOKEN_FEATURES, n_units).transpose(-1, -2)
+    return own, tok, tok[..., 0] > 0.5
+
+
+@register_env("unit_combat", config=UnitCombatConfig)
+class UnitCombat(BatchedEnv):
+    """StarCraft-style continuous unit combat (m15v16, m10v13z, w15v17) against BW's attack-move AI; group ``agent``."""
+
+    def __init__(self, cfg: UnitCombatConfig = UnitCombatConfig(), num_envs: int = 1, seed: int = 0, device: str | torch.device = "cpu") -> None:
+        super().__init__(cfg, num_envs, seed, device)
+        dev = self.device
+        own_t, n, foe_t, m, gap = SCENARIOS[cfg.scenario]
+        self.n, self.m, self.U = n, m, n + m
+        self.types: list[UnitType] = [own_t] * n + [foe_t] * m
+        self.F = cfg.frames_per_step
+        self.map_px = cfg.map_tiles * TILE
+        self.gap_px = (cfg.spawn_gap or gap) * TILE
+        self.view_px, self.action_px, self.reward_px = cfg.view_radius * TILE, cfg.action_radius * TILE, cfg.reward_radius * TILE
+        U = self.U
+        self.spec = EnvSpec(
+            "unit_combat",
+            {"agent": group_spec("agent", n, OWN_FEATURES + TOKEN_FEATURES * U, gspaces.Box(-1.0, 1.0, (3,), dtype=np.float32))},
+            max_steps=cfg.max_steps,
+            state_shape=(cfg.state_grid**2,),
+            info_keys=("win", "draw", "terminal_reward", "own_units", "enemy_units", "own_hp", "enemy_hp"),
+        )
+        # Per-unit and per-pair constants (the scenario is fixed): (U,) and (U, U) tensors.
+        f32 = dict(dtype=torch.float32, device=dev)
+        self.max_hp = torch.tensor([t.hp for t in self.types], **f32)
+        self.speed = torch.tensor([t.speed for t in self.types], **f32)
+        self.radius = torch.tensor([t.radius for t in self.types], **f32)
+        self.flying = torch.tensor([t.flying for t in self.types], dtype=torch.bool, device=dev)
+        self.acquire_px = torch.tensor([t.sight_tiles * TILE for t in self.types], **f32)
+        self.type_id = torch.tensor([UNIT_TYPES.index(t) for t in self.types], dtype=torch.long, device=dev)
+        self.type_onehot = torch.nn.functional.one_hot(self.type_id, len(UNIT_TYPES)).float()  # (U, 3)
+        team = torch.tensor([0] * n + [1] * m, device=dev)
+        self.team = team
+        dmg = torch.zeros(U, U, **f32)
+        rng = torch.zeros(U, U, **f32)
+        cd = torch.ones(U, U, **f32)
+        for i, a in enumerate(self.types):  # constants at construction, not in the step
+            for j, b in enumerate(self.types):
+                w = a.air_weapon if b.flying else a.ground_weapon
+                if w is None or team[i] == team[j]:
+                    continue
+                dmg[i, j] = max(w.damage * _DAMAGE_SCALE[w.kind][b.size] - b.armor, 0.5)
+                rng[i, j], cd[i, j] = w.max_range, w.cooldown
+        self.pair_damage, self.pair_range, self.pair_cooldown = dmg, rng, cd
+        self.can_hit = dmg > 0  # (U, U): i can attack j
+        self.radius_sum = self.radius[:, None] + self.radius[None, :]
+        # priority of target j for acquirer i: 0 if j can attack i back, else 2 (BW)
+        self.priority_px = torch.where(self.can_hit.T, 0.0, 2.0 * 4096.0).to(**f32)
+        self.weapon_cooldown = torch.stack([cd[i][self.can_hit[i]].max() if bool(self.can_hit[i].any()) else torch.tensor(1.0, device=dev) for i in range(U)])
+        self.collides = ~self.flying[:, None] & ~self.flying[None, :] & ~torch.eye(U, dtype=torch.bool, device=dev)
+        ang_u = torch.arange(U, device=dev, dtype=torch.float32) * 2.399963
+        self._tie = 0.01 * torch.stack([ang_u.cos(), ang_u.sin()], -1)  # (U, 2): tells stacked units apart
+        self._any_collide = bool(self.collides.any())
+        self._contact = torch.where(self.collides, self.radius_sum, 0.0)  # (U, U): contact distance of colliding pairs
+        self._parking = torch.stack([-1e6 - 1e3 * torch.arange(U, device=dev, dtype=torch.float32), torch.full((U,), -1e6, device=dev)], -1)
+        self.not_self = ~torch.eye(U, dtype=torch.bool, device=dev)
+        self._unit_const = torch.cat([team.float()[:, None], self.type_onehot], -1).T.contiguous()  # (4, U): enemy flag, type one-hot
+        self._ones_zeros = torch.tensor([[1.0], [0.0], [0.0]], device=dev)  # (3, 1)
+        # most shots one unit can fire in a step: at frames 0, c, 2c, ... < F with the shortest jittered cooldown c
+        self.max_shots = math.ceil(self.F / max(1.0, float(cd[self.can_hit].min()) - 1)) if bool(self.can_hit.any()) else 1
+        self._arange = torch.arange(U, device=dev)
+        self._formation = self._formation_offsets()
+        B = num_envs
+        self.pos = torch.zeros(B, U, 2, **f32)
+        self.hp = torch.zeros(B, U, **f32)
+        self.cd = torch.zeros(B, U, **f32)
+        self.target = torch.full((B, U), -1, dtype=torch.long, device=dev)
+        self.last_attack = torch.full((B, U), -1, dtype=torch.long, device=dev)
+        self.key = torch.zeros(B, dtype=torch.long, device=dev)
+        self.counter = torch.zeros(B, dtype=torch.long, device=dev)
+        self._obs_cache: Tensor | None = None
+        self._stale_rows: Tensor | None = None
+        self._refresh()
+
+    # ------------------------------------------------------------------ helpers
+    def _formation_offsets(self) -> Tensor:
+        """``(U, 2)`` offsets of each unit from its team's block centre; the front column faces the enemy."""
+        out = torch.zeros(self.U, 2)
+        for team, (lo, k, sign) in enumerate(((0, self.n, 1.0), (self.n, self.m, -1.0))):
+            r = self.types[lo].radius
+            s = 2 * r + 8.0
+            rows = min(8, k)
+            cols = math.ceil(k / rows)
+            for u in range(k):
+                c, row = divmod(u, rows)
+                in_col = min(rows, k - c * rows)
+                out[lo + u, 0] = sign * ((cols - 1) / 2 - c) * s
+                out[lo + u, 1] = (row - (in_col - 1) / 2) * s
+        return out.to(self.device)
+
+    def _refresh(self, rows: Tensor | None = None) -> None:
+        """Recompute what derives from the positions: ``_dx``, ``_dy`` ``(B, U, U)`` (``x_j - x_i``:
+        where unit j is seen from unit i) and ``_dist`` ``(B, U, U)``, the centre distances; for the
+        copies ``rows`` only if given (then only their cached observations go stale)."""
+        pos = self.pos if rows is None else self.pos.index_select(0, rows)
+        x, y = pos[..., 0], pos[..., 1]
+        dx = x[:, None, :] - x[:, :, None]
+        dy = y[:, None, :] - y[:, :, None]
+        dist = torch.sqrt(dx * dx + dy * dy)
+        if rows is None:
+            self._dx, self._dy, self._dist = dx, dy, dist
+            self._obs_cache, self._stale_rows = None, None
+        else:
+            for v, w in ((self._dx, dx), (self._dy, dy), (self._dist, dist)):
+                v.index_copy_(0, rows, w)  # in place: nothing outside the env holds these
+            if self._obs_cache is not None:
+                self._stale_rows = rows if self._stale_rows is None else torch.cat([self._stale_rows, rows]).unique()
+
+    @property
+    def alive_units(self) -> Tensor:
+        """``(B, U)`` bool: agents first, then bots."""
+        return self.hp > 0
+
+    def edge_distance(self) -> Tensor:
+        """``(B, U, U)`` edge-to-edge distances (centre distance minus both radii, >= 0)."""
+        return (self._dist - self.radius_sum).clamp(min=0.0)
+
+    def decode_actions(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """BiCNet actions ``(B, N, 3)`` -> ``(attack (B, N) bool, target (B, N) global unit index, point (B, N, 2))``.
+
+        The target is the living enemy nearest to the pointed location (whatever ``attack`` says)."""
+        n = self.n
+        theta = actions[..., 1] * math.pi
+        reach = (actions[..., 2] + 1.0) * (0.5 * self.action_px)
+        point = self.pos[:, :n] + reach[..., None] * torch.stack([theta.cos(), theta.sin()], -1)
+        ex, ey = self.pos[:, n:, 0], self.pos[:, n:, 1]
+        ddx = point[..., 0, None] - ex[:, None, :]
+        ddy = point[..., 1, None] - ey[:, None, :]
+        d2 = ddx.mul_(ddx).addcmul_(ddy, ddy)  # (B, N, M) squared distance from the pointed location
+        d2 = torch.where(self.alive_units[:, None, n:], d2, torch.full_like(d2, float("inf")))
+        return actions[..., 0] > 0, d2.argmin(-1) + n, point
+
+    def bot_orders(self, dist: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The built-in AI: ``(attack (B, M) bool, target (B, M) global index, point (B, M, 2))`` (module
+        docstring), from the centre distances ``dist`` ``(B, U, U)``."""
+        n, B = self.n, self.num_envs
+        alive = self.alive_units
+        e = (dist[:, n:, :n] - self.radius_sum[n:, :n]).clamp_(min=0.0)  # (B, M, N) bot -> our units, edge to edge
+        acq = self.acquire_px[n:, None]
+        can = self.can_hit[n:, :n] & alive[:, None, :n] & (e <= acq)
+        cur = self.target[:, n:]
+        cur_c = cur.clamp(0, n - 1)
+        keep = (cur >= 0) & (cur < n) & can.gather(2, cur_c[..., None]).squeeze(2)
+        score = torch.where(can, e + self.priority_px[n:, :n], torch.full_like(e, float("inf")))
+        best = score.argmin(-1)
+        has = can.any(-1)
+        target = torch.where(keep, cur_c, best)
+        attack = keep | has
+        if self.cfg.bot_idle == "hold":
+            return attack, target, self.pos[:, n:]
+        w = alive[:, :n].float()
+        centroid = (self.pos[:, :n] * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp(min=1.0)  # (B, 2)
+        return attack, target, centroid[:, None, :].expand(B, self.m, 2)
+
+    # ------------------------------------------------------------------ hooks
+    def _reset_copies(self, mask: Tensor) -> None:
+        rows = mask.nonzero().squeeze(1)
+        k = int(rows.numel())
+        if k == 0:
+            return
+        cfg, dev, U = self.cfg, self.device, self.U
+        centre = torch.tensor([self.map_px / 2, self.map_px / 2], device=dev)
+        side = torch.tensor([[-0.5 * self.gap_px, 0.0], [0.5 * self.gap_px, 0.0]], device=dev)  # ours left
+        u_group = torch.rand(k, 2, 2, generator=self.rng, device=dev) * 2 - 1
+        u_unit = torch.rand(k, U, 2, generator=self.rng, device=dev) * 2 - 1
+        group_centre = centre + side[None] + cfg.group_noise * u_group  # (k, 2 teams, 2)
+        pos = group_centre[:, self.team] + self._formation[None] + cfg.unit_noise * u_unit
+        self.pos = self.pos.index_copy(0, rows, pos.clamp(0.0, self.map_px))
+        self.hp = self.hp.index_copy(0, rows, self.max_hp.expand(k, U).contiguous())
+        self.cd = self.cd.index_fill(0, rows, 0.0)
+        self.target = self.target.index_fill(0, rows, -1)
+        self.last_attack = self.last_attack.index_fill(0, rows, -1)
+        self.key = self.key.index_copy(0, rows, new_keys(k, self.rng, dev))
+        self.counter = self.counter.index_fill(0, rows, 0)
+        self._refresh(rows)
+
+    def _separate(self, pos: Tensor, alive: Tensor) -> Tensor:
+        """Push overlapping living ground units apart; returns the new ``(B, U, 2)`` positions.
+
+        Each of ``collision_iters`` Jacobi rounds moves every living ground unit ``i`` by
+        ``½ Σ_j w_ij (x_i − x_j)`` with ``w_ij = max(r_i + r_j − |x_i − x_j|, 0) / |x_i − x_j|`` over
+        the other ground units ``j`` (pair overlap along the line of centres, split in halves),
+        computed as ``½ (x_i Σ_j w_ij − (W x)_i)``. Dead units are parked far off the map, one
+        apart from another, for the rounds (so no mask is needed: flying and self pairs have
+        ``r_i + r_j = 0`` in ``_contact``); units stacked on one point are told apart by a fixed
+        offset of 0.01 px per unit (``_tie``) during the rounds, removed afterwards."""
+        if self.cfg.collision_iters == 0 or not self._any_collide:
+            return pos
+        p = torch.where(alive[..., None], pos + self._tie, self._parking)
+        dx = torch.empty(pos.shape[0], self.U, self.U, device=self.device)
+        dy = torch.empty_like(dx)
+        for _ in range(self.cfg.collision_iters):  # a fixed number of rounds, each over all pairs
+            x, y = p[..., 0], p[..., 1]
+            torch.sub(x[:, :, None], x[:, None, :], out=dx)  # (B, U, U): from j to i
+            torch.sub(y[:, :, None], y[:, None, :], out=dy)
+            inv_d = dx.mul_(dx).addcmul_(dy, dy).add_(1e-12).rsqrt_()  # 1 / |x_i - x_j| (in dx's buffer)
+            w = inv_d.mul_(self._contact).sub_(1.0).clamp_(min=0.0)  # overlap / distance
+            p = p + 0.5 * (p * w.sum(2, keepdim=True) - torch.bmm(w, p))
+        return torch.where(alive[..., None], p - self._tie, pos)
+
+    def _step_world(self, actions: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor, dict[str, Tensor]]:
+        cfg, n, U, B, F = self.cfg, self.n, self.U, self.num_envs, float(self.F)
+        K = self.max_shots
+        jitter_u = stream_uniform(self.key, self.counter, U * K).view(B, U, K)
+        self.counter = self.counter + 1
+        alive0, pos0, dist0 = self.alive_units, self.pos, self._dist
+        # 1. orders of both teams, from the state at the start of the step
+        a_att, a_tgt, a_pt = self.decode_actions(actions["agent"])
+        b_att, b_tgt, b_pt = self.bot_orders(dist0)
+        attack = torch.cat([a_att, b_att], 1) & alive0  # (B, U)
+        tgt = torch.cat([a_tgt, b_tgt], 1)
+        point = torch.cat([a_pt, b_pt], 1)
+        tgt_pos = pos0.gather(1, tgt[..., None].expand(B, U, 2))
+        goal = torch.where(attack[..., None], tgt_pos, point)
+        to_goal = goal - pos0
+        goal_d = to_goal.norm(dim=-1)
+        # 2. attacks: approach until in range, then fire when the cooldown allows
+        ar = self._arange
+        edge_tgt = (dist0.gather(2, tgt[..., None]).squeeze(2) - self.radius_sum[ar, tgt]).clamp_(min=0.0)
+        gap = edge_tgt - self.pair_range[ar, tgt]
+        valid = attack & alive0.gather(1, tgt) & self.can_hit[ar, tgt]
+        arrive = torch.ceil(gap.clamp(min=0.0) / self.speed)  # frames to get in range
+        t = torch.maximum(self.cd, arrive)  # frame of the first shot
+        shots = torch.zeros(B, U, device=self.device)
+        base = self.pair_cooldown[ar, tgt]
+        for k in range(K):  # at most K shots per step (a small constant): a loop over shots, not units
+            fire = valid & (t < F)
+            shots = shots + fire.float()
+            t = torch.where(fire, t + base + torch.floor(jitter_u[..., k] * 4.0) - 1.0, t)
+        fired = shots > 0
+        new_cd = torch.where(fired, t - F, self.cd - F).clamp(min=0.0)
+        damage = torch.zeros(B, U, device=self.device).scatter_add_(
+            1, tgt, shots * self.pair_damage[ar, tgt]
+        )
+        # 3. moves: attackers close the gap (at most a step's travel), movers head for their point
+        travel = self.speed * F
+        step_len = torch.where(attack, torch.where(valid, gap.clamp(min=0.0), torch.zeros_like(gap)), goal_d)
+        step_len = torch.minimum(step_len, travel) * alive0
+        direction = to_goal / goal_d.clamp(min=1e-6)[..., None]
+        pos = pos0 + direction * step_len[..., None]
+        # 4. deaths, then collisions among the survivors, inside the map
+        hp = self.hp - damage
+        alive1 = alive0 & (hp > 0)
+        self.hp = torch.where(alive0, hp, self.hp)
+        pos = self._separate(pos, alive1).clamp(0.0, self.map_px)
+        self.pos = torch.where(alive0[..., None], pos, pos0)
+        self.cd = torch.where(alive0, new_cd, self.cd)
+        self.target = torch.where(valid & alive1, tgt, torch.full_like(tgt, -1))
+        self.last_attack = torch.where(fired, tgt, torch.full_like(tgt, -1))
+        self._refresh()
+        # 5. outcome and rewards
+        own_left, foe_left = alive1[:, :n].any(1), alive1[:, n:].any(1)
+        terminated = ~own_left | ~foe_left
+        assert self._t is not None
+        last = terminated | (self._t + 1 >= cfg.max_steps)
+        win = last & own_left & ~foe_left
+        draw = last & ~win & ~(~own_left & foe_left)
+        terminal = torch.where(last, torch.where(win, cfg.win_reward, cfg.nonwin_reward), 0.0).float()
+        near0 = (dist0[:, :n] <= self.reward_px) & alive0[:, None, :]  # (B, N, U)
+        if cfg.reward_counts == "deaths":
+            lost = (near0 & ~alive1[:, None, :]).float()
+            step_r = -lost[..., :n].sum(-1) + lost[..., n:].sum(-1)
+        else:
+            near1 = ((self._dist[:, :n] <= self.reward_px) & alive1[:, None, :]).float() - near0.float()
+            step_r = near1[..., :n].sum(-1) - near1[..., n:].sum(-1)
+        r = step_r * alive0[:, :n] + terminal[:, None]
+        hp_left = self.hp.clamp(min=0.0)
+        info = {
+            "win": win.float(),
+            "draw": draw.float(),
+            "terminal_reward": terminal,
+            "own_units": alive1[:, :n].sum(1).float(),
+            "enemy_units": alive1[:, n:].sum(1).float(),
+            "own_hp": hp_left[:, :n].sum(1),
+            "enemy_hp": hp_left[:, n:].sum(1),
+        }
+        return {"agent": r.float()}, terminated, info
+
+    def _observe(self) -> dict[str, Tensor]:
+        """Observations (module docstring). Cached between steps: after an auto-reset only the reset
+        copies are recomputed (``_stale_rows``), the rest are the ``final_obs`` of the step. The
+        returned tensor is the env's cache: read it, do not write into it."""
+        if self._obs_cache is None:
+            self._obs_cache = self._observe_rows(None)
+        elif self._stale_rows is not None:
+            rows = self._stale_rows
+            self._obs_cache = self._obs_cache.index_copy(0, rows, self._observe_rows(rows))
+        self._stale_rows = None
+        return {"agent": self._obs_cache}
+
+    def _observe_rows(self, rows: Tensor | None) -> Tensor:
+        """Observations ``(b, N, 7 + 9U)`` of the copies ``rows`` (all copies if ``None``)."""
+        n, U = self.n, self.U
+        pick = (lambda v: v) if rows is None else (lambda v: v.index_select(0, rows))
+        pos, hp, cd, dx, dy, dist = (pick(v) for v in (self.pos, self.hp, self.cd, self._dx[:, :n], self._dy[:, :n], self._dist[:, :n]))
+        B = pos.shape[0]
+        alive = hp > 0
+        # vis (b, N, U): alive, not the observer, inside the view circle; the observer alive
+        visf = ((dist <= self.view_px) & alive[:, None, :] & self.not_self[:n] & alive[:, :n, None]).float()
+        hpn = hp.clamp(min=0.0) / self.max_hp  # (b, U)
+        cdn = cd / self.weapon_cooldown
+        # what a visible unit shows, except its position: 1, (0, 0), hp, cooldown, enemy, type (b, 9, U)
+        shown = torch.cat([self._ones_zeros.expand(B, 3, U), hpn[:, None], cdn[:, None], self._unit_const.expand(B, -1, U)], 1)  # contiguous
+        obs = torch.empty(B, n, OWN_FEATURES + TOKEN_FEATURES * U, device=self.device)
+        tok = obs[..., OWN_FEATURES:].view(B, n, TOKEN_FEATURES, U)  # feature-major: rows of U are contiguous
+        torch.mul(shown[:, None], visf[:, :, None], out=tok)  # written in place, no temporaries
+        vis_r = visf.mul_(1.0 / self.view_px)
+        torch.mul(dx, vis_r, out=tok[:, :, 1])
+        torch.mul(dy, vis_r, out=tok[:, :, 2])
+        own_alive = alive[:, :n, None].float()
+        obs[..., :2] = pos[:, :n] * (own_alive / self.map_px)
+        obs[..., 2:4] = torch.stack([hpn[:, :n], cdn[:, :n]], -1) * own_alive
+        obs[..., 4:OWN_FEATURES] = self.type_onehot[:n] * own_alive
+        return obs
+
+    def _global_state(self) -> Tensor:
+        G, n, B = self.cfg.state_grid, self.n, self.num_envs
+        cell = (self.pos[:, :n] / (self.map_px / G)).long().clamp(0, G - 1)
+        idx = torch.where(self.alive_units[:, :n], cell[..., 1] * G + cell[..., 0], torch.full_like(cell[..., 0], G * G))
+        occ = torch.zeros(B, G * G + 1, device=self.device).scatter_add_(1, idx, torch.ones(B, n, device=self.device))
+        return occ[:, : G * G]
+
+    def _alive(self) -> dict[str, Tensor]:
+        return {"agent": self.alive_units[:, : self.n]}
+
+    def _get_sim_state(self) -> dict[str, Tensor]:
+        return {"pos": self.pos, "hp": self.hp, "cd": self.cd, "target": self.target, "last_attack": self.last_attack,
+                "key": self.key, "counter": self.counter}
+
+    def _set_sim_state(self, state: dict[str, Tensor]) -> None:
+        if not bool(torch.isfinite(state["pos"]).all()) or bool(((state["pos"] < 0) | (state["pos"] > self.map_px)).any()):
+            raise ValueError(f"unit_combat: set_state['pos'] must lie in [0, {self.map_px}] px")
+        if bool((state["cd"] < 0).any()):
+            raise ValueError("unit_combat: set_state['cd'] must be >= 0 frames")
+        for k in ("target", "last_attack"):
+            if bool(((state[k] < -1) | (state[k] >= self.U)).any()):
+                raise ValueError(f"unit_combat: set_state[{k!r}] must lie in [-1, {self.U}), got {state[k].min().item()}..{state[k].max().item()}")
+        for k, v in state.items():
+            setattr(self, k, v)
+        self._refresh()
+
+    # ------------------------------------------------------------------ rendering
+    def render(self, size: int = 512, window_tiles: float = 16.0) -> np.ndarray:
+        """Copy 0 in a ``window_tiles``-wide window centred on the living units (1 px per game pixel
+        by default): our units blue, bots red (air units drawn as rings), a hit-point bar over each
+        living unit, a line from each unit that fired in the last step to its target, a grid line
+        every 4 tiles. Returns ``(size, size, 3)`` uint8."""
+        img = canvas(size, size, (236, 232, 214))
+        scale = size / (window_tiles * TILE)
+        live = self.alive_units[0]
+        centre = self.pos[0][live].mean(0) if bool(live.any()) else torch.full((2,), self.map_px / 2, device=self.device)
+        origin = (centre - window_tiles * TILE / 2).cpu()
+        x0 = torch.floor(origin / (4 * TILE)) * (4 * TILE)  # snap to the grid so that lines stay put
+        x0 = x0 + torch.where(origin - x0 > 2 * TILE, 4 * TILE, 0.0)
+        grid = max(1, int(4 * TILE * scale))
+        for g in range(0, size, grid):
+            fill_rect(img, g, 0, g + 1, size, (222, 218, 200))
+            fill_rect(img, 0, g, size, g + 1, (222, 218, 200))
+        pos = ((self.pos[0].cpu() - x0) * scale).numpy()
+        hp = self.hp[0].cpu().numpy()
+        att = self.last_attack[0].cpu().numpy()
+        max_hp = self.max_hp.cpu().numpy()
+        rad = (self.radius * scale).cpu().numpy()
+        for u in range(self.U):
+            if att[u] >= 0:
+                j = int(att[u])
+                draw_line(img, pos[u, 0], pos[u, 1], pos[j, 0], pos[j, 1], (240, 170, 0) if u < self.n else (200, 90, 200))
+        for u in range(self.U):
+            if hp[u] <= 0:
+                continue
+            x, y = pos[u]
+            col = (40, 90, 220) if u < self.n else (210, 40, 40)
+            r = max(rad[u], 2.5)
+            draw_disc(img, x, y, r, col)
+            if self.types[u].flying:
+                draw_disc(img, x, y, max(r - 3, 1.0), (236, 232, 214), outline=None)
+            w = max(int(2 * r), 6)
+            bx, by = int(x - w / 2), int(y - r - 5)
+            fill_rect(img, bx, by, bx + w, by + 2, (90, 90, 90))
+            fill_rect(img, bx, by, bx + int(round(w * hp[u] / max_hp[u])), by + 2, (30, 180, 30))
+        return img
+
+
+# ---------------------------------------------------------------------------------------- baselines
+def encode_attack(env: UnitCombat, target: Tensor) -> Tensor:
+    """BiCNet actions ``(B, N, 3)`` that attack ``target`` (``(B, N)`` global unit indices): point at the
+    target (at most ``action_radius`` away; a farther target is pointed at along its direction)."""
+    n = env.n
+    rel = env.pos.gather(1, target[..., None].expand(-1, -1, 2)) - env.pos[:, :n]
+    dist = rel.norm(dim=-1)
+    angle = torch.atan2(rel[..., 1], rel[..., 0]) / math.pi
+    reach = (2.0 * dist / env.action_px - 1.0).clamp(-1.0, 1.0)
+    return torch.stack([torch.ones_like(angle), angle.clamp(-1.0, 1.0), reach], -1)
+
+
+def _closest_enemy(env: UnitCombat, edge: Tensor) -> Tensor:
+    n = env.n
+    e = torch.where(env.alive_units[:, None, n:] & env.can_hit[:n, n:], edge[:, :n, n:], torch.full_like(edge[:, :n, n:], float("inf")))
+    return e.argmin(-1) + n
+
+
+def attack_closest(env: UnitCombat) -> dict[str, Tensor]:
+    """Every agent attacks the closest living enemy (edge distance): ``{"agent": (B, N, 3)}``."""
+    return {"agent": encode_attack(env, _closest_enemy(env, env.edge_distance()))}
+
+
+def _in_range(env: UnitCombat, edge: Tensor) -> Tensor:
+    n = env.n
+    return (edge[:, :n, n:] <= env.pair_range[:n, n:]) & env.can_hit[:n, n:] & env.alive_units[:, None, n:]  # (B, N, M)
+
+
+def focus_fire(env: UnitCombat) -> dict[str, Tensor]:
+    """Every agent attacks the weakest enemy within its weapon range (fewest hit points, lowest index on
+    ties), or the closest enemy if none is in range: ``{"agent": (B, N, 3)}``."""
+    n = env.n
+    edge = env.edge_distance()
+    inr = _in_range(env, edge)
+    hp = env.hp[:, None, n:].expand_as(inr)
+    weakest = torch.where(inr, hp, torch.full_like(hp, float("inf"))).argmin(-1) + n
+    target = torch.where(inr.any(-1), weakest, _closest_enemy(env, edge))
+    return {"agent": encode_attack(env, target)}
+
+
+def focus_fire_no_overkill(env: UnitCombat, rounds: int = 4) -> dict[str, Tensor]:
+    """Focus fire without overkill: agents that will fire this step claim the weakest enemy in range
+    that still needs shots (``ceil(hp / damage)`` per enemy and step); claims beyond that are refused
+    in agent order and retried on the next weakest, for ``rounds`` rounds. Agents left over (all
+    enemies in range covered, or not firing this step) attack the closest enemy that still needs
+    shots, else the closest. Returns ``{"agent": (B, N, 3)}``."""
+    n, m = env.n, env.m
+    edge = env.edge_distance()
+    inr = _in_range(env, edge)  # (B, N, M)
+    alive = env.alive_units
+    dmg = env.pair_damage[:n, n:]  # (N, M)
+    need = torch.ceil(env.hp[:, n:].clamp(min=0.0) / dmg.max(0).values.clamp(min=1e-6))  # (B, M) shots needed
+    need = torch.where(alive[:, n:], need, torch.zeros_like(need))
+    ready = alive[:, :n] & (env.cd[:, :n] < env.F)  # fires this step if it stays in range
+    assigned = torch.full((env.num_envs, n), -1, dtype=torch.long, device=env.device)
+    hp = env.hp[:, None, n:].expand_as(inr)
+    for _ in range(rounds):  # a few rounds of claims, each over all agents at once
+        open_ = inr & (need[:, None, :] > 0) & (ready & (assigned < 0))[..., None]
+        choice = torch.where(open_, hp, torch.full_like(hp, float("inf"))).argmin(-1)  # (B, N)
+        claims = torch.nn.functional.one_hot(choice, m).bool() & open_.any(-1, keepdim=True)  # (B, N, M)
+        rank = claims.long().cumsum(1)  # 1-based claim order per enemy, in agent order
+        ok = claims & (rank <= need[:, None, :])
+        got = ok.any(-1)
+        assigned = torch.where(got, choice + n, assigned)
+        need = need - ok.sum(1)
+    e = edge[:, :n, n:]
+    open_far = torch.where(alive[:, None, n:] & (need[:, None, :] > 0), e, torch.full_like(e, float("inf")))
+    fallback = torch.where(open_far.isfinite().any(-1), open_far.argmin(-1) + n, _closest_enemy(env, edge))
+    target = torch.where(assigned >= 0, assigned, fallback)
+    return {"agent": encode_attack(env, target)}
+
+
+SCRIPTED = {"attack_closest": attack_closest, "focus_fire": focus_fire, "focus_fire_no_overkill": focus_fire_no_overkill}
+"""name -> scripted policy ``f(env) -> actions``"""

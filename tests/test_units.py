@@ -1,0 +1,246 @@
+"""unit_combat: conformance on the three scenarios, and hand-built situations (through ``set_state``)
+each against a hand-computed outcome: shots and frames to kill, moving into range, cooldown jitter,
+collisions, the bot's target choice, overkill, the eq. (2) reward, observations and bad input."""
+
+import math
+
+import pytest
+import torch
+
+import maestro
+from maestro.envs.check import check_env
+from maestro.envs.units.engine import (
+    MARINE,
+    ZERGLING,
+    encode_attack,
+    focus_fire,
+    focus_fire_no_overkill,
+    tokens,
+)
+
+FAR = 1e9  # a cooldown (frames) that never runs out within a test
+
+
+def make(scenario="m15v16", num_envs=1, seed=0, **kw):
+    env = maestro.make_env("unit_combat", num_envs=num_envs, seed=seed, scenario=scenario, **kw)
+    env.reset()
+    return env
+
+
+def place(env, units):
+    """Every copy: units ``{index: (x, y[, hp[, cd]])}`` alive as given, all others dead far away."""
+    s = env.get_state()
+    s["hp"][:] = 0.0
+    s["cd"][:] = 0.0
+    s["target"][:] = -1
+    s["pos"][:] = torch.tensor([10.0, 10.0])
+    for u, spec in units.items():
+        x, y = spec[0], spec[1]
+        s["pos"][:, u] = torch.tensor([float(x), float(y)])
+        s["hp"][:, u] = float(spec[2]) if len(spec) > 2 else env.max_hp[u]
+        s["cd"][:, u] = float(spec[3]) if len(spec) > 3 else 0.0
+    env.set_state(s)
+
+
+def stay(env):
+    """Move orders to the unit's own position (a = (-1, 0, -1)): every agent stands still."""
+    a = torch.zeros(env.num_envs, env.n, 3)
+    a[..., 0], a[..., 2] = -1.0, -1.0
+    return a
+
+
+def attack(env, targets):
+    """Agents in ``targets`` {agent: unit} attack that unit; the others stand still."""
+    a = stay(env)
+    tgt = torch.zeros(env.num_envs, env.n, dtype=torch.long) + env.n
+    for i, j in targets.items():
+        tgt[:, i] = j
+    enc = encode_attack(env, tgt)
+    for i in targets:
+        a[:, i] = enc[:, i]
+    return {"agent": a}
+
+
+@pytest.mark.parametrize("scenario", ["m15v16", "m10v13z", "w15v17"])
+def test_check_env(scenario):
+    check_env("unit_combat", num_envs=3, seed=1, scenario=scenario, max_steps=15)
+
+
+def test_marine_kills_zergling_in_six_shots_with_jittered_cooldowns():
+    env = make("m10v13z")
+    r = MARINE.radius + ZERGLING.radius
+    place(env, {0: (1000, 1000), 10: (1000 + r + 10, 1000, 35, FAR)})  # zergling in range, never strikes
+    frame, shots, hp = 0, [], 35.0
+    for step in range(20):
+        cd_before = float(env.cd[0, 0])
+        out = env.step(attack(env, {0: 10}))
+        new_hp = float(out.info["enemy_hp"][0])  # the zergling's, before any auto-reset
+        if new_hp < hp:
+            assert hp - new_hp == min(6.0, hp), "one Gauss Rifle shot per step: 6 damage"
+            fired_at = 8 * step + cd_before  # the shot leaves when the cooldown runs out
+            if shots:
+                assert 14 <= fired_at - shots[-1] <= 17, "cooldown 15 with BW jitter in {-1, 0, 1, 2}"
+            shots.append(fired_at)
+            hp = new_hp
+        if bool(out.done[0]):
+            break
+    assert len(shots) == 6 and shots[0] == 0, "ceil(35 / 6) = 6 shots, the first at frame 0"
+    assert 70 <= shots[-1] <= 85 and step + 1 == shots[-1] // 8 + 1, "the kill at frame 70..85, in step 9..11"
+    assert out.terminated[0] and out.info["win"][0] == 1.0 and out.info["enemy_units"][0] == 0
+    assert out.info["own_hp"][0] == 40.0, "the zergling never struck"
+
+
+def test_out_of_range_unit_moves_into_range_before_firing():
+    env = make("m15v16")
+    r = 2 * MARINE.radius
+    place(env, {0: (1000, 1000), 15: (1000 + r + 128 + 40, 1000, 40, FAR)})  # 40 px out of range
+    env.step(attack(env, {0: 15}))
+    # arrival takes ceil(40 / 4) = 10 frames > 8: no shot; both close 32 px (the bot chases too)
+    assert float(env.hp[0, 15]) == 40.0 and float(env.cd[0, 0]) == 0.0
+    assert float(env.pos[0, 0, 0]) == pytest.approx(1032.0) and float(env.pos[0, 15, 0]) == pytest.approx(1000 + r + 168 - 32)
+    env.step(attack(env, {0: 15}))  # edge gap 104 px <= 128: fires at frame 0 without moving
+    assert float(env.hp[0, 15]) == 34.0 and float(env.pos[0, 0, 0]) == pytest.approx(1032.0)
+
+
+def test_cooldown_jitter_bounds_and_double_zergling_strikes():
+    env = make("m15v16", num_envs=400, seed=3)
+    place(env, {0: (1000, 1000), 15: (1030, 1000, 40, FAR)})
+    env.step(attack(env, {0: 15}))
+    left = env.cd[:, 0]  # fired at frame 0: cooldown 15 + jitter - 8 frames
+    assert set(left.tolist()) == {6.0, 7.0, 8.0, 9.0}
+    z = make("m10v13z", num_envs=400, seed=4)
+    place(z, {0: (1000, 1000, 40, FAR), 10: (1020, 1000)})
+    z.step({"agent": stay(z)})
+    dmg = 40.0 - z.hp[:, 0]
+    assert set(dmg.tolist()) == {5.0, 10.0}, "a zergling (cooldown 8 - 1) strikes twice in 8 frames when the jitter is -1"
+    assert 0.15 < float((dmg == 10.0).float().mean()) < 0.35, "jitter -1 has probability 1/4"
+
+
+def test_ground_units_do_not_overlap_after_a_step_wraiths_do():
+    env = make("m15v16")
+    place(env, {0: (1000, 1000), 1: (1010, 1000), 15: (1800, 1800, 40, FAR)})
+    env.step({"agent": stay(env)})
+    d = float((env.pos[0, 0] - env.pos[0, 1]).norm())
+    assert d >= 2 * MARINE.radius - 0.05, f"marines overlap: centres {d:.2f} px apart"
+    a = stay(env)
+    a[0, 0] = torch.tensor([-1.0, 0.0, 2 * 10 / 224 - 1])  # both walk onto the same point
+    a[0, 1] = torch.tensor([-1.0, 1.0, 2 * 10 / 224 - 1])
+    place(env, {0: (1000, 1000), 1: (1020, 1000), 15: (1800, 1800, 40, FAR)})
+    env.step({"agent": a})
+    assert float((env.pos[0, 0] - env.pos[0, 1]).norm()) >= 2 * MARINE.radius - 0.05, "stacked units split (to 0.02 px: the tie offsets)"
+    w = make("w15v17")
+    place(w, {0: (1000, 1000), 1: (1020, 1000), 15: (1800, 1800, 120, FAR)})
+    w.step({"agent": a})
+    assert float((w.pos[0, 0] - w.pos[0, 1]).norm()) < 1e-3, "flying units pass over each other"
+
+
+def test_bot_attacks_the_closest_attacker_and_keeps_its_target():
+    env = make("m15v16")
+    place(env, {0: (1000, 1000), 1: (1000, 1090), 15: (1000, 1050, 40, 0)})  # unit 0 is 50 px, unit 1 40 px away
+    env.step({"agent": stay(env)})
+    assert float(env.hp[0, 1]) == 34.0 and float(env.hp[0, 0]) == 40.0
+    assert int(env.target[0, 15]) == 1
+    s = env.get_state()
+    s["pos"][0, 0] = torch.tensor([1000.0, 1030.0])  # unit 0 now closer; the bot keeps unit 1
+    s["cd"][0, 15] = 0.0
+    env.set_state(s)
+    env.step({"agent": stay(env)})
+    assert float(env.hp[0, 1]) == 28.0 and float(env.hp[0, 0]) == 40.0
+
+
+def test_overkill_by_the_bot_and_none_by_the_no_overkill_script():
+    env = make("m15v16")
+    place(env, {0: (1000, 1000, 6), 1: (1500, 1500), 15: (1060, 1000), 16: (940, 1000), 17: (1000, 1060)})
+    env.step({"agent": stay(env)})
+    assert float(env.hp[0, 0]) == 6 - 3 * 6, "three bots fire at a 6-hp marine: two shots wasted"
+    env = make("m15v16")
+    place(env, {0: (1000, 1000), 1: (1000, 1040), 2: (1000, 960), 15: (1100, 1000, 6, FAR), 16: (1100, 1030, 40, FAR)})
+    targets = env.decode_actions(focus_fire(env)["agent"])[1][0, :3]
+    assert targets.tolist() == [15, 15, 15], "focus fire sends all three at the weakest"
+    targets = env.decode_actions(focus_fire_no_overkill(env)["agent"])[1][0, :3]
+    assert sorted(targets.tolist()) == [15, 16, 16], "one shot kills the 6-hp marine; the others take the next"
+    env.step(focus_fire_no_overkill(env))
+    assert float(env.hp[0, 15]) == 0.0 and float(env.hp[0, 16]) == 28.0
+
+
+def test_eq2_reward_on_a_constructed_step():
+    env = make("m15v16")
+    # agent 0 kills e0 next to it; e1 kills agent 1, 300 px from agent 0 (outside its 224-px circle)
+    place(env, {0: (1000, 1000), 1: (1000, 1300, 6), 15: (1100, 1000, 6, FAR), 16: (1000, 1400)})
+    out = env.step(attack(env, {0: 15}))
+    assert not out.done[0]
+    r = out.reward["agent"][0]
+    assert r[0] == 1.0, "agent 0: 0 own lost, 1 enemy lost in its circle"
+    assert r[1] == -1.0, "agent 1: itself lost, no enemy lost in its circle"
+    assert (r[2:] == 0).all(), "dead agents get 0"
+    out = env.step(attack(env, {0: 16}))  # 16 is 400 px away: no kill this step
+    assert out.reward["agent"][0].abs().sum() == 0
+    env.set_state({**env.get_state(), "hp": env.hp.index_fill(1, torch.tensor([16]), 6.0), "pos": env.pos.index_copy(1, torch.tensor([16]), torch.tensor([[[1050.0, 1000.0]]]))})
+    out = env.step(attack(env, {0: 16}))
+    assert out.terminated[0] and out.info["win"][0] == 1.0
+    assert out.reward["agent"][0, 0] == 1.0 + 1.0 and (out.reward["agent"][0, 1:] == 1.0).all(), "terminal +1 to every agent, dead or alive"
+
+
+def test_moving_reward_counts_recount_the_circle():
+    env = make("m15v16", reward_counts="moving")
+    place(env, {0: (1000, 1000), 15: (1250, 1000, 40, FAR)})  # enemy 250 px away, walks into the circle
+    out = env.step({"agent": stay(env)})
+    assert out.reward["agent"][0, 0] == -1.0, "one more enemy within 7 tiles"
+
+
+def test_observation_sees_only_its_circle():
+    env = make("m15v16")
+    place(env, {0: (1000, 1000), 1: (1000, 1300), 15: (1100, 1000, 20, 7.5)})
+    own, tok, mask = tokens(env.observe()["agent"], env.U)
+    assert mask[0, 0].nonzero().squeeze(1).tolist() == [15], "agent 0 sees the enemy at 100 px, not agent 1 at 300 px nor itself"
+    assert tok[0, 0, 15].tolist() == pytest.approx([1.0, 100 / 224, 0.0, 0.5, 0.5, 1.0, 1.0, 0.0, 0.0])
+    assert own[0, 0].tolist() == pytest.approx([1000 / 2048, 1000 / 2048, 1.0, 0.0, 1.0, 0.0, 0.0])
+    assert not env.observe()["agent"][0, 2:].any(), "dead agents observe zeros"
+    assert env.state()[0].sum() == 2 and env.alive()["agent"][0, :2].all() and not env.alive()["agent"][0, 2:].any()
+
+
+def test_spawn_layout_is_seeded_and_ground_units_do_not_overlap():
+    a, b = make("m10v13z", num_envs=50, seed=7), make("m10v13z", num_envs=50, seed=7)
+    assert torch.equal(a.pos, b.pos)
+    own, foe = a.pos[:, :10].mean(1), a.pos[:, 10:].mean(1)
+    gap = (foe[:, 0] - own[:, 0]) / 32
+    assert (gap > 12 - 1.5).all() and (gap < 12 + 1.5).all(), "group centres 12 tiles apart (m10v13z)"
+    d = a._dist + torch.eye(a.U) * 1e6
+    assert (d >= a.radius_sum - 1e-3).all()
+
+
+def test_bad_input():
+    env = make("m15v16", num_envs=2)
+    with pytest.raises(ValueError, match="agent"):
+        env.step({"agent": torch.full((2, 15, 3), 1.5)})
+    with pytest.raises(ValueError, match="agent"):
+        env.step({"agent": torch.zeros(2, 15, 2)})
+    with pytest.raises(ValueError, match="scenario"):
+        maestro.make_env("unit_combat", scenario="m5v5")
+    with pytest.raises(ValueError, match="pos"):
+        env.set_state({**env.get_state(), "pos": torch.full((2, 31, 2), -5.0)})
+    with pytest.raises(ValueError, match="expected 286"):
+        tokens(torch.zeros(3, 10), env.U)
+
+
+def test_render_draws_units():
+    env = make("w15v17")
+    env.step({"agent": stay(env)})
+    img = env.render()
+    assert img.shape == (512, 512, 3) and img.dtype.name == "uint8"
+    blue = (img[..., 2] > 200) & (img[..., 0] < 80)
+    red = (img[..., 0] > 200) & (img[..., 2] < 80)
+    assert blue.sum() > 100 and red.sum() > 100
+    assert math.isfinite(float(env.state().sum()))
+
+
+def test_bot_attack_moves_onto_our_army_or_holds():
+    far = {0: (1000, 1000), 15: (1400, 1000)}  # 400 px: outside the bot's 7-tile acquisition range
+    env = make("m15v16")
+    place(env, far)
+    env.step({"agent": stay(env)})
+    assert float(env.pos[0, 15, 0]) == pytest.approx(1400 - 32), "attack-move: 8 frames at 4 px toward our centroid"
+    env = make("m15v16", bot_idle="hold")
+    place(env, far)
+    env.step({"agent": stay(env)})
+    assert float(env.pos[0, 15, 0]) == pytest.approx(1400)
