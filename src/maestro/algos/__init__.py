@@ -15,6 +15,7 @@ from maestro.spec import EnvSpec
 from maestro.algos import ppo  # noqa: F401  (ippo, mappo)
 from maestro.algos import maddpg  # noqa: F401
 from maestro.algos import reinforce  # noqa: F401
+from maestro.algos import trpo  # noqa: F401  (trpo_central, trpo_independent)
 
 
 class IncompatibleError(ValueError):
