@@ -47,7 +47,7 @@ from torch import Tensor
 from maestro.core.joint_policy import HeadsOnBatch, JointPolicy
 from maestro.core.run import Run
 from maestro.core.trpo_family import TrpoAgents, TrpoFamilyConfig, normalise_columns
-from maestro.core.trust_region import batched_trust_region_step, make_batched_fisher_vector_product
+from maestro.core.trust_region import batched_trust_region_step
 from maestro.registry import Smoke, register_algo
 
 CAPABILITIES = frozenset({"discrete", "multi_group", "on_policy"})
@@ -83,10 +83,11 @@ def trpo_update(cfg: TrpoFamilyConfig, policy: JointPolicy, obs: Tensor, actions
     def loss_of(log_ratios: Tensor, rows: Tensor) -> Tensor:  # -surrogate per row, (k,)
         return -(torch.exp(log_ratios.sum(-1)) * advantages[rows]).mean(-1)
 
-    leaf = heads.theta_old.clone().requires_grad_(True)
-    loss = loss_of(heads.log_ratios(leaf, rows), rows)
-    (grad,) = torch.autograd.grad(loss.sum(), leaf)
-    fvp = make_batched_fisher_vector_product(heads.fisher_kl, heads.theta_old, cfg.cg_damping)
+    # at theta_old every log-ratio is 0: the loss is -mean(A) and its gradient -(1/M) J^T (A 1^T)
+    loss = -advantages.mean(-1)
+    weights = -(advantages / heads.num_samples).unsqueeze(-1).expand_as(heads.old_logp)
+    grad = heads.log_ratio_vjp(rows, weights)
+    fvp = heads.fisher_product(rows, cfg.cg_damping)
 
     def evaluate(theta: Tensor, rows: Tensor) -> tuple[Tensor, Tensor, None]:
         log_ratios, kl = heads.log_ratios_and_kl(theta, rows)

@@ -263,10 +263,18 @@ def heads_kl(old_log_probs: Tensor, logits: Tensor) -> Tensor:
 class HeadsOnBatch:
     """A ``JointPolicy``'s networks on one batch of ``M`` samples, linearised at ``theta_old`` (one TRPO/MATRPO iteration).
 
-    Holds each network's inputs, the actions its heads score and the old heads' log-probabilities
-    (detached), and evaluates any rows' parameters against them: the per-head log-ratios
-    ``x[k, s, c] = log pi_k^c(a^c_s | o_s; theta_k) - log pi_k^c(a^c_s | o_s; theta_k_old)`` and the mean KL
-    from the old policy (summed over heads: the KL of the product).
+    Holds each network's inputs, the actions its heads score, the old heads' log-probabilities and the
+    forward pass at ``theta_old`` (``StackedMLP.linearise``), and provides what a trust-region step from
+    ``theta_old`` needs, for any set of rows (networks):
+
+    - ``log_ratios_and_kl``: at new parameters, the per-head log-ratios
+      ``x[k, s, c] = log pi_k^c(a^c_s | o_s; theta_k) - log pi_k^c(a^c_s | o_s; theta_k_old)`` and the mean KL
+      from the old policy (summed over heads: the KL of the product);
+    - ``log_ratio_vjp``: ``J^T w`` for the Jacobian ``J = dx / dtheta`` at ``theta_old`` (the gradient of any
+      loss of the log-ratios, e.g. the TRPO surrogate ``-(1/M) J^T (A 1^T)``);
+    - ``fisher_product``: the Fisher (the Hessian of the mean KL at ``theta_old``) times vectors, on every
+      ``fisher_every``-th sample, in the Gauss-Newton form ``J_z^T (diag(p) - p p^T) J_z v`` per head
+      (exact at ``theta_old``, where the KL's gradient in the logits vanishes).
 
     Args:
         policy: the policy, at ``theta_old``.
@@ -285,9 +293,12 @@ class HeadsOnBatch:
         self.inputs = policy.inputs(obs)  # (K, M, in)
         self.actions = policy.head_actions(actions)  # (K, M, C)
         self.fisher_every = fisher_every
-        with torch.no_grad():
-            self.old_log_probs = torch.log_softmax(policy.logits(self.theta_old, self.inputs), -1)  # (K, M, C, A)
-            self.old_logp = self.old_log_probs.gather(-1, self.actions.unsqueeze(-1)).squeeze(-1)  # (K, M, C)
+        self.lin = policy.net.linearise(self.theta_old, self.inputs)
+        K, M = self.inputs.shape[:2]
+        logits = self.lin.output.reshape(K, M, policy.num_heads, policy.axis.num_actions)
+        self.old_log_probs = torch.log_softmax(logits, -1)  # (K, M, C, A)
+        self.old_logp = self.old_log_probs.gather(-1, self.actions.unsqueeze(-1)).squeeze(-1)  # (K, M, C)
+        self._rows: dict[tuple[int, ...], Any] = {}
 
     @property
     def num_samples(self) -> int:
@@ -300,13 +311,37 @@ class HeadsOnBatch:
         ratios = head_log_probs(logits, self.actions[rows]) - self.old_logp[rows]
         return ratios, heads_kl(self.old_log_probs[rows], logits).mean(-1)
 
-    def log_ratios(self, theta: Tensor, rows: Tensor) -> Tensor:
-        """``(k, M, C)``: the log-ratios alone (with gradient)."""
-        logits = self.policy.logits(theta, self.inputs[rows])
-        return head_log_probs(logits, self.actions[rows]) - self.old_logp[rows]
+    def _pieces(self, rows: Tensor) -> Any:
+        """The linearisation restricted to ``rows`` (cached per set of rows): all samples, and the Fisher subsample."""
+        key = tuple(rows.tolist())
+        if key not in self._rows:
+            lin = self.lin.rows(rows)
+            sub = lin.samples(self.fisher_every)
+            sub = type(sub)(sub.theta, tuple(x.contiguous() for x in sub.inputs), tuple(d if d is None else d.contiguous() for d in sub.derivatives), sub.output.contiguous())
+            old = self.old_log_probs[rows]
+            score = torch.nn.functional.one_hot(self.actions[rows], old.shape[-1]).to(old.dtype) - old.exp()  # dx/dz (k, M, C, A)
+            self._rows[key] = (lin, sub, old[:, :: self.fisher_every].exp().contiguous(), score)
+        return self._rows[key]
 
-    def fisher_kl(self, theta: Tensor) -> Tensor:
-        """``(K,)`` mean KL of every network on the Fisher subsample (for ``make_batched_fisher_vector_product``)."""
-        step = self.fisher_every
-        logits = self.policy.logits(theta, self.inputs[:, ::step])
-        return heads_kl(self.old_log_probs[:, ::step], logits).mean(-1)
+    def log_ratio_vjp(self, rows: Tensor, weights: Tensor) -> Tensor:
+        """``J^T w`` ``(k, P)``: the gradient at ``theta_old`` of ``sum_{s,c} weights[k, s, c] x[k, s, c]`` for ``weights`` ``(k, M, C)``."""
+        lin, _, _, score = self._pieces(rows)
+        if weights.shape != score.shape[:3]:
+            raise ValueError(f"log_ratio_vjp: weights have shape {tuple(weights.shape)}, expected {tuple(score.shape[:3])}")
+        cotangent = (weights.unsqueeze(-1) * score).reshape(lin.output.shape)
+        return self.policy.net.vjp(lin, cotangent)
+
+    def fisher_product(self, rows: Tensor, damping: float) -> Any:
+        """``V (k, P) -> (F_k v_k + damping v_k)_k``, ``F_k`` the Hessian of network ``rows[k]``'s mean KL at ``theta_old``
+        on the Fisher subsample (Gauss-Newton form, see the class docstring)."""
+        if damping < 0:
+            raise ValueError(f"fisher_product: damping = {damping}, expected >= 0")
+        _, sub, probs, _ = self._pieces(rows)
+        net, m = self.policy.net, probs.shape[1]
+
+        def fvp(vector: Tensor) -> Tensor:
+            u = net.jvp(sub, vector).reshape(probs.shape)
+            fu = probs * (u - (probs * u).sum(-1, keepdim=True))
+            return net.vjp(sub, fu.reshape(sub.output.shape)) / m + damping * vector
+
+        return fvp
