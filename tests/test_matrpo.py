@@ -78,7 +78,7 @@ def test_every_local_step_stays_in_its_trust_region():
 
 def test_the_local_step_gradient_is_the_lagrangians():
     policy, obs, actions, advantages = _batch(n_agents=3, scale=20.0)
-    heads = HeadsOnBatch(policy, obs, actions)
+    heads = HeadsOnBatch.of_batch(policy, obs, actions)
     rows = torch.tensor([1, 2])
     M = obs.shape[0]
     targets = 0.1 * torch.randn(2, M, 3, generator=torch.Generator().manual_seed(4))
@@ -101,7 +101,7 @@ def test_a_matching_at_once_equals_its_rounds_one_by_one():
     batched = JointPolicy.from_state(policy.policy_state())
     matrpo.admm_update(cfg, batched, obs, actions, advantages, graph, group_rounds(graph, schedule))
 
-    heads = HeadsOnBatch(policy, obs, actions, cfg.fisher_every)
+    heads = HeadsOnBatch.of_batch(policy, obs, actions, cfg.fisher_every)
     local = matrpo.LocalSteps(cfg, heads, advantages)
     prox = [lambda target, penalty, q=q: local.step([q], target[None], torch.tensor([penalty]))[0] for q in range(4)]
     state = init_admm(graph, torch.zeros(4, obs.shape[0], 4))

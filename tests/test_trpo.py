@@ -13,7 +13,7 @@ import maestro
 from maestro.algos import trpo
 from maestro.core.joint_policy import AgentAxis, HeadsOnBatch, JointPolicy, heads_kl
 from maestro.core.run import Run, RunConfig
-from maestro.core.trpo_family import AgentValues, normalise_columns
+from maestro.core.trpo_family import AgentValues, agent_major, normalise_rows
 from maestro.core.trust_region import make_batched_fisher_vector_product
 from maestro.nn.stacked import StackedMLP
 from tiny_envs import OneRewardedConfig, OneRewardedEnv
@@ -97,7 +97,7 @@ def test_fisher_product_and_log_ratio_gradient_equal_autograd():
         policy.theta.mul_(30.0)  # away from uniform policies
     obs = axis.stack_obs(env.reset()).double()
     actions = torch.randint(0, 4, (40, 3), generator=torch.Generator().manual_seed(1))
-    heads = HeadsOnBatch(policy, obs, actions, fisher_every=3)
+    heads = HeadsOnBatch.of_batch(policy, obs, actions, fisher_every=3)
     rows = torch.tensor([2, 0])
 
     def kl_rows(theta):
@@ -126,11 +126,11 @@ def test_value_rows_fit_alone_as_in_the_stack():
     assert not torch.allclose(stack.theta[0], AgentValues([0], 6, seed=4, hidden=(8,)).theta[0])  # it trained
 
 
-def test_normalise_columns_by_hand():
-    x = torch.tensor([[1.0, 5.0], [3.0, 5.0]])
-    out = normalise_columns(x)
-    assert torch.allclose(out[:, 0], torch.tensor([-1.0, 1.0]), atol=1e-6)
-    assert torch.equal(out[:, 1], torch.zeros(2))  # a constant column (an agent with no reward) stays 0
+def test_normalise_rows_by_hand():
+    x = agent_major(torch.tensor([[[1.0, 5.0]], [[3.0, 5.0]]]))  # (T=2, B=1, K=2) -> (2, 2)
+    out = normalise_rows(x)
+    assert torch.allclose(out[0], torch.tensor([-1.0, 1.0]), atol=1e-6)
+    assert torch.equal(out[1], torch.zeros(2))  # a constant row (an agent with no reward) stays 0
 
 
 def _train(algo, iterations, seed=0, **overrides):

@@ -96,7 +96,7 @@ from maestro.core.consensus import CommGraph, admm_step, consensus_residual, edg
 from maestro.core.joint_policy import HeadsOnBatch, JointPolicy
 from maestro.core.run import Run
 from maestro.core.seeding import derived_seed, make_generator
-from maestro.core.trpo_family import TrpoAgents, TrpoFamilyConfig, normalise_columns
+from maestro.core.trpo_family import TrpoAgents, TrpoFamilyConfig, agent_major, normalise_rows
 from maestro.core.trust_region import batched_trust_region_step
 from maestro.registry import Smoke, register_algo
 
@@ -210,7 +210,7 @@ def admm_update(cfg: Config, policy: JointPolicy, obs: Tensor, actions: Tensor, 
         graph: the communication graph.
         steps: ``consensus.group_rounds`` of the iteration's edge schedule.
     """
-    heads = HeadsOnBatch(policy, obs, actions, cfg.fisher_every)
+    heads = HeadsOnBatch.of_batch(policy, obs, actions, cfg.fisher_every)
     local = LocalSteps(cfg, heads, advantages)
     N, M = advantages.shape
     state = init_admm(graph, torch.zeros(N, M, heads.old_logp.shape[-1], device=obs.device))
@@ -253,7 +253,7 @@ def train_matrpo(cfg: Config, env: Any, run: Run) -> JointPolicy:
         steps = group_rounds(graph, edge_schedule(graph, cfg.admm_rounds, cfg.edge_order, order_generator))
         metrics = admm_update(
             cfg, agents.policy, agents.batch.obs.reshape(M, N, D), agents.batch.actions.reshape(M, N),
-            normalise_columns(advantages).reshape(M, N).t(), graph, steps,
+            normalise_rows(agent_major(advantages)), graph, steps,
         )
         metrics["loss/value"] = float(value_loss.mean())
         metrics["time/admm_s"] = time.perf_counter() - t1

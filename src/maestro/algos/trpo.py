@@ -46,7 +46,7 @@ from torch import Tensor
 
 from maestro.core.joint_policy import HeadsOnBatch, JointPolicy
 from maestro.core.run import Run
-from maestro.core.trpo_family import TrpoAgents, TrpoFamilyConfig, normalise_columns
+from maestro.core.trpo_family import TrpoAgents, TrpoFamilyConfig, agent_major, normalise_rows
 from maestro.core.trust_region import batched_trust_region_step
 from maestro.registry import Smoke, register_algo
 
@@ -74,7 +74,7 @@ def trpo_update(cfg: TrpoFamilyConfig, policy: JointPolicy, obs: Tensor, actions
 
     Returns the step's metrics (means over the networks).
     """
-    heads = HeadsOnBatch(policy, obs, actions, cfg.fisher_every)
+    heads = HeadsOnBatch.of_batch(policy, obs, actions, cfg.fisher_every)
     K = heads.theta_old.shape[0]
     if advantages.shape != (K, heads.num_samples):
         raise ValueError(f"trpo_update: advantages have shape {tuple(advantages.shape)}, expected ({K}, {heads.num_samples})")
@@ -120,7 +120,7 @@ def train_trpo(cfg: Config, env: Any, run: Run, central: bool) -> JointPolicy:
         advantages, value_loss = agents.advantages()  # (T, B, N), (N,)
         if central:
             advantages = advantages.sum(-1, keepdim=True)  # the team advantage
-        advantages = normalise_columns(advantages).reshape(M, -1).t()  # (K, M)
+        advantages = normalise_rows(agent_major(advantages))  # (K, M)
         metrics = trpo_update(cfg, agents.policy, agents.batch.obs.reshape(M, N, D), agents.batch.actions.reshape(M, N), advantages)
         metrics["loss/value"] = float(value_loss.mean())
         metrics["time/iteration_s"] = time.perf_counter() - t0

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -136,11 +136,19 @@ class JointPolicy(nn.Module):
         axis: the agents.
         hidden: hidden widths (paper: ``(128, 128)``).
         activation: hidden activation (paper: ``selu``).
-        seed: row ``k``'s initial weights come from ``policy_generators(seed, [k])`` alone.
+        seed: the network of agent ``i`` draws its initial weights from ``policy_generators(seed, [i])`` alone.
+        agents: per-agent modes: hold the networks of these agents only (an agent in its own process
+            holds ``[i]``); ``act`` and ``executed_logits`` need the whole team (``agents=None``).
     """
 
     def __init__(
-        self, mode: Mode, axis: AgentAxis | dict[str, Any], hidden: tuple[int, ...] = (128, 128), activation: Activation = "selu", seed: int = 0
+        self,
+        mode: Mode,
+        axis: AgentAxis | dict[str, Any],
+        hidden: tuple[int, ...] = (128, 128),
+        activation: Activation = "selu",
+        seed: int = 0,
+        agents: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -149,17 +157,22 @@ class JointPolicy(nn.Module):
         self.axis = axis if isinstance(axis, AgentAxis) else AgentAxis.from_dict(axis)
         self.hidden, self.activation = tuple(hidden), activation
         N, A = self.axis.n_agents, self.axis.num_actions
-        self.num_nets = 1 if mode == "central" else N
+        if agents is not None and (mode == "central" or sorted(set(agents)) != list(agents) or not all(0 <= a < N for a in agents)):
+            raise ValueError(f"JointPolicy: agents {list(agents)} must be increasing indices in [0, {N}) of a per-agent mode, got mode {mode!r}")
+        self.agents = list(range(N)) if agents is None else [int(a) for a in agents]
+        self.num_nets = 1 if mode == "central" else len(self.agents)
         self.num_heads = 1 if mode == "independent" else N
         in_dim = self.axis.concat_dim if mode == "central" else self.axis.obs_dim
         self.net = StackedMLP(in_dim, self.hidden, self.num_heads * A, activation)
-        self.theta = nn.Parameter(self.net.init(policy_generators(seed, range(self.num_nets)), out_gain=POLICY_HEAD_GAIN))
+        self.theta = nn.Parameter(self.net.init(policy_generators(seed, range(1) if mode == "central" else self.agents), out_gain=POLICY_HEAD_GAIN))
 
     # ---------------------------------------------------------------- the networks
     def inputs(self, stacked: Tensor) -> Tensor:
-        """Network inputs from stacked observations ``(..., N, D)``: ``(1, ..., concat_dim)`` or ``(N, ..., D)``."""
+        """Network inputs from stacked observations ``(..., N, D)``: ``(1, ..., concat_dim)`` or ``(K, ..., D)`` (the held agents')."""
         if self.mode == "central":
             return self.axis.concat(stacked).unsqueeze(0)
+        if len(self.agents) < self.axis.n_agents:
+            stacked = stacked[..., self.agents, :]
         return stacked.movedim(-2, 0)
 
     def logits(self, theta: Tensor, inputs: Tensor) -> Tensor:
@@ -174,7 +187,7 @@ class JointPolicy(nn.Module):
         network ``i`` scores ``a^i``.
         """
         if self.mode == "independent":
-            return joint.movedim(-1, 0).unsqueeze(-1)
+            return joint[..., self.agents].movedim(-1, 0).unsqueeze(-1)
         return joint.unsqueeze(0).expand(self.num_nets, *joint.shape)
 
     def executed_logits(self, stacked: Tensor) -> Tensor:
@@ -183,6 +196,8 @@ class JointPolicy(nn.Module):
         ``central``: its ``N`` heads; ``independent``: each network's head; ``consensus``: agent ``i``'s
         own head ``pi_i^i`` (the diagonal of ``(N, ..., N, A)``).
         """
+        if len(self.agents) < self.axis.n_agents:
+            raise ValueError(f"JointPolicy: the executed policy needs every agent's network; this one holds agents {self.agents}")
         logits = self.logits(self.theta, self.inputs(stacked))
         if self.mode == "central":
             return logits[0]
@@ -220,6 +235,7 @@ class JointPolicy(nn.Module):
             "mode": self.mode,
             "axis": self.axis.to_dict(),
             "arch": {"hidden": list(self.hidden), "activation": self.activation},
+            "agents": list(self.agents),
             "weights": self.state_dict(),
         }
 
@@ -227,7 +243,9 @@ class JointPolicy(nn.Module):
     def from_state(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> "JointPolicy":
         """Inverse of ``policy_state``."""
         arch = state["arch"]
-        policy = cls(state["mode"], state["axis"], tuple(arch["hidden"]), arch["activation"])
+        held = state.get("agents")
+        agents = None if held is None or state["mode"] == "central" or len(held) == AgentAxis.from_dict(state["axis"]).n_agents else held
+        policy = cls(state["mode"], state["axis"], tuple(arch["hidden"]), arch["activation"], agents=agents)
         policy.load_state_dict(state["weights"])
         return policy.to(device)
 
@@ -278,20 +296,20 @@ class HeadsOnBatch:
 
     Args:
         policy: the policy, at ``theta_old``.
-        obs: ``(M, N, D)`` stacked observations.
-        actions: ``(M, N)`` executed joint actions.
+        inputs: ``(K, M, in)`` each held network's inputs (``policy.inputs`` of the stacked observations).
+        actions: ``(K, M, C)`` the actions its heads score (``policy.head_actions`` of the joint actions).
         fisher_every: the Fisher products use every ``fisher_every``-th sample (the MATRPO authors': 5).
     """
 
-    def __init__(self, policy: JointPolicy, obs: Tensor, actions: Tensor, fisher_every: int = 5) -> None:
-        if obs.dim() != 3 or actions.shape != obs.shape[:2]:
-            raise ValueError(f"HeadsOnBatch: obs {tuple(obs.shape)} and actions {tuple(actions.shape)}, expected (M, N, D) and (M, N)")
+    def __init__(self, policy: JointPolicy, inputs: Tensor, actions: Tensor, fisher_every: int = 5) -> None:
+        K = policy.theta.shape[0]
+        if inputs.dim() != 3 or inputs.shape[0] != K or actions.shape != (K, inputs.shape[1], policy.num_heads):
+            raise ValueError(f"HeadsOnBatch: inputs {tuple(inputs.shape)} and actions {tuple(actions.shape)}, expected ({K}, M, in) and ({K}, M, {policy.num_heads})")
         if fisher_every < 1:
             raise ValueError(f"HeadsOnBatch: fisher_every = {fisher_every}, expected >= 1")
         self.policy = policy
         self.theta_old = policy.theta.detach().clone()
-        self.inputs = policy.inputs(obs)  # (K, M, in)
-        self.actions = policy.head_actions(actions)  # (K, M, C)
+        self.inputs, self.actions = inputs, actions
         self.fisher_every = fisher_every
         self.lin = policy.net.linearise(self.theta_old, self.inputs)
         K, M = self.inputs.shape[:2]
@@ -299,6 +317,13 @@ class HeadsOnBatch:
         self.old_log_probs = torch.log_softmax(logits, -1)  # (K, M, C, A)
         self.old_logp = self.old_log_probs.gather(-1, self.actions.unsqueeze(-1)).squeeze(-1)  # (K, M, C)
         self._rows: dict[tuple[int, ...], Any] = {}
+
+    @classmethod
+    def of_batch(cls, policy: JointPolicy, obs: Tensor, actions: Tensor, fisher_every: int = 5) -> "HeadsOnBatch":
+        """From stacked observations ``(M, N, D)`` and joint actions ``(M, N)``."""
+        if obs.dim() != 3 or actions.shape != obs.shape[:2]:
+            raise ValueError(f"HeadsOnBatch: obs {tuple(obs.shape)} and actions {tuple(actions.shape)}, expected (M, N, D) and (M, N)")
+        return cls(policy, policy.inputs(obs), policy.head_actions(actions), fisher_every)
 
     @property
     def num_samples(self) -> int:

@@ -240,13 +240,21 @@ def agent_advantages(
         return gae(reward, v, v_next, terminated, done, gamma, lam)
 
 
-def normalise_columns(x: Tensor, eps: float = 1e-8) -> Tensor:
-    """``(x - mean) / (std + eps)`` over all but the last axis, each column (agent) with its own statistics
-    (population std, as the MATRPO authors' ``np.std``): ``(..., K)`` -> ``(..., K)``."""
-    flat = x.reshape(-1, x.shape[-1])
-    mean = flat.mean(0)
-    std = flat.std(0, correction=0)
+def normalise_rows(x: Tensor, eps: float = 1e-8) -> Tensor:
+    """``(x - mean) / (std + eps)`` of each row ``(K, M)`` (an agent's advantages) with its own statistics
+    (population std, as the MATRPO authors' ``np.std``); the rows are made contiguous first, so that a row
+    alone (an agent in its own process) gets the same bits as in the stack."""
+    if x.dim() != 2:
+        raise ValueError(f"normalise_rows: x has shape {tuple(x.shape)}, expected (K, M)")
+    x = x.contiguous()
+    mean = x.mean(-1, keepdim=True)
+    std = x.std(-1, correction=0, keepdim=True)
     return (x - mean) / (std + eps)
+
+
+def agent_major(x: Tensor) -> Tensor:
+    """``(T, B, K)`` -> contiguous ``(K, T * B)``: per-agent rows of samples in time-major order."""
+    return x.reshape(-1, x.shape[-1]).t().contiguous()
 
 
 def private_advantages(
