@@ -29,9 +29,10 @@ def test_matrpo_passes_agent_0s_credit_to_an_agent_that_independent_trpo_cannot_
     # only agent 0 is rewarded, for both agents naming their targets (tiny_envs.OneRewardedEnv)
     consensus = prob_correct(_train("matrpo", 15, admm_rounds=10))
     independent = prob_correct(_train("trpo_independent", 15))
-    assert float(consensus[1]) > 0.5  # uniform: 0.25
-    assert float(independent[1]) < 0.35
-    assert float(consensus.prod()) > 0.3 > float(independent.prod())  # both right at once: coordination
+    # the follower's probability of its target (uniform: 0.25; independent TRPO's follower only drifts
+    # with its value net's noise, 0.28-0.41 over seeds 0-2; MATRPO's 0.55-0.80)
+    assert float(consensus[1]) > 0.55 and float(independent[1]) < 0.4
+    assert float(consensus.prod()) > 0.45 > float(independent.prod())  # both right at once: coordination
 
 
 def _batch(n_agents=4, samples=48, seed=0, scale=1.0):

@@ -98,21 +98,17 @@ class MatchEnv(BatchedEnv):
 
 
 @dataclass(frozen=True)
-class OneRewardedConfig:
+class OneRewardedConfig(MatchConfig):
     n_agents: int = 3
     """agents; agent 0 is the only one rewarded"""
-    n_targets: int = 3
-    """targets per agent (and Discrete actions)"""
-    max_steps: int = 4
-    """episode length"""
 
 
-class OneRewardedEnv(BatchedEnv):
+class OneRewardedEnv(MatchEnv):
     """MATRPO's modified tasks in miniature: agent ``i`` must name its target ``t_i``; every agent sees all
     targets (one-hot, as the navigation agents see every landmark and agent); only agent 0 is rewarded,
     ``r_0 = (1/N) sum_i [a_i == t_i]``, the others get 0. Independent learners leave agents 1.. at the
     uniform policy (their advantages are 0): the success rate is ``1/N + (N - 1)/(N n_targets)`` at
-    best; a learner that passes agent 0's credit on reaches 1."""
+    best; a learner that passes agent 0's credit on reaches 1. Targets, state and rendering: ``MatchEnv``'s."""
 
     def __init__(self, cfg=OneRewardedConfig(), num_envs=1, seed=0, device="cpu"):
         super().__init__(cfg, num_envs, seed, device)
@@ -124,22 +120,16 @@ class OneRewardedEnv(BatchedEnv):
             state_shape=(N * n,),
             info_keys=("success",),
         )
-        self.target = torch.zeros(num_envs, N, dtype=torch.long, device=self.device)
-
-    def _draw(self, mask):
-        fresh = torch.randint(0, self.cfg.n_targets, self.target.shape, generator=self.rng, device=self.device)
-        self.target = torch.where(mask[:, None], fresh, self.target)
-
-    def _reset_copies(self, mask):
-        self._draw(mask)
 
     def _step_world(self, actions):
         a = torch.cat([actions["leader"], actions["follower"]], 1)
         hit = (a == self.target).float()
-        r0 = hit.mean(1, keepdim=True)
         self._draw(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
         never = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
-        return {"leader": r0, "follower": torch.zeros_like(hit[:, 1:])}, never, {"success": hit.mean(1)}
+        return {"leader": hit.mean(1, keepdim=True), "follower": torch.zeros_like(hit[:, 1:])}, never, {"success": hit.mean(1)}
+
+    def _alive(self):
+        return BatchedEnv._alive(self)
 
     def _observe(self):
         everything = torch.nn.functional.one_hot(self.target, self.cfg.n_targets).float().reshape(self.num_envs, 1, -1)
@@ -147,12 +137,3 @@ class OneRewardedEnv(BatchedEnv):
 
     def _global_state(self):
         return self._observe()["leader"].reshape(self.num_envs, -1)
-
-    def _get_sim_state(self):
-        return {"target": self.target}
-
-    def _set_sim_state(self, s):
-        self.target = s["target"]
-
-    def render(self):
-        return np.zeros((8, 8, 3), dtype=np.uint8)

@@ -213,19 +213,11 @@ class JointPolicy(nn.Module):
         return categorical_sample(self.executed_logits(stacked), generator, deterministic)
 
     @torch.no_grad()
-    def act(
-        self,
-        obs: dict[str, Tensor],
-        state: Tensor | None = None,
-        hidden: Any = None,
-        *,
-        action_mask: dict[str, Tensor] | None = None,
-        deterministic: bool = False,
-        generator: torch.Generator | None = None,
-        alive: dict[str, Tensor] | None = None,
-    ) -> tuple[dict[str, Tensor], Any]:
+    def act(self, obs: dict[str, Tensor], state: Tensor | None = None, hidden: Any = None, *, deterministic: bool = False,
+            generator: torch.Generator | None = None, **unused: Any) -> tuple[dict[str, Tensor], Any]:
         """Env-ready actions ``{group: (B, N_g)}`` from ``{group: (B, N_g, *obs_shape)}``; ``hidden`` passes through
-        (feed-forward policies), ``state``, ``action_mask`` and ``alive`` are unused."""
+        (feed-forward policies); ``state`` and the interface's ``action_mask`` and ``alive`` are unused (no
+        masked actions; absent agents' actions are ignored by the env)."""
         return self.axis.split(self.sample(self.axis.stack_obs(obs), generator, deterministic)), hidden
 
     def policy_state(self) -> dict[str, Any]:
