@@ -25,12 +25,13 @@ def _train(algo, iterations, seed=0, **overrides):
         return entry.train(cfg, env, run)
 
 
-def test_matrpo_passes_agent_0s_credit_to_an_agent_that_independent_trpo_cannot_train():
+@pytest.mark.parametrize("local_step", ["trpo", "subspace"])
+def test_matrpo_passes_agent_0s_credit_to_an_agent_that_independent_trpo_cannot_train(local_step):
     # only agent 0 is rewarded, for both agents naming their targets (tiny_envs.OneRewardedEnv)
-    consensus = prob_correct(_train("matrpo", 15, admm_rounds=10))
+    consensus = prob_correct(_train("matrpo", 15, admm_rounds=10, local_step=local_step))
     independent = prob_correct(_train("trpo_independent", 15))
     # the follower's probability of its target (uniform: 0.25; independent TRPO's follower only drifts
-    # with its value net's noise, 0.28-0.41 over seeds 0-2; MATRPO's 0.55-0.80)
+    # with its value net's noise, 0.28-0.41 over seeds 0-2; MATRPO's 0.55-0.80, subspace steps 0.50-0.82)
     assert float(consensus[1]) > 0.55 and float(independent[1]) < 0.4
     assert float(consensus.prod()) > 0.45 > float(independent.prod())  # both right at once: coordination
 
@@ -120,3 +121,29 @@ def test_settings_and_graph():
         matrpo.Config(rho=0.0)
     with pytest.raises(ValueError, match="not connected"):
         matrpo.comm_graph(matrpo.Config(topology="edges", edges=((0, 1),)), 3)
+
+
+def test_subspace_steps_keep_the_true_kl_and_start_with_the_authors_step():
+    policy, obs, actions, advantages = _batch(n_agents=4)
+    cfg = matrpo.Config(**{**SMALL, "max_kl": 0.002, "admm_rounds": 12, "local_step": "subspace"})
+    heads = HeadsOnBatch.of_batch(policy, obs, actions, cfg.fisher_every)
+    targets = torch.zeros(2, obs.shape[0], 4)
+    penalties = torch.tensor([2.0, 2.0])
+    subspace = matrpo.make_local_steps(cfg, heads, advantages)
+    authors = matrpo.make_local_steps(matrpo.Config(**{**SMALL, "max_kl": 0.002}), heads, advantages)
+    x_subspace = subspace.step([0, 1], targets, penalties)
+    authors.step([0, 1], targets, penalties)
+    # a first activation adds the authors' exact direction: the same step (both halved by the true KL here),
+    # and the model's log-ratios of the full step are the linearised ones
+    rows = torch.tensor([0, 1])
+    assert torch.allclose(subspace.final_theta()[rows], authors.final_theta()[rows], atol=1e-6)
+    full = torch.stack([subspace.basis[q][0] * subspace.coefficients[q][0] for q in (0, 1)])
+    assert torch.allclose(x_subspace, heads.log_ratio_jvp(rows, full), atol=1e-6)
+    assert torch.allclose(0.5 * full, authors.final_theta()[rows] - heads.theta_old[rows], atol=1e-6)
+
+    graph = matrpo.comm_graph(cfg, 4)
+    policy_again = JointPolicy.from_state(policy.policy_state())
+    metrics = matrpo.admm_update(cfg, policy_again, obs, actions, advantages, graph, group_rounds(graph, edge_schedule(graph, 12, "matchings")))
+    assert metrics["loss/local_kl_max"] <= cfg.max_kl + 1e-9  # the model's KL of every step
+    assert metrics["loss/kl_max"] <= cfg.kl_factor * cfg.max_kl  # the true KL of every agent's result
+    assert not torch.equal(policy_again.theta.detach(), policy.theta.detach())

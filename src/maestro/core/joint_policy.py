@@ -348,6 +348,12 @@ class HeadsOnBatch:
         cotangent = (weights.unsqueeze(-1) * score).reshape(lin.output.shape)
         return self.policy.net.vjp(lin, cotangent)
 
+    def log_ratio_jvp(self, rows: Tensor, tangent: Tensor) -> Tensor:
+        """``J v`` ``(k, M, C)``: the log-ratios' first-order change along ``tangent`` ``(k, P)`` at ``theta_old``
+        (the paper's linearisation, eq. 17)."""
+        lin, _, _, score = self._pieces(rows)
+        return (self.policy.net.jvp(lin, tangent).reshape(score.shape) * score).sum(-1)
+
     def fisher_product(self, rows: Tensor, damping: float) -> Any:
         """``V (k, P) -> (F_k v_k + damping v_k)_k``, ``F_k`` the Hessian of network ``rows[k]``'s mean KL at ``theta_old``
         on the Fisher subsample (Gauss-Newton form, see the class docstring)."""

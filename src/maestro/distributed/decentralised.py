@@ -148,7 +148,7 @@ class MatrpoAgent:
         advantages, value_loss = private_advantages(self.values, own, cfg.gamma, cfg.gae_lambda, cfg.vf_epochs, cfg.vf_minibatch)
         M = T * B
         heads = HeadsOnBatch(self.policy, self.obs.reshape(1, M, -1), actions.reshape(1, M, N), cfg.fisher_every)
-        self.local = matrpo.LocalSteps(cfg, heads, normalise_rows(agent_major(advantages)))
+        self.local = matrpo.make_local_steps(cfg, heads, normalise_rows(agent_major(advantages)))
         self.z = torch.zeros(len(self.edges), M, N)
         self.multipliers = torch.zeros(len(self.edges), M, N)
         self.x = torch.zeros(M, N)
@@ -175,8 +175,9 @@ class MatrpoAgent:
         iterations; the iteration's statistics."""
         local = self.local
         with torch.no_grad():
-            self.policy.theta.copy_(local.theta)
-            _, kl = local.heads.log_ratios_and_kl(local.theta, torch.zeros(1, dtype=torch.long))
+            theta = local.final_theta()
+            self.policy.theta.copy_(theta)
+            _, kl = local.heads.log_ratios_and_kl(theta, torch.zeros(1, dtype=torch.long))
         self._save(iteration)
         del self.local
         return {"kl": float(kl[0]), "local_kl_max": local.kl_max, "local_kl_sum": local.kl_sum, "local_steps": local.steps, "local_accepted": local.accepted}
