@@ -42,7 +42,8 @@ TASKS = {
 
 
 def iteration_times(
-    algo: str, task: str, iterations: int, warmup: int, paths: int = 100, steps: int = 100, seed: int = 0, admm_rounds: int = 0
+    algo: str, task: str, iterations: int, warmup: int, paths: int = 100, steps: int = 100, seed: int = 0, admm_rounds: int = 0,
+    subspace_growth: float = 2.0,
 ) -> list[dict[str, float]]:
     """Per timed iteration, ``time/iteration_s`` and (MATRPO) ``time/admm_s``; ``algo@decentralised`` runs on Ray."""
     import maestro
@@ -53,7 +54,7 @@ def iteration_times(
     algo, _, mode = algo.partition("@")
     algo, _, local_step = algo.partition("+")
     entry = algo_entry(algo)
-    extra = {"admm_rounds": admm_rounds or rounds, "rho": rho, "local_step": local_step or "trpo"} if algo == "matrpo" else {}
+    extra = {"admm_rounds": admm_rounds or rounds, "rho": rho, "local_step": local_step or "trpo", "subspace_growth": subspace_growth} if algo == "matrpo" else {}
     cfg = entry.config(rollout_steps=steps, max_kl=max_kl, **extra)
     env = maestro.make_env(env_name, num_envs=paths, seed=seed, **env_cfg)
     rows: list[dict[str, float]] = []
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--paths", type=int, default=100, help="env copies B (Table I: 100)")
     parser.add_argument("--steps", type=int, default=100, help="steps per path T (Table I: 100)")
     parser.add_argument("--admm-rounds", type=int, default=0, help="MATRPO's rounds K (0: Table I's for the task)")
+    parser.add_argument("--subspace-growth", type=float, default=2.0, help="matrpo+subspace: algo_config.subspace_growth")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -93,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         times = {}
         for algo in args.algos:
             t = time.perf_counter()
-            rows = iteration_times(algo, task, args.iterations, args.warmup, args.paths, args.steps, admm_rounds=args.admm_rounds)
+            rows = iteration_times(algo, task, args.iterations, args.warmup, args.paths, args.steps, admm_rounds=args.admm_rounds, subspace_growth=args.subspace_growth)
             times[algo] = {
                 "iteration_s": statistics.median(r["time/iteration_s"] for r in rows),
                 "admm_s": statistics.median(r.get("time/admm_s", 0.0) for r in rows),

@@ -119,6 +119,8 @@ def test_settings_and_graph():
         matrpo.Config(edges=((0, 1),))
     with pytest.raises(ValueError, match="rho"):
         matrpo.Config(rho=0.0)
+    with pytest.raises(ValueError, match="subspace_growth"):
+        matrpo.Config(subspace_growth=0.5)
     with pytest.raises(ValueError, match="not connected"):
         matrpo.comm_graph(matrpo.Config(topology="edges", edges=((0, 1),)), 3)
 

@@ -151,6 +151,11 @@ class Config(TrpoFamilyConfig):
     solved in a small subspace of the agent's exact step directions, refreshed on its activations
     1, 2, 3, 5, 9, 17, ... (module docstring, "The subspace step"): about ten times cheaper."""
 
+    subspace_growth: float = 2.0
+    """``local_step: subspace``: an agent adds its exact direction on its activations ``a_0 = 1`` and
+    ``a_{k+1} = max(a_k + 1, growth * a_k - (growth - 1))``: 1, 2, 3, 5, 9, 17, ... for 2; 1, 2, 5, 17, 65
+    for 4 (fewer refreshes: cheaper, a smaller subspace)."""
+
     SMOKE: ClassVar[Smoke] = Smoke(config={"rollout_steps": 4, "hidden": (8,), "vf_epochs": 1, "vf_minibatch": 4, "admm_rounds": 4})
     """``check_algo``'s settings: 4 steps x 4 copies per iteration, one tiny hidden layer, 4 ADMM rounds."""
 
@@ -160,6 +165,8 @@ class Config(TrpoFamilyConfig):
             raise ValueError(f"admm_rounds must be >= 1, got {self.admm_rounds}")
         if not self.rho > 0:
             raise ValueError(f"rho must be > 0, got {self.rho}")
+        if self.subspace_growth < 1.0:
+            raise ValueError(f"subspace_growth must be >= 1, got {self.subspace_growth}")
         if self.edges and self.topology != "edges":
             raise ValueError(f"edges {list(self.edges)} were given with topology {self.topology!r}; set topology: edges")
 
@@ -237,7 +244,8 @@ class SubspaceSteps(LocalSteps):
     Lagrangian's ascent gradient in the subspace, exact there), the Fisher-model step ``alpha = b`` scaled to
     ``alpha^T alpha = 2 delta``, a backtracking line search on the model's Lagrangian with ``x = Y_q alpha``
     (cheap: no network pass), ``x`` sent. On its activations 1, 2, 3, 5, 9, 17, ... the agent first adds its
-    exact full-space direction ``(F + damping I)^{-1} g~`` (conjugate gradient, as the ``trpo`` step).
+    exact full-space direction ``(F + damping I)^{-1} g~`` (conjugate gradient, as the ``trpo`` step); for
+    ``subspace_growth`` other than 2, see its field.
     ``final_theta`` checks every agent's true KL and halves a step whose KL exceeds ``kl_factor * delta``.
     """
 
@@ -245,6 +253,7 @@ class SubspaceSteps(LocalSteps):
         super().__init__(cfg, heads, advantages)
         K = advantages.shape[0]
         self.activations = [0] * K
+        self.next_refresh = [0] * K  # 0-based activation index of each agent's next refresh
         self.basis: list[list[Tensor]] = [[] for _ in range(K)]
         self.fisher_basis: list[list[Tensor]] = [[] for _ in range(K)]
         self.images: list[Tensor | None] = [None] * K
@@ -284,7 +293,10 @@ class SubspaceSteps(LocalSteps):
     def step(self, nodes: list[int], targets: Tensor, penalties: Tensor) -> Tensor:
         cfg, M = self.cfg, self.heads.num_samples
         weights = penalties.reshape(-1, 1, 1) / M
-        due = [k for k, q in enumerate(nodes) if self.activations[q] & (self.activations[q] - 1) == 0]  # 0, 1, 2, 4, 8, ...
+        due = [k for k, q in enumerate(nodes) if self.activations[q] == self.next_refresh[q]]
+        for k in due:  # 0-based 0, 1, 2, 4, 8, ... for growth 2
+            a = self.next_refresh[nodes[k]]
+            self.next_refresh[nodes[k]] = max(a + 1, int(cfg.subspace_growth * a))
         if due:
             self._refresh([nodes[k] for k in due], targets[due], weights[due])
         out = torch.zeros_like(targets)
