@@ -7,12 +7,14 @@ import torch
 
 from maestro.core.consensus import (
     admm_round,
+    admm_step,
     complete_graph,
     consensus_residual,
     edge_matchings,
     edge_update,
     edge_schedule,
     graph_from_edges,
+    group_rounds,
     init_admm,
     line_graph,
     make_graph,
@@ -321,3 +323,32 @@ def test_nodes_holding_only_their_own_edge_state_reproduce_the_rounds_bit_for_bi
         assert torch.equal(copies[i][e][0], copies[j][e][0]) and torch.equal(copies[i][e][1], copies[j][e][1])
         assert torch.equal(copies[i][e][0], central.z[e]) and torch.equal(copies[i][e][1], central.multipliers[e])
     assert len(crossed) == rounds
+
+
+@pytest.mark.parametrize("order", ["round_robin", "matchings", "random"])
+def test_steps_of_disjoint_rounds_equal_the_rounds_one_by_one(order):
+    graph = ring_graph(6)
+    weights, centres = quadratic_problem(6, size=16, seed=3)
+    updates = quadratic_local_updates(weights, centres)
+    schedule = edge_schedule(graph, 40, order, torch.Generator().manual_seed(5))
+    steps = group_rounds(graph, schedule)
+    assert torch.equal(torch.cat(steps), schedule)
+    if order == "matchings":
+        assert [len(s) for s in steps] == [3] * 13 + [1]  # even edges, odd edges, ...
+    state = init_admm(graph, torch.zeros_like(centres))
+    for step in steps:
+        admm_step(state, graph, step, lambda nodes, targets, penalties: torch.stack(
+            [updates[q](targets[k], float(penalties[k])) for k, q in enumerate(nodes)]), 1.0)
+    reference = init_admm(graph, torch.zeros_like(centres))
+    for edge in schedule.tolist():
+        admm_round(reference, graph, edge, updates, 1.0)
+    assert state.rounds == reference.rounds == 40
+    for a, b in ((state.x, reference.x), (state.z, reference.z), (state.multipliers, reference.multipliers)):
+        assert torch.equal(a, b)
+
+
+def test_admm_step_refuses_edges_that_share_a_node():
+    graph = ring_graph(4)
+    state = init_admm(graph, torch.zeros(4, 3))
+    with pytest.raises(ValueError, match="share a node"):
+        admm_step(state, graph, torch.tensor([0, 1]), lambda nodes, t, p: t, 1.0)

@@ -10,10 +10,14 @@ from torch.func import functional_call
 
 from maestro.core.trust_region import (
     backtracking_line_search,
+    batched_conjugate_gradient,
+    batched_line_search,
+    batched_trust_region_step,
     conjugate_gradient,
     fisher_vector_product,
     flat_grad,
     flat_params,
+    make_batched_fisher_vector_product,
     make_fisher_vector_product,
     num_params,
     set_flat_params,
@@ -240,3 +244,99 @@ def test_bad_input_names_expected_and_received_shapes():
         step_scale(torch.ones(2), torch.ones(2), 0.0)
     with pytest.raises(ValueError, match="empty parameter list"):
         flat_params([])
+
+
+# ---------------------------------------------------------------------- K policies at once
+
+
+def test_batched_conjugate_gradient_runs_each_row_as_its_own_solve():
+    gen = torch.Generator().manual_seed(7)
+    mats = []
+    for k in range(3):
+        m = torch.randn(12, 12, dtype=torch.float64, generator=gen)
+        mats.append(m @ m.T + (0.1 + k) * torch.eye(12, dtype=torch.float64))
+    a = torch.stack(mats)
+    b = torch.randn(3, 12, dtype=torch.float64, generator=gen)
+    b[1] = 0.0  # a row that is solved before the first product
+    matvec = lambda v: torch.einsum("kij,kj->ki", a, v)  # noqa: E731
+    for iterations in (1, 4, 40):
+        x = batched_conjugate_gradient(matvec, b, max_iterations=iterations, residual_tol=1e-20)
+        for k in range(3):
+            alone = conjugate_gradient(lambda v: a[k] @ v, b[k], max_iterations=iterations, residual_tol=1e-20)
+            assert torch.allclose(x[k], alone, atol=1e-12, rtol=1e-10)
+    assert torch.allclose(x[2], torch.linalg.solve(a[2], b[2]), atol=1e-8)
+    # a warm start at the solution needs no more work
+    x_warm = batched_conjugate_gradient(matvec, b, max_iterations=1, residual_tol=1e-20, x0=x)
+    assert torch.allclose(x_warm, x, atol=1e-8)
+
+
+def test_batched_fisher_products_keep_rows_apart():
+    gen = torch.Generator().manual_seed(3)
+    w = torch.randn(2, 3, 4, dtype=torch.float64, generator=gen)  # two linear softmax policies, (K, in, n)
+    obs = torch.randn(2, 10, 3, dtype=torch.float64, generator=gen)
+    old = torch.log_softmax(torch.einsum("kmi,kin->kmn", obs, w), -1).detach()
+
+    def kl_rows(theta):
+        logits = torch.einsum("kmi,kin->kmn", obs, theta.reshape(-1, 3, 4))
+        return (old.exp() * (old - torch.log_softmax(logits, -1))).sum(-1).mean(-1)
+
+    fvp = make_batched_fisher_vector_product(kl_rows, w.reshape(2, 12), damping=0.1)
+    v = torch.randn(2, 12, dtype=torch.float64, generator=gen)
+    out = fvp(v)
+    for k in range(2):
+        hessian = torch.autograd.functional.hessian(lambda t: kl_rows(torch.stack([t if j == k else w.reshape(2, 12)[j] for j in range(2)]))[k], w.reshape(2, 12)[k])
+        assert torch.allclose(out[k], hessian @ v[k] + 0.1 * v[k], atol=1e-10)
+    assert torch.allclose(fvp(v * torch.tensor([[1.0], [0.0]], dtype=torch.float64))[1], torch.zeros(12, dtype=torch.float64))
+
+
+def test_batched_trust_region_step_equals_trpo_step_row_by_row():
+    problems = [quadratic_problem(seed=s) for s in (10, 11, 12)]
+    deltas = torch.tensor([0.01, 0.02, 0.005], dtype=torch.float64)
+    theta0 = torch.stack([p[1] for p in problems])
+    grads = torch.stack([p[3] for p in problems])
+    grads[2] = 0.0  # no gradient: no step
+    fishers = torch.stack([p[2] for p in problems])
+
+    def fvp(v):
+        return torch.einsum("kij,kj->ki", fishers, v)
+
+    def evaluate(theta, rows):
+        d = theta - theta0[rows]
+        loss = (grads[rows] * d).sum(-1)
+        kl = 0.5 * torch.einsum("ki,kij,kj->k", d, fishers[rows], d)
+        return loss, kl, 10.0 * d
+
+    theta, result = batched_trust_region_step(
+        theta0, grads, fvp, evaluate, deltas, torch.zeros(3, dtype=torch.float64), cg_iterations=50, cg_residual_tol=1e-30
+    )
+    for k in range(2):
+        param, start, _, _, loss_fn, kl_fn = problems[k]
+        alone = trpo_step([param], loss_fn, kl_fn, float(deltas[k]), damping=0.0, cg_iterations=50, cg_residual_tol=1e-30)
+        assert torch.allclose(theta[k], param.detach(), atol=1e-10)
+        assert float(result.kl[k]) == pytest.approx(alone.line_search.kl, rel=1e-8)
+        assert float(result.improvement[k]) == pytest.approx(alone.line_search.improvement, rel=1e-8)
+        assert result.accepted[k] and float(result.step_fraction[k]) == 1.0
+        assert torch.allclose(result.aux[k], 10.0 * (theta[k] - theta0[k]))
+    assert not result.accepted[2] and torch.equal(theta[2], theta0[2]) and float(result.step_norm[2]) == 0.0
+    assert torch.equal(result.aux[2], torch.zeros(6, dtype=torch.float64))
+
+
+def test_batched_line_search_backtracks_each_row_on_its_own():
+    _, theta0, fisher, g, _, _ = quadratic_problem(seed=1)
+    natural = torch.linalg.solve(fisher, -g)
+    full = math.sqrt(2 * 0.01 / natural.dot(fisher @ natural)) * natural
+    calls = []
+
+    def evaluate(theta, rows):
+        calls.append(rows.tolist())
+        d = theta - theta0
+        return (g * d).sum(-1), 0.5 * torch.einsum("ki,ij,kj->k", d, fisher, d), None
+
+    # row 0 exact (accepted at once), row 1 4x too long (fractions 1, 1/2 fail), row 2 uphill (never)
+    steps = torch.stack([full, 4 * full, -full])
+    theta, result = batched_line_search(theta0.expand(3, -1), steps, evaluate, 0.01, torch.zeros(3, dtype=torch.float64), max_backtracks=4)
+    assert result.accepted.tolist() == [True, True, False]
+    assert result.step_fraction.tolist() == [1.0, 0.25, 0.0]
+    assert result.tries.tolist() == [1, 3, 4]
+    assert calls == [[0, 1, 2], [1, 2], [1, 2], [2]]
+    assert torch.equal(theta[2], theta0) and torch.allclose(theta[1], theta0 + full)

@@ -95,3 +95,45 @@ class MatchEnv(BatchedEnv):
 
     def render(self):
         return np.zeros((8, 8, 3), dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class OneRewardedConfig(MatchConfig):
+    n_agents: int = 3
+    """agents; agent 0 is the only one rewarded"""
+
+
+class OneRewardedEnv(MatchEnv):
+    """MATRPO's modified tasks in miniature: agent ``i`` must name its target ``t_i``; every agent sees all
+    targets (one-hot, as the navigation agents see every landmark and agent); only agent 0 is rewarded,
+    ``r_0 = (1/N) sum_i [a_i == t_i]``, the others get 0. Independent learners leave agents 1.. at the
+    uniform policy (their advantages are 0): the success rate is ``1/N + (N - 1)/(N n_targets)`` at
+    best; a learner that passes agent 0's credit on reaches 1. Targets, state and rendering: ``MatchEnv``'s."""
+
+    def __init__(self, cfg=OneRewardedConfig(), num_envs=1, seed=0, device="cpu"):
+        super().__init__(cfg, num_envs, seed, device)
+        N, n = cfg.n_agents, cfg.n_targets
+        self.spec = EnvSpec(
+            "one_rewarded",
+            {"leader": group_spec("leader", 1, N * n, gspaces.Discrete(n)), "follower": group_spec("follower", N - 1, N * n, gspaces.Discrete(n))},
+            max_steps=cfg.max_steps,
+            state_shape=(N * n,),
+            info_keys=("success",),
+        )
+
+    def _step_world(self, actions):
+        a = torch.cat([actions["leader"], actions["follower"]], 1)
+        hit = (a == self.target).float()
+        self._draw(torch.ones(self.num_envs, dtype=torch.bool, device=self.device))
+        never = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        return {"leader": hit.mean(1, keepdim=True), "follower": torch.zeros_like(hit[:, 1:])}, never, {"success": hit.mean(1)}
+
+    def _alive(self):
+        return BatchedEnv._alive(self)
+
+    def _observe(self):
+        everything = torch.nn.functional.one_hot(self.target, self.cfg.n_targets).float().reshape(self.num_envs, 1, -1)
+        return {"leader": everything, "follower": everything.expand(-1, self.cfg.n_agents - 1, -1).clone()}
+
+    def _global_state(self):
+        return self._observe()["leader"].reshape(self.num_envs, -1)

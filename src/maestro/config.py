@@ -169,10 +169,19 @@ def config_to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """Docstrings of a dataclass's fields, read from the attribute docstrings in its source.
+    """Docstrings of a dataclass's fields, read from the attribute docstrings in its source and in its
+    base classes' (a field documented again in a subclass takes the subclass's text).
 
     Used by ``maestro list`` and the CLI help so that the documentation lives in one place.
     """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__[:-1]):
+        docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
+    """The attribute docstrings written in ``cls``'s own class body."""
     import ast
     import inspect
     import textwrap

@@ -197,16 +197,43 @@ def edge_schedule(
     """The edge activated in each round, ``(rounds,)`` int64.
 
     ``"round_robin"`` cycles through ``graph.edges`` in order (as the MATRPO authors' code does);
-    ``"random"`` draws each round's edge uniformly and independently (Wei & Ozdaglar's setting), from
-    ``generator`` so that a seed fixes the schedule.
+    ``"matchings"`` cycles through the edges too, listed matching by matching (``edge_matchings``: on
+    a ring of even length the even edges, then the odd ones), so that ``group_rounds`` runs each
+    matching as one step; ``"random"`` draws each round's edge uniformly and independently (Wei &
+    Ozdaglar's setting), from ``generator`` so that a seed fixes the schedule.
     """
     if rounds < 0:
         raise ValueError(f"edge_schedule: rounds = {rounds}, expected >= 0")
     if order == "round_robin":
         return torch.arange(rounds, dtype=torch.int64) % graph.num_edges
+    if order == "matchings":
+        cycle = torch.cat(edge_matchings(graph))
+        return cycle[torch.arange(rounds, dtype=torch.int64) % graph.num_edges]
     if order == "random":
         return torch.randint(graph.num_edges, (rounds,), generator=generator, dtype=torch.int64)
-    raise ValueError(f"edge_schedule: order {order!r}, expected 'round_robin' or 'random'")
+    raise ValueError(f"edge_schedule: order {order!r}, expected 'round_robin', 'matchings' or 'random'")
+
+
+def group_rounds(graph: CommGraph, schedule: Tensor) -> list[Tensor]:
+    """Split a schedule ``(rounds,)`` into steps of consecutive rounds on pairwise disjoint edges, each ``(E_k,)``.
+
+    Rounds on edges with no common node commute, so running a step's rounds at once (their local
+    updates batched, then their edge updates) gives exactly the iterate of running them one by one
+    in the schedule's order. Greedy: a round joins the current step unless its edge shares a node
+    with an edge already in it. ``"matchings"`` schedules split into whole matchings; a ring's
+    ``"round_robin"`` into single rounds (consecutive ring edges share a node).
+    """
+    steps: list[list[int]] = []
+    nodes: set[int] = set()
+    for edge in schedule.tolist():
+        i, j = graph._pairs[edge]
+        if steps and i not in nodes and j not in nodes:
+            steps[-1].append(edge)
+            nodes.update((i, j))
+        else:
+            steps.append([edge])
+            nodes = {i, j}
+    return [torch.tensor(step, dtype=torch.int64) for step in steps]
 
 
 def edge_matchings(graph: CommGraph) -> list[Tensor]:
@@ -264,7 +291,8 @@ def node_target(z: Tensor, multipliers: Tensor, signs: Tensor, rho: float) -> Te
     """``v_q = mean_e (z_e - s_eq lambda_e / rho)`` ``(*S)``, the point node ``q``'s proximal term pulls towards.
 
     Only node ``q``'s own copies of its edges' state are needed, so an agent in its own process calls
-    this on what it holds, with exactly the arithmetic of ``admm_round``.
+    this on what it holds, with exactly the arithmetic of ``admm_round`` (the one-node case of
+    ``node_targets``).
 
     Args:
         z: ``(d_q, *S)`` the estimates of the edges at ``q`` (in ``graph.incident(q)`` order).
@@ -277,8 +305,19 @@ def node_target(z: Tensor, multipliers: Tensor, signs: Tensor, rho: float) -> Te
             f"node_target: z {tuple(z.shape)}, multipliers {tuple(multipliers.shape)} and signs "
             f"{tuple(signs.shape)}, expected (d, *S), (d, *S) and (d,)"
         )
-    signs = signs.to(dtype=z.dtype, device=z.device).reshape((-1,) + (1,) * (z.dim() - 1))
-    return (z - signs * multipliers / rho).mean(0)
+    return node_targets(z[None], multipliers[None], signs[None], rho)[0]
+
+
+def node_targets(z: Tensor, multipliers: Tensor, signs: Tensor, rho: float) -> Tensor:
+    """``node_target`` of ``k`` nodes of one degree ``d`` at once: ``z``, ``multipliers`` ``(k, d, *S)``, ``signs``
+    ``(k, d)`` -> ``(k, *S)``, row by row the same arithmetic as ``node_target``."""
+    if z.shape != multipliers.shape or signs.shape != z.shape[:2]:
+        raise ValueError(
+            f"node_targets: z {tuple(z.shape)}, multipliers {tuple(multipliers.shape)} and signs "
+            f"{tuple(signs.shape)}, expected (k, d, *S), (k, d, *S) and (k, d)"
+        )
+    signs = signs.to(dtype=z.dtype, device=z.device).reshape(tuple(signs.shape) + (1,) * (z.dim() - 2))
+    return (z - signs * multipliers / rho).mean(1)
 
 
 def edge_update(x_first: Tensor, x_second: Tensor, multiplier: Tensor, rho: float) -> tuple[Tensor, Tensor]:
@@ -299,6 +338,46 @@ def proximal_target(state: AdmmState, graph: CommGraph, node: int, rho: float) -
     """``node_target`` of ``node`` from the whole state ``(*S)``."""
     index = graph._index[node]
     return node_target(state.z[index], state.multipliers[index], graph._sign[node], rho)
+
+
+def proximal_targets(state: AdmmState, graph: CommGraph, nodes: Sequence[int], rho: float) -> Tensor:
+    """``node_target`` of several nodes from the whole state, ``(k, *S)`` in ``nodes``' order; nodes of one
+    degree are computed together by ``node_targets`` (row by row the arithmetic of ``node_target``)."""
+    out = torch.empty((len(nodes),) + tuple(state.z.shape[1:]), dtype=state.z.dtype, device=state.z.device)
+    by_degree: dict[int, list[int]] = {}
+    for position, node in enumerate(nodes):
+        by_degree.setdefault(len(graph.incident(node)), []).append(position)
+    for positions in by_degree.values():
+        index = torch.stack([graph._index[nodes[p]] for p in positions]).to(state.z.device)
+        signs = torch.stack([graph._sign[nodes[p]] for p in positions])
+        out[torch.tensor(positions, device=out.device)] = node_targets(state.z[index], state.multipliers[index], signs, rho)
+    return out
+
+
+def admm_step(state: AdmmState, graph: CommGraph, edges: Tensor, new_x: Callable[[list[int], Tensor, Tensor], Tensor], rho: float) -> AdmmState:
+    """The rounds of ``edges`` ``(k,)`` (pairwise disjoint, e.g. a step of ``group_rounds``) at once; mutates ``state``.
+
+    ``new_x(nodes, targets (2k, *S), penalties (2k,))`` returns the endpoints' new variables ``(2k, *S)``
+    (their proximal updates, batched), ``nodes`` being ``[i_1, j_1, i_2, j_2, ...]``. Then every edge
+    takes ``edge_update``. Equal, bit for bit, to the rounds one by one (the edges share no node).
+    """
+    pairs = [graph._pairs[e] for e in edges.tolist()]
+    nodes = [q for pair in pairs for q in pair]
+    if len(set(nodes)) != len(nodes):
+        raise ValueError(f"admm_step: edges {edges.tolist()} share a node; a step needs pairwise disjoint edges")
+    if not rho > 0:
+        raise ValueError(f"admm_step: rho = {rho}, expected > 0")
+    targets = proximal_targets(state, graph, nodes, rho)
+    penalties = torch.tensor([rho * len(graph.incident(q)) for q in nodes], dtype=state.x.dtype, device=state.x.device)
+    new = new_x(nodes, targets, penalties)
+    if new.shape != targets.shape:
+        raise ValueError(f"admm_step: the local updates returned shape {tuple(new.shape)}, expected {tuple(targets.shape)}")
+    index = torch.tensor(nodes, device=state.x.device)
+    state.x[index] = new
+    edge_index = edges.to(state.x.device)
+    state.z[edge_index], state.multipliers[edge_index] = edge_update(new[0::2], new[1::2], state.multipliers[edge_index], rho)
+    state.rounds += len(pairs)
+    return state
 
 
 def admm_round(

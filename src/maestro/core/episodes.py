@@ -7,6 +7,8 @@ device and turns them into the run's metric names with one host sync:
 - ``episode_return/<group>``: the mean return of the group's agents; ``episode_return`` is the
   first group's; ``episode_return/<group>_sum``: the return summed over the group's agents (for
   groups of several agents; the Distributed MADDPG paper's metric for the predators);
+- ``team_return``: the return summed over every agent of every group (the team reward of a
+  cooperative task; the MATRPO paper's Fig. 2 metric);
 - ``episode_length``;
 - every ``spec.info_keys`` extra at the episode's last step (``success``, ``win``...), averaged
   over its trailing dimensions;
@@ -33,6 +35,7 @@ def episode_metrics(spec: EnvSpec, info: dict[str, Tensor]) -> dict[str, Tensor]
         if gs.n_agents > 1:
             out[f"episode_return/{g}_sum"] = r.sum(-1)
     out["episode_return"] = out[f"episode_return/{next(iter(spec.groups))}"]
+    out["team_return"] = sum(info[f"episode_return/{g}"].float().sum(-1) for g in spec.groups)
     out["episode_length"] = info["episode_length"].float()
     for k in spec.info_keys:
         if k in info:

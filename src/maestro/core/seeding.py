@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from typing import Any
 
@@ -63,3 +64,11 @@ def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Gener
     g = torch.Generator(device=device)
     g.manual_seed(seed)
     return g
+
+
+def derived_seed(seed: int, *keys: str | int) -> int:
+    """A 63-bit seed derived from ``seed`` and ``keys`` (e.g. ``("policy", agent)``), stable across processes
+    and Python versions (SHA-256, not ``hash``): an agent in its own process draws from the same stream
+    as its row of the in-process run."""
+    text = "/".join([str(int(seed))] + [str(k) for k in keys]).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") & ((1 << 63) - 1)

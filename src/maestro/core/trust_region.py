@@ -146,7 +146,8 @@ def conjugate_gradient(
     ``x_0 = 0``. Stops after ``max_iterations`` products, or when the squared residual norm
     ``r^T r`` falls below ``residual_tol``, or when a search direction has non-positive curvature
     ``p^T A p <= 0`` (``A`` is then not positive definite along ``p``: the iterate so far is returned,
-    which for ``x_0 = 0`` and a first such direction is the zero vector).
+    which for ``x_0 = 0`` and a first such direction is the zero vector). The one-system case of
+    ``batched_conjugate_gradient``.
 
     Args:
         matvec: ``v (P,) -> A v (P,)``.
@@ -156,27 +157,75 @@ def conjugate_gradient(
     """
     if b.dim() != 1:
         raise ValueError(f"conjugate_gradient: b has shape {tuple(b.shape)}, expected (P,)")
+
+    def rows_matvec(v: Tensor) -> Tensor:
+        out = matvec(v[0])
+        if out.shape != b.shape:
+            raise ValueError(f"conjugate_gradient: matvec returned shape {tuple(out.shape)}, expected {tuple(b.shape)}")
+        return out[None]
+
+    return batched_conjugate_gradient(rows_matvec, b[None], max_iterations, residual_tol)[0]
+
+
+def batched_conjugate_gradient(
+    matvec: Callable[[Tensor], Tensor],
+    b: Tensor,
+    max_iterations: int = 10,
+    residual_tol: float = 1e-10,
+    x0: Tensor | None = None,
+) -> Tensor:
+    """``K`` independent conjugate-gradient solves ``A_k x_k = b_k`` at once, ``x`` ``(K, P)``.
+
+    ``matvec`` maps ``(K, P) -> (K, P)`` row by row (block-diagonal ``A``: e.g. the Fisher products of
+    ``K`` agents' separate policies, ``make_batched_fisher_vector_product``). Every row runs its own
+    recursion (its own step lengths ``alpha_k``, ``beta_k``) and stops on its own, exactly as
+    ``conjugate_gradient`` on that row alone would: when ``r_k^T r_k <= residual_tol`` or on a
+    direction of non-positive curvature; a stopped row is fed zeros and no longer changes. The loop
+    ends after ``max_iterations`` products or when every row has stopped.
+
+    Args:
+        matvec: ``V (K, P) -> (A_k v_k)_k (K, P)``.
+        b: right-hand sides ``(K, P)``.
+        max_iterations: cap on the number of products.
+        residual_tol: tolerance on each row's ``r^T r``.
+        x0: warm start ``(K, P)`` (default zeros); ``r_0 = b - A x0`` costs one more product.
+    """
+    if b.dim() != 2:
+        raise ValueError(f"batched_conjugate_gradient: b has shape {tuple(b.shape)}, expected (K, P)")
     if max_iterations < 1:
         raise ValueError(f"conjugate_gradient: max_iterations = {max_iterations}, expected >= 1")
-    x = torch.zeros_like(b)
-    r = b.clone()
-    p = b.clone()
-    rr = r.dot(r)
+
+    def product(v: Tensor) -> Tensor:
+        out = matvec(v)
+        if out.shape != b.shape:
+            raise ValueError(f"batched_conjugate_gradient: matvec returned shape {tuple(out.shape)}, expected {tuple(b.shape)}")
+        return out
+
+    if x0 is None:
+        x = torch.zeros_like(b)
+        r = b.clone()
+    else:
+        if x0.shape != b.shape:
+            raise ValueError(f"batched_conjugate_gradient: x0 has shape {tuple(x0.shape)}, expected {tuple(b.shape)}")
+        x = x0.clone()
+        r = b - product(x)
+    p = r.clone()
+    rr = (r * r).sum(-1)
+    running = rr > residual_tol
     for _ in range(max_iterations):
-        if rr <= residual_tol:
+        if not bool(running.any()):
             break
-        ap = matvec(p)
-        if ap.shape != b.shape:
-            raise ValueError(f"conjugate_gradient: matvec returned shape {tuple(ap.shape)}, expected {tuple(b.shape)}")
-        curvature = p.dot(ap)
-        if not curvature > 0:
-            break
-        alpha = rr / curvature
-        x = x + alpha * p
-        r = r - alpha * ap
-        rr_new = r.dot(r)
-        p = r + (rr_new / rr) * p
-        rr = rr_new
+        ap = product(p * running[:, None])
+        curvature = (p * ap).sum(-1)
+        running = running & (curvature > 0)
+        alpha = torch.where(running, rr / torch.where(running, curvature, torch.ones_like(curvature)), torch.zeros_like(rr))
+        x = x + alpha[:, None] * p
+        r = r - alpha[:, None] * ap
+        rr_new = (r * r).sum(-1)
+        beta = torch.where(running, rr_new / torch.where(running, rr, torch.ones_like(rr)), torch.zeros_like(rr))
+        p = r + beta[:, None] * p
+        rr = torch.where(running, rr_new, rr)
+        running = running & (rr > residual_tol)
     return x
 
 
@@ -195,12 +244,29 @@ def step_scale(direction: Tensor, f_direction: Tensor, max_kl: float) -> Tensor:
             f"step_scale: direction {tuple(direction.shape)} and F direction {tuple(f_direction.shape)} "
             "must both be (P,)"
         )
-    if not max_kl > 0:
-        raise ValueError(f"step_scale: max_kl = {max_kl}, expected > 0")
-    shs = direction.dot(f_direction)
-    if not (torch.isfinite(shs) and shs > 0):
-        return torch.zeros((), dtype=direction.dtype, device=direction.device)
-    return torch.sqrt(2.0 * max_kl / shs)
+    return batched_step_scale(direction[None], f_direction[None], max_kl)[0]
+
+
+def batched_step_scale(direction: Tensor, f_direction: Tensor, max_kl: float | Tensor) -> Tensor:
+    """``beta_k = sqrt(2 delta_k / (d_k^T F_k d_k))`` for ``K`` rows, ``(K,)``; 0 where ``d_k^T F_k d_k`` is
+    not positive and finite.
+
+    Args:
+        direction: ``(K, P)``.
+        f_direction: ``(K, P)``, row ``k`` is ``F_k d_k``.
+        max_kl: ``delta > 0``, one for all rows or ``(K,)``.
+    """
+    if direction.dim() != 2 or f_direction.shape != direction.shape:
+        raise ValueError(
+            f"batched_step_scale: direction {tuple(direction.shape)} and F direction {tuple(f_direction.shape)} "
+            "must both be (K, P)"
+        )
+    delta = torch.as_tensor(max_kl, dtype=direction.dtype, device=direction.device)
+    if not bool((delta > 0).all()) or delta.dim() > 1 or (delta.dim() == 1 and delta.shape[0] != direction.shape[0]):
+        raise ValueError(f"step_scale: max_kl = {max_kl}, expected > 0 (a number or one per row)")
+    shs = (direction * f_direction).sum(-1)
+    ok = torch.isfinite(shs) & (shs > 0)
+    return torch.where(ok, torch.sqrt(2.0 * delta / torch.where(ok, shs, torch.ones_like(shs))), torch.zeros_like(shs))
 
 
 @dataclass(frozen=True)
@@ -361,3 +427,228 @@ def trpo_step(
         max_backtracks=max_backtracks,
     )
     return TrpoStepResult(result, expected, grad_norm, step_norm)
+
+
+# ---------------------------------------------------------------------- K policies at once
+# The functions below take the parameters of ``K`` separate policies (agents) as one tensor
+# ``theta`` ``(K, P)`` (e.g. ``maestro.nn.stacked.StackedMLP``) and closures of ``theta`` returning one
+# value per row ``(K,)``. The rows never mix: the Fisher of the summed per-row KLs is block diagonal,
+# every row has its own conjugate-gradient recursion, step scaling and line search, so row ``k``'s
+# result is what the one-policy functions above would give for policy ``k`` alone (Li & He, arXiv
+# 2010.07916: every agent's step inside its own trust region), computed with batched tensor ops.
+
+
+def make_batched_fisher_vector_product(
+    kl_fn: Callable[[Tensor], Tensor], theta: Tensor, damping: float = 0.0
+) -> Callable[[Tensor], Tensor]:
+    """A function ``V (K, P) -> (F_k v_k + damping v_k)_k (K, P)``, ``F_k`` the Hessian of row ``k`` of ``kl_fn``.
+
+    The KL gradient graph is built once, at ``theta`` (the old parameters), and each product is one
+    backward pass through it (as ``make_fisher_vector_product``). It can be reused for any number of
+    solves while the point of linearisation does not change (MATRPO: every ADMM round of an iteration).
+
+    Args:
+        kl_fn: ``theta (K, P) -> (K,)`` mean ``KL(old.detach() || current)`` of each row's policy.
+        theta: ``(K, P)`` the point (detached; a leaf is made from it).
+        damping: non-negative damping.
+    """
+    if damping < 0 or not math.isfinite(damping):
+        raise ValueError(f"make_batched_fisher_vector_product: damping = {damping}, expected a finite value >= 0")
+    if theta.dim() != 2:
+        raise ValueError(f"make_batched_fisher_vector_product: theta has shape {tuple(theta.shape)}, expected (K, P)")
+    leaf = theta.detach().requires_grad_(True)
+    kl = kl_fn(leaf)
+    if kl.shape != (theta.shape[0],):
+        raise ValueError(f"make_batched_fisher_vector_product: kl_fn returned shape {tuple(kl.shape)}, expected ({theta.shape[0]},)")
+    (grad,) = torch.autograd.grad(kl.sum(), leaf, create_graph=True)
+
+    def fvp(vector: Tensor) -> Tensor:
+        if vector.shape != theta.shape:
+            raise ValueError(f"batched fisher_vector_product: vector has shape {tuple(vector.shape)}, expected {tuple(theta.shape)}")
+        if not grad.requires_grad:
+            return damping * vector
+        (hvp,) = torch.autograd.grad((grad * vector).sum(), leaf, retain_graph=True, allow_unused=True)
+        return (torch.zeros_like(vector) if hvp is None else hvp.detach()) + damping * vector
+
+    return fvp
+
+
+Evaluate = Callable[[Tensor, Tensor], "tuple[Tensor, Tensor, Tensor | None]"]
+"""``evaluate(theta_rows (k, P), rows (k,) int64) -> (loss (k,), kl (k,), aux (k, ...) or None)`` at the given rows."""
+
+
+@dataclass(frozen=True)
+class BatchedStepResult:
+    """Per row, what one trust-region step did (every field ``(K,)`` unless said otherwise).
+
+    Attributes:
+        accepted: bool, a candidate was accepted (else the row is back at ``theta_0`` exactly).
+        step_fraction: fraction of the full step taken (0 where none).
+        kl: KL at the final parameters (0 where reverted).
+        improvement: ``loss_before - loss_after`` (0 where reverted).
+        loss: the loss at the final parameters.
+        expected_improvement: ``-g^T s`` of the full step.
+        step_norm: ``||s||`` of the full step.
+        tries: candidates evaluated per row (int64).
+        aux: the ``aux`` that ``evaluate`` returned at each accepted row's parameters (rows not
+            accepted: zeros), or ``None``.
+    """
+
+    accepted: Tensor
+    step_fraction: Tensor
+    kl: Tensor
+    improvement: Tensor
+    loss: Tensor
+    expected_improvement: Tensor
+    step_norm: Tensor
+    tries: Tensor
+    aux: Tensor | None = None
+
+
+def batched_line_search(
+    theta0: Tensor,
+    full_step: Tensor,
+    evaluate: Evaluate,
+    max_kl: float | Tensor,
+    loss_before: Tensor,
+    *,
+    kl_factor: float = 1.5,
+    backtrack_ratio: float = 0.5,
+    max_backtracks: int = 10,
+) -> tuple[Tensor, BatchedStepResult]:
+    """``backtracking_line_search`` for ``K`` rows at once: each row keeps its first acceptable fraction.
+
+    Row ``k`` tries ``theta0_k + f full_step_k``, ``f = 1, r, r^2, ...``, and accepts when its loss and KL
+    are finite, ``KL <= kl_factor * max_kl`` and the loss is not larger than ``loss_before_k``. Each
+    try evaluates only the rows still searching (``evaluate`` gets their index), so the cost is one
+    batched evaluation of the pending rows per try. Rows that accept nothing are returned at
+    ``theta0`` exactly. Runs under ``torch.no_grad``.
+
+    Returns:
+        ``(theta (K, P), result)``; ``result.expected_improvement`` and ``step_norm`` are left 0 (filled
+        by ``batched_trust_region_step``).
+    """
+    if theta0.dim() != 2 or full_step.shape != theta0.shape:
+        raise ValueError(f"batched_line_search: theta0 {tuple(theta0.shape)} and full_step {tuple(full_step.shape)} must both be (K, P)")
+    K = theta0.shape[0]
+    if loss_before.shape != (K,):
+        raise ValueError(f"batched_line_search: loss_before has shape {tuple(loss_before.shape)}, expected ({K},)")
+    if not 0.0 < backtrack_ratio < 1.0 or max_backtracks < 1 or not kl_factor > 0:
+        raise ValueError(
+            f"batched_line_search: backtrack_ratio = {backtrack_ratio} (expected in (0, 1)), max_backtracks = "
+            f"{max_backtracks} (>= 1), kl_factor = {kl_factor} (> 0)"
+        )
+    delta = torch.as_tensor(max_kl, dtype=theta0.dtype, device=theta0.device).expand(K)
+    device = theta0.device
+    theta = theta0.clone()
+    accepted = torch.zeros(K, dtype=torch.bool, device=device)
+    fraction_taken = torch.zeros(K, dtype=theta0.dtype, device=device)
+    kl_taken = torch.zeros(K, dtype=theta0.dtype, device=device)
+    loss_taken = loss_before.detach().clone()
+    tries = torch.zeros(K, dtype=torch.int64, device=device)
+    aux: Tensor | None = None
+    fraction = 1.0
+    with torch.no_grad():
+        for _ in range(max_backtracks):
+            rows = (~accepted).nonzero().squeeze(-1)
+            if rows.numel() == 0:
+                break
+            candidate = theta0[rows] + fraction * full_step[rows]
+            loss, kl, row_aux = evaluate(candidate, rows)
+            if loss.shape != rows.shape or kl.shape != rows.shape:
+                raise ValueError(f"batched_line_search: evaluate returned loss {tuple(loss.shape)} and kl {tuple(kl.shape)}, expected ({rows.numel()},)")
+            tries[rows] += 1
+            ok = torch.isfinite(loss) & torch.isfinite(kl) & (kl <= kl_factor * delta[rows]) & (loss <= loss_before[rows])
+            good = rows[ok]
+            theta[good] = candidate[ok]
+            accepted[good] = True
+            fraction_taken[good] = fraction
+            kl_taken[good] = kl[ok]
+            loss_taken[good] = loss[ok]
+            if row_aux is not None:
+                if aux is None:
+                    aux = torch.zeros((K,) + tuple(row_aux.shape[1:]), dtype=row_aux.dtype, device=row_aux.device)
+                aux[good] = row_aux[ok]
+            fraction *= backtrack_ratio
+    zeros = torch.zeros(K, dtype=theta0.dtype, device=device)
+    result = BatchedStepResult(accepted, fraction_taken, kl_taken, loss_before - loss_taken, loss_taken, zeros, zeros, tries, aux)
+    return theta, result
+
+
+def batched_trust_region_step(
+    theta0: Tensor,
+    grad: Tensor,
+    fvp: Callable[[Tensor], Tensor],
+    evaluate: Evaluate,
+    max_kl: float | Tensor,
+    loss_before: Tensor,
+    *,
+    cg_iterations: int = 10,
+    cg_residual_tol: float = 1e-10,
+    kl_factor: float = 1.5,
+    backtrack_ratio: float = 0.5,
+    max_backtracks: int = 10,
+) -> tuple[Tensor, BatchedStepResult]:
+    """One TRPO step of every row from ``theta0`` given each row's loss gradient and a Fisher product.
+
+    Row by row as ``trpo_step``: ``d_k = (F_k + damping I)^{-1} (-g_k)`` by conjugate gradient (the damping
+    is inside ``fvp``), ``s_k = sqrt(2 delta_k / d_k^T (F_k + damping I) d_k) d_k``, then the line search.
+    Rows with a zero or non-finite gradient or a degenerate direction take no step (they stay at
+    ``theta0``). Splitting the gradient from the step lets a caller reuse one ``fvp`` (built once by
+    ``make_batched_fisher_vector_product``) for many steps from the same ``theta0``.
+
+    Args:
+        theta0: ``(K, P)`` where every step starts (and where ``fvp`` was built).
+        grad: ``(K, P)`` gradient of each row's loss at ``theta0``.
+        fvp: ``(K, P) -> (K, P)`` damped Fisher products at ``theta0``.
+        evaluate: see ``batched_line_search``.
+        max_kl: ``delta`` (a number or ``(K,)``).
+        loss_before: ``(K,)`` each row's loss at ``theta0``.
+    """
+    if grad.shape != theta0.shape or theta0.dim() != 2:
+        raise ValueError(f"batched_trust_region_step: theta0 {tuple(theta0.shape)} and grad {tuple(grad.shape)} must both be (K, P)")
+    grad = grad.detach()
+    usable = torch.isfinite(grad).all(-1) & (grad.abs().amax(-1) > 0) & torch.isfinite(loss_before)
+    grad = torch.where(usable[:, None], grad, torch.zeros_like(grad))
+    direction = batched_conjugate_gradient(fvp, -grad, cg_iterations, cg_residual_tol)
+    full_step = batched_step_scale(direction, fvp(direction), max_kl)[:, None] * direction
+    full_step = torch.where(torch.isfinite(full_step).all(-1, keepdim=True), full_step, torch.zeros_like(full_step))
+    step_norm = full_step.norm(dim=-1)
+    stepping = step_norm > 0
+    theta, result = batched_line_search(
+        theta0,
+        full_step,
+        _only_rows(evaluate, stepping),
+        max_kl,
+        torch.where(stepping, loss_before, torch.full_like(loss_before, -math.inf)),
+        kl_factor=kl_factor,
+        backtrack_ratio=backtrack_ratio,
+        max_backtracks=max_backtracks,
+    )
+    expected = -(grad * full_step).sum(-1)
+    improvement = torch.where(result.accepted, result.improvement, torch.zeros_like(result.improvement))
+    loss = torch.where(result.accepted, result.loss, loss_before)
+    return theta, BatchedStepResult(
+        result.accepted, result.step_fraction, result.kl, improvement, loss, expected, step_norm, result.tries, result.aux
+    )
+
+
+def _only_rows(evaluate: Evaluate, stepping: Tensor) -> Evaluate:
+    """``evaluate`` restricted to the rows that have a step; the others report a loss of ``+inf`` (never accepted)."""
+
+    def restricted(theta_rows: Tensor, rows: Tensor) -> "tuple[Tensor, Tensor, Tensor | None]":
+        keep = stepping[rows]
+        if bool(keep.all()):
+            return evaluate(theta_rows, rows)
+        loss = torch.full(rows.shape, math.inf, dtype=theta_rows.dtype, device=theta_rows.device)
+        kl = torch.zeros(rows.shape, dtype=theta_rows.dtype, device=theta_rows.device)
+        aux = None
+        if bool(keep.any()):
+            part_loss, part_kl, part_aux = evaluate(theta_rows[keep], rows[keep])
+            loss[keep], kl[keep] = part_loss, part_kl
+            if part_aux is not None:
+                aux = torch.zeros((rows.numel(),) + tuple(part_aux.shape[1:]), dtype=part_aux.dtype, device=part_aux.device)
+                aux[keep] = part_aux
+        return loss, kl, aux
+
+    return restricted

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Mode = Literal["off", "genetic", "data", "model", "model_sampler"]
+Mode = Literal["off", "genetic", "data", "model", "model_sampler", "decentralised"]
 Transport = Literal["allreduce", "coordinator"]
 
 
@@ -19,7 +19,9 @@ class DistributedConfig:
     mode: Mode = "off"
     """``off`` (single process), ``genetic`` (Distributed Genetic MADDPG, papers/002 Sec. V), ``data``
     (data parallelism, Sec. IV method 1), ``model`` (a worker per agent, method 2) or
-    ``model_sampler`` (method 2 plus a sampler worker filling the replay buffer, method 3)."""
+    ``model_sampler`` (method 2 plus a sampler worker filling the replay buffer, method 3); for MATRPO
+    (papers/004) ``decentralised``: one actor per agent, only neighbour messages cross
+    (``maestro.distributed.decentralised``)."""
     workers: int = 2
     """``K`` workers for ``genetic`` and ``data`` (``model`` modes use one worker per ``agents_per_worker`` trained agents)."""
     agents_per_worker: int = 1

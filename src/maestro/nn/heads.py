@@ -36,8 +36,15 @@ def categorical_sample(logits: Tensor, generator: torch.Generator | None = None,
     """Sample ``(...)`` int64 actions from logits ``(...,n)`` (Gumbel-max); ``deterministic`` takes the argmax."""
     if deterministic:
         return logits.argmax(-1)
-    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
-    gumbel = -torch.log(-torch.log(u.clamp_(1e-20, 1.0 - 1e-7)))
+    return gumbel_argmax(logits, torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype))
+
+
+def gumbel_argmax(logits: Tensor, uniform: Tensor) -> Tensor:
+    """The Gumbel-max sample ``(...)`` of logits ``(..., n)`` given its uniform draws ``(..., n)`` in ``[0, 1)``.
+
+    ``categorical_sample`` draws ``uniform`` itself; a caller that draws it elsewhere (one generator
+    for agents in different processes) gets the same action from the same numbers."""
+    gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0 - 1e-7)))
     return (logits + gumbel).argmax(-1)
 
 

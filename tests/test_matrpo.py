@@ -1,0 +1,151 @@
+"""MATRPO: credit passed by consensus where independent TRPO has none, every local step inside its
+trust region, the local step's gradient against autograd of the augmented Lagrangian, batched
+matchings equal to the rounds one by one, and the settings. (check_algo's registry tests cover
+training, determinism, resume and save/load.)"""
+
+import pytest
+import torch
+
+import maestro
+from maestro.algos import matrpo
+from maestro.core.consensus import admm_round, edge_schedule, group_rounds, init_admm, ring_graph
+from maestro.core.joint_policy import AgentAxis, HeadsOnBatch, JointPolicy
+from maestro.core.run import Run, RunConfig
+from test_trpo import prob_correct
+from tiny_envs import OneRewardedConfig, OneRewardedEnv
+
+SMALL = {"rollout_steps": 8, "hidden": (16,), "max_kl": 0.05, "vf_minibatch": 32, "vf_epochs": 2}
+
+
+def _train(algo, iterations, seed=0, **overrides):
+    entry = maestro.registry.algo_entry(algo)
+    cfg = entry.config(**{**SMALL, **overrides})
+    env = OneRewardedEnv(OneRewardedConfig(n_agents=2, n_targets=4), num_envs=32, seed=seed)
+    with Run(RunConfig(env_steps=iterations * 8 * 32, num_envs=32, eval_episodes=0, progress=False, tensorboard=False), None, seed=seed) as run:
+        return entry.train(cfg, env, run)
+
+
+@pytest.mark.parametrize("local_step", ["trpo", "subspace"])
+def test_matrpo_passes_agent_0s_credit_to_an_agent_that_independent_trpo_cannot_train(local_step):
+    # only agent 0 is rewarded, for both agents naming their targets (tiny_envs.OneRewardedEnv)
+    consensus = prob_correct(_train("matrpo", 15, admm_rounds=10, local_step=local_step))
+    independent = prob_correct(_train("trpo_independent", 15))
+    # the follower's probability of its target (uniform: 0.25; independent TRPO's follower only drifts
+    # with its value net's noise, 0.28-0.41 over seeds 0-2; MATRPO's 0.55-0.80, subspace steps 0.50-0.82)
+    assert float(consensus[1]) > 0.55 and float(independent[1]) < 0.4
+    assert float(consensus.prod()) > 0.45 > float(independent.prod())  # both right at once: coordination
+
+
+def _batch(n_agents=4, samples=48, seed=0, scale=1.0):
+    env = OneRewardedEnv(OneRewardedConfig(n_agents=n_agents, n_targets=3), num_envs=samples, seed=seed)
+    axis = AgentAxis.of(env.spec)
+    policy = JointPolicy("consensus", axis, (8,), seed=seed)
+    with torch.no_grad():
+        policy.theta.mul_(scale)
+    gen = torch.Generator().manual_seed(seed)
+    obs = axis.stack_obs(env.reset())
+    actions = torch.randint(0, 3, (samples, n_agents), generator=gen)
+    advantages = torch.randn(n_agents, samples, generator=gen)
+    return policy, obs, actions, advantages
+
+
+def test_every_local_step_stays_in_its_trust_region():
+    policy, obs, actions, advantages = _batch()
+    cfg = matrpo.Config(**{**SMALL, "max_kl": 0.01, "admm_rounds": 12, "rho": 5.0})
+    graph = matrpo.comm_graph(cfg, 4)
+    steps = group_rounds(graph, edge_schedule(graph, cfg.admm_rounds, cfg.edge_order))
+    recorded = []
+    original = matrpo.LocalSteps.step
+
+    def step(self, nodes, targets, penalties):
+        x = original(self, nodes, targets, penalties)
+        index = torch.tensor(nodes)
+        x_again, kl = self.heads.log_ratios_and_kl(self.theta[index], index)  # recomputed from the kept parameters
+        assert torch.allclose(x, x_again, atol=1e-6)
+        recorded.append(kl)
+        return x
+
+    matrpo.LocalSteps.step = step
+    try:
+        theta_old = policy.theta.detach().clone()
+        metrics = matrpo.admm_update(cfg, policy, obs, actions, advantages, graph, steps)
+    finally:
+        matrpo.LocalSteps.step = original
+    kls = torch.cat(recorded)
+    assert len(kls) == 2 * cfg.admm_rounds and bool((kls > 0).any())
+    assert float(kls.max()) <= 1.5 * cfg.max_kl + 1e-7
+    assert metrics["loss/local_kl_max"] == pytest.approx(float(kls.max()), rel=1e-5)
+    assert not torch.equal(policy.theta.detach(), theta_old)
+
+
+def test_the_local_step_gradient_is_the_lagrangians():
+    policy, obs, actions, advantages = _batch(n_agents=3, scale=20.0)
+    heads = HeadsOnBatch.of_batch(policy, obs, actions)
+    rows = torch.tensor([1, 2])
+    M = obs.shape[0]
+    targets = 0.1 * torch.randn(2, M, 3, generator=torch.Generator().manual_seed(4))
+    penalties = torch.tensor([2.0, 2.0])  # rho * degree on a ring
+
+    leaf = heads.theta_old[rows].clone().requires_grad_(True)
+    x, _ = heads.log_ratios_and_kl(leaf, rows)
+    surrogate = (torch.exp(x.sum(-1)) * advantages[rows]).mean(-1)
+    lagrangian = -surrogate + penalties / (2 * M) * (x - targets).pow(2).sum((1, 2))
+    (grad,) = torch.autograd.grad(lagrangian.sum(), leaf)
+    weights = -(advantages[rows].unsqueeze(-1) / M + penalties.reshape(-1, 1, 1) / M * targets)
+    assert torch.allclose(heads.log_ratio_vjp(rows, weights), grad, atol=1e-6)
+
+
+def test_a_matching_at_once_equals_its_rounds_one_by_one():
+    policy, obs, actions, advantages = _batch(n_agents=4)
+    cfg = matrpo.Config(**{**SMALL, "admm_rounds": 8})
+    graph = ring_graph(4)
+    schedule = edge_schedule(graph, cfg.admm_rounds, "matchings")
+    batched = JointPolicy.from_state(policy.policy_state())
+    matrpo.admm_update(cfg, batched, obs, actions, advantages, graph, group_rounds(graph, schedule))
+
+    heads = HeadsOnBatch.of_batch(policy, obs, actions, cfg.fisher_every)
+    local = matrpo.LocalSteps(cfg, heads, advantages)
+    prox = [lambda target, penalty, q=q: local.step([q], target[None], torch.tensor([penalty]))[0] for q in range(4)]
+    state = init_admm(graph, torch.zeros(4, obs.shape[0], 4))
+    for edge in schedule.tolist():
+        admm_round(state, graph, edge, prox, cfg.rho)
+    assert torch.allclose(batched.theta.detach(), local.theta, atol=1e-6)
+
+
+def test_settings_and_graph():
+    assert matrpo.comm_graph(matrpo.Config(), 8).edges.tolist()[-1] == [0, 7]  # ring: ... hunter 6 - bank 2 - hunter 1
+    assert matrpo.comm_graph(matrpo.Config(topology="edges", edges=((0, 1), (1, 2))), 3).num_edges == 2
+    with pytest.raises(ValueError, match="topology"):
+        matrpo.Config(edges=((0, 1),))
+    with pytest.raises(ValueError, match="rho"):
+        matrpo.Config(rho=0.0)
+    with pytest.raises(ValueError, match="subspace_growth"):
+        matrpo.Config(subspace_growth=0.5)
+    with pytest.raises(ValueError, match="not connected"):
+        matrpo.comm_graph(matrpo.Config(topology="edges", edges=((0, 1),)), 3)
+
+
+def test_subspace_steps_keep_the_true_kl_and_start_with_the_authors_step():
+    policy, obs, actions, advantages = _batch(n_agents=4)
+    cfg = matrpo.Config(**{**SMALL, "max_kl": 0.002, "admm_rounds": 12, "local_step": "subspace"})
+    heads = HeadsOnBatch.of_batch(policy, obs, actions, cfg.fisher_every)
+    targets = torch.zeros(2, obs.shape[0], 4)
+    penalties = torch.tensor([2.0, 2.0])
+    subspace = matrpo.make_local_steps(cfg, heads, advantages)
+    authors = matrpo.make_local_steps(matrpo.Config(**{**SMALL, "max_kl": 0.002}), heads, advantages)
+    x_subspace = subspace.step([0, 1], targets, penalties)
+    authors.step([0, 1], targets, penalties)
+    # a first activation adds the authors' exact direction: the same step (both halved by the true KL here),
+    # and the model's log-ratios of the full step are the linearised ones
+    rows = torch.tensor([0, 1])
+    assert torch.allclose(subspace.final_theta()[rows], authors.final_theta()[rows], atol=1e-6)
+    full = torch.stack([subspace.basis[q][0] * subspace.coefficients[q][0] for q in (0, 1)])
+    assert torch.allclose(x_subspace, heads.log_ratio_jvp(rows, full), atol=1e-6)
+    assert torch.allclose(0.5 * full, authors.final_theta()[rows] - heads.theta_old[rows], atol=1e-6)
+
+    graph = matrpo.comm_graph(cfg, 4)
+    policy_again = JointPolicy.from_state(policy.policy_state())
+    metrics = matrpo.admm_update(cfg, policy_again, obs, actions, advantages, graph, group_rounds(graph, edge_schedule(graph, 12, "matchings")))
+    assert metrics["loss/local_kl_max"] <= cfg.max_kl + 1e-9  # the model's KL of every step
+    assert metrics["loss/kl_max"] <= cfg.kl_factor * cfg.max_kl  # the true KL of every agent's result
+    assert not torch.equal(policy_again.theta.detach(), policy.theta.detach())
