@@ -86,7 +86,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maestro.config import config_to_dict
+from maestro.config import ConfigError, config_to_dict
 from maestro.core.checkpoint import newest_checkpoint, read_policy_state, save_policy, tree_to_device
 from maestro.core.episodes import EpisodeStats
 from maestro.core.replay import ReplayBuffer
@@ -540,11 +540,11 @@ class Learner:
         state = state.get("state", state)
         src = state["policy"]
         if src.get("class") != "maestro.algos.multitask:Policy":
-            raise ValueError(f"multitask init_from {path}: not a multitask policy (class {src.get('class')!r})")
+            raise ConfigError(f"multitask init_from {path}: not a multitask policy (class {src.get('class')!r})")
         mine = self.policy.arch
         bad = [k for k in (*ARCH_KEYS, "token_dim", "entity_kinds", "n_actions", "desc_keys") if src["arch"].get(k) != mine.get(k)]
         if bad:
-            raise ValueError(f"multitask init_from {path}: the networks differ in " + ", ".join(f"{k} ({src['arch'].get(k)} there, {mine.get(k)} here)" for k in bad))
+            raise ConfigError(f"multitask init_from {path}: the networks differ in " + ", ".join(f"{k} ({src['arch'].get(k)} there, {mine.get(k)} here)" for k in bad))
         self.policy.load_state_dict(src["weights"])  # the description scale too: held-out tasks in the source's units
         self.policy.arch["desc_scale"] = list(src["arch"]["desc_scale"])
         if "nets" in state:
