@@ -221,6 +221,7 @@ class _Still:
         return {g: torch.zeros(o.shape[:2], dtype=torch.long) for g, o in obs.items()}, None
 
 
+@pytest.mark.slow  # about 35-50 s on a shared 2-core machine: the learner needs ~2,000 updates to leave "stand still"
 def test_learner_beats_random_and_standing_still_on_two_spread_tasks():
     cfg = build_config(mt.Config, {**TINY, "tasks": [{"n_agents": 1}, {"n_agents": 2}], "batch_size": 64, "update_every": 50, "round_updates": 10, "warmup_steps": 500, "lr": 2e-3, "critic_lr": 2e-3})
     env = maestro.make_env("simple_spread", num_envs=16, seed=0, n_agents=2)

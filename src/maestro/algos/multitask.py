@@ -51,6 +51,14 @@ maestro's readings where the notes are informal (each is a choice, stated):
 * the ``1/B`` sums are means over the minibatch and the agents; each gradient step sums the losses of
   all tasks (Algorithm 1 loops over tasks; the sum is one batched step per network).
 * ``V`` is the policy's expectation of the critic (the notes name ``V`` without defining it).
+* the advantages ``Q - V`` of a minibatch are divided by their standard deviation (the
+  ``"expected"`` variant: by their policy-weighted root mean square) before the gradient, so that
+  the step and the entropy weight do not depend on the reward's scale (a PPO practice, not the
+  notes'). Observed on simple_spread N = 1-3: with few updates per env step (0.02) the policies lock
+  onto "stand still" (under random behaviour standing still beats a random move, and ``Q`` is about
+  -19 while the action gaps are tenths) before the critic resolves directions, with or without the
+  scaling; the defaults make 0.1 updates per env step, and the ``"expected"`` variant locked in
+  where ``"sampled"`` learned.
 * the MI step uses its own minibatch per task (Algorithm 1 reuses the last one).
 
 Ablations: ``skills=False`` (no skill: ``M_phi(s)``, no MI reward or auto-encoder, ``phi`` is then
