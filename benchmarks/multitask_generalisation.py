@@ -144,7 +144,7 @@ def main() -> None:
             for task, over in fam["sizes"].items():
                 record(row, task, evaluate_on(run_dir, over, args.episodes, args.eval_seed))
             held = fam["sizes"][fam["held_out"]]
-            ft_dir, sec = train(fam["train"], f"bench_{args.family}_{ab}_finetune", seed, ft_steps, out, [*ABLATIONS[ab], "algo_config.tasks=[]", f"algo_config.init_from={run_dir}", *held])
+            ft_dir, sec = train(fam["train"], f"bench_{args.family}_{ab}_finetune", seed, ft_steps, out, [*ABLATIONS[ab], "algo_config.tasks=[]", f"algo_config.init_from={run_dir}", f"algo_config.warmup_steps={min(2000, ft_steps // 4)}", *held])
             clock.setdefault(f"{row}, fine-tuned", []).append((sec, ft_steps))
             record(f"{row}, fine-tuned", fam["held_out"], evaluate_on(ft_dir, held, args.episodes, args.eval_seed))
         if fam["single"]:

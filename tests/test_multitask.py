@@ -199,7 +199,7 @@ def test_autoencoder_reconstructs_task_descriptions():
     def loss():
         return reconstruction_loss(enc.normalise(descs), dec(torch.softmax(enc(descs), -1)))
 
-    before = float(loss())
+    before = float(loss().detach())
     for _ in range(400):
         opt.zero_grad()
         loss().backward()

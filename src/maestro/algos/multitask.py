@@ -344,17 +344,19 @@ class Policy(nn.Module):
 
     @classmethod
     def from_state(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> "Policy":
-        policy = cls(state["arch"])
-        policy.load_state_dict(state["weights"])
-        return policy.to(device)
+        """Inverse of ``policy_state`` (``load`` reads it from a policy file or a checkpoint)."""
+        return cls(state["arch"]).load_weights(state["weights"]).to(device)
 
-    def save(self, path: str | Path) -> Path:
-        """Write the policy alone (atomically) to ``path``."""
-        return save_policy(self, path)
+    def load_weights(self, weights: dict[str, Tensor]) -> "Policy":
+        """``load_state_dict(weights)``, returning the policy."""
+        self.load_state_dict(weights)
+        return self
+
+    save = save_policy
+    """``policy.save(path)``: write the policy alone, atomically."""
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Policy":
-        """Load a policy written by ``save`` (or the policy of a training checkpoint)."""
         return cls.from_state(read_policy_state(path, device), device)
 
 
