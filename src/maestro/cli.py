@@ -4,6 +4,7 @@
     maestro train mappo/simple_spread --set run.env_steps=200000 --set algo_config.lr=3e-4
     maestro train --resume runs/mappo_simple_spread/20250101-120000-s0
     maestro eval runs/mappo_simple_spread/20250101-120000-s0 --episodes 100
+    maestro eval runs/multitask_spread_train345/20250101-120000-s0 --set env_config.n_agents=6
     maestro render runs/mappo_simple_spread/20250101-120000-s0 --out episode.gif
     maestro report runs/mappo_simple_spread --out reports/spread
 
@@ -111,11 +112,14 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    import re
+
+    from maestro.config import config_to_dict
     from maestro.core.evaluate import evaluate, summarise
     from maestro.recipes import env_factory, find_run_dir, load_run_policy
 
     run_dir = find_run_dir(args.run)
-    recipe, policy, ckpt_path = load_run_policy(run_dir, args.device)
+    recipe, policy, ckpt_path = load_run_policy(run_dir, args.device, args.set)
     env = env_factory(recipe)(args.episodes, args.seed)
     per_ep = evaluate(policy, env, seed=args.seed, deterministic=not args.stochastic)
     summ = summarise(per_ep)
@@ -131,16 +135,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
             label = {"episode_length": "episode length", "success": "success rate", "win": "win rate"}.get(k, k)
             rows.append(["all", label, f"{m:.4g}", f"±{ci:.3g}"])
     mode = "stochastic" if args.stochastic else "deterministic"
-    print(f"{recipe.name}: {args.episodes} episodes (seed {args.seed}, {mode} actions), checkpoint {ckpt_path.name}")
+    task = f" on {recipe.env} with {' '.join(args.set)}" if args.set else ""
+    print(f"{recipe.name}: {args.episodes} episodes{task} (seed {args.seed}, {mode} actions), checkpoint {ckpt_path.name}")
     print(_table(rows, ["group", "metric", "mean", "95% CI"]))
     out = {
         "checkpoint": str(ckpt_path),
         "episodes": args.episodes,
         "seed": args.seed,
         "deterministic": not args.stochastic,
+        "set": list(args.set),
+        "env_config": config_to_dict(recipe.env_config),
         "summary": {k: [m, ci] for k, (m, ci) in summ.items()},
     }
-    (run_dir / "eval.json").write_text(json.dumps(out, indent=2))
+    name = "eval.json" if not args.set else "eval-" + re.sub(r"[^A-Za-z0-9_.=-]+", "_", "_".join(args.set)) + ".json"
+    (run_dir / name).write_text(json.dumps(out, indent=2))
     return 0
 
 
@@ -149,9 +157,11 @@ def cmd_render(args: argparse.Namespace) -> int:
     from maestro.envs.render import record_episode, write_gif
     from maestro.recipes import env_factory, load_run_policy
 
-    recipe, policy, _ = load_run_policy(args.run, args.device)
+    recipe, policy, _ = load_run_policy(args.run, args.device, args.set)
     env = env_factory(recipe)(1, args.seed)
     env.reset(seed=args.seed)
+    if hasattr(policy, "bind"):  # a policy that reads the env's task (multitask)
+        policy = policy.bind(env)
     import torch
 
     gen = torch.Generator(device=env.device)
@@ -281,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=12345, help="seed of the test episodes")
     s.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the policy's mode")
     s.add_argument("--device", default="cpu", help="torch device")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="evaluate on a changed recipe, as `train --set` (e.g. env_config.n_agents=6: a task the run never trained on; "
+                   "the policy must take any number of agents, as the multitask learner's does); writes RUN/eval-<settings>.json; repeatable")
     s.set_defaults(func=cmd_eval)
 
     s = sub.add_parser("render", help="write a GIF of one episode of a run's policy", formatter_class=_Formatter,
@@ -291,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fps", type=int, default=10, help="frames per second")
     s.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the policy's mode")
     s.add_argument("--device", default="cpu", help="torch device")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="render on a changed recipe, as `eval --set`; repeatable")
     s.set_defaults(func=cmd_render)
 
     s = sub.add_parser("components", help="plot an MS-MARL policy's master and slave action components (Fig. 6b)", formatter_class=_Formatter,

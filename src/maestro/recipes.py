@@ -358,15 +358,16 @@ def resume_run(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = (),
     return _execute(recipe, directory, resume=True, progress=progress, hooks=hooks)
 
 
-def load_run_policy(run_dir: str | Path, device: str = "cpu") -> tuple[Recipe, Any, Path]:
-    """The recipe of a run and the policy of its newest valid checkpoint (and that checkpoint's path)."""
+def load_run_policy(run_dir: str | Path, device: str = "cpu", overrides: list[str] | tuple[str, ...] = ()) -> tuple[Recipe, Any, Path]:
+    """The recipe of a run (with ``overrides``, e.g. ``env_config.n_agents=6`` to evaluate on another
+    task) and the policy of its newest valid checkpoint (and that checkpoint's path)."""
     import logging
 
     from maestro.algos import load_policy
     from maestro.core.checkpoint import latest_valid
 
     directory = find_run_dir(run_dir)
-    recipe = load_recipe(directory / "config.yaml")
+    recipe = load_recipe(directory / "config.yaml", overrides)
     path, payload, skipped = latest_valid(directory / "checkpoints", map_location=device)
     for bad, why in skipped:
         logging.getLogger("maestro").warning("skipping checkpoint %s: %s", bad.name, why)

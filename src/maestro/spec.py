@@ -68,6 +68,12 @@ class GroupSpec:
         return gspaces.Box(-float("inf"), float("inf"), self.obs_shape, dtype="float32")
 
 
+ENTITY_FEATURES = ("x", "y", "vx", "vy", "is_self")
+"""The fixed features of an entity token, before the one-hot of its kind (``EnvSpec.entity_kinds``):
+position relative to the observer (the observer's own position in its self token), velocity (zeros
+where the observation does not include it) and 1 on the observer's own token."""
+
+
 @dataclass(frozen=True)
 class EnvSpec:
     """What an environment exchanges with its agents.
@@ -85,6 +91,10 @@ class EnvSpec:
         episode_sums: the ``info_keys`` that count events of one step (``touches``,
             ``collisions``...); the env also reports their totals over the episode as
             ``info["episode_sum/<key>"]`` (valid where done).
+        entity_kinds: the kinds of entity an agent sees (roles, then landmark kinds), for envs
+            that also expose their observation as entity tokens (``env.entity_obs``,
+            ``maestro.envs.api.EntityObs``); ``()`` for envs that do not. A token's kind is a
+            one-hot over these.
     """
 
     name: str
@@ -93,6 +103,7 @@ class EnvSpec:
     state_shape: tuple[int, ...]
     info_keys: tuple[str, ...] = field(default_factory=tuple)
     episode_sums: tuple[str, ...] = field(default_factory=tuple)
+    entity_kinds: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         unknown = [k for k in self.episode_sums if k not in self.info_keys]
@@ -126,6 +137,16 @@ class EnvSpec:
         both mean "no state").
         """
         return bool(self.state_shape) and math.prod(self.state_shape) > 0
+
+    @property
+    def has_entity_obs(self) -> bool:
+        """True if the env exposes its observation as entity tokens (``entity_kinds`` non-empty)."""
+        return bool(self.entity_kinds)
+
+    @property
+    def entity_token_dim(self) -> int:
+        """Features ``F`` of one entity token: ``(x, y, vx, vy, is_self)`` and the kind's one-hot."""
+        return len(ENTITY_FEATURES) + len(self.entity_kinds)
 
     @property
     def state_dim(self) -> int:

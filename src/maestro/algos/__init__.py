@@ -14,6 +14,7 @@ from maestro.spec import EnvSpec
 # One import per algorithm family; each registers its algorithms.
 from maestro.algos import ppo  # noqa: F401  (ippo, mappo)
 from maestro.algos import maddpg  # noqa: F401
+from maestro.algos import multitask  # noqa: F401
 from maestro.algos import reinforce  # noqa: F401
 from maestro.algos import trpo  # noqa: F401  (trpo_central, trpo_independent)
 from maestro.algos import matrpo  # noqa: F401
@@ -47,6 +48,8 @@ def incompatibility(algo: str | AlgoEntry, spec: EnvSpec) -> str | None:
             return f"algorithm {algo!r} cannot train on env {spec.name!r}: {why}, and {algo!r} does not support {need!r} (it supports: {', '.join(sorted(caps))})"
     if "needs_state" in caps and not spec.has_state:
         return f"algorithm {algo!r} needs a global state, but env {spec.name!r} has state_shape {spec.state_shape}"
+    if "needs_entity_obs" in caps and not spec.has_entity_obs:
+        return f"algorithm {algo!r} needs observations as entity tokens, but env {spec.name!r} exposes none (spec.entity_kinds is empty)"
     return None
 
 

@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from maestro.core.checkpoint import CheckpointError, latest_valid, load_policy, read_policy_state, save_policy, tree_to_device
+from maestro.core.checkpoint import load_policy, newest_checkpoint, read_policy_state, save_policy, tree_to_device
 from maestro.core.episodes import EpisodeStats
 from maestro.core.replay import ReplayBuffer
 from maestro.core.run import Run, env_restore, env_snapshot
@@ -67,6 +67,7 @@ from maestro.core.schedules import off_policy_updates
 from maestro.core.seeding import make_generator
 from maestro.nn.gumbel import gumbel_softmax, one_hot_sample
 from maestro.nn.heads import categorical_entropy, gaussian_entropy, gaussian_log_prob
+from maestro.nn.target import soft_update
 from maestro.registry import Smoke, register_algo
 from maestro.spec import EnvSpec, GroupLayout, group_layout, layouts_from_dicts, layouts_to_dicts
 
@@ -197,16 +198,6 @@ def critic_target(reward: Tensor, terminated: Tensor, next_q: Tensor, gamma: flo
     final observation of the step (``StepOut.final_obs``), not from the reset one.
     """
     return reward + gamma * (1.0 - terminated.to(reward.dtype)) * next_q
-
-
-@torch.no_grad()
-def soft_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """Polyak averaging in place: ``theta' <- tau * theta + (1 - tau) * theta'`` for every parameter."""
-    t_params = list(target.parameters())
-    o_params = list(online.parameters())
-    if len(t_params) != len(o_params):
-        raise ValueError(f"soft_update: target has {len(t_params)} parameters, online {len(o_params)}")
-    torch._foreach_lerp_(t_params, o_params, tau)
 
 
 def clip_grad_norm_per_member(params: list[Tensor], max_norm: float) -> Tensor:
@@ -467,16 +458,7 @@ class Policy(nn.Module):
 def load_frozen_policy(path: str | Path, device: str | torch.device = "cpu") -> Any:
     """The policy of a checkpoint file, or of the newest valid checkpoint of a run directory (or below it)."""
     p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"frozen policy: {p} does not exist (give a run directory or a checkpoint file)")
-    if p.is_file():
-        state = read_policy_state(p, device)
-    else:
-        ckpt_dirs = [p] if any(p.glob("ckpt_*.pt")) else sorted((c.parent for c in p.rglob("ckpt_*.pt")), key=lambda d: d.stat().st_mtime)
-        if not ckpt_dirs:
-            raise CheckpointError(f"frozen policy: no checkpoint at or below {p}")
-        _, obj, _ = latest_valid(ckpt_dirs[-1], map_location=device)
-        state = obj["state"]["policy"]
+    state = read_policy_state(p, device) if p.is_file() else newest_checkpoint(p, device, "frozen policy")["state"]["policy"]
     return load_policy(state, str(device))
 
 

@@ -106,6 +106,24 @@ def latest_valid(directory: str | Path, map_location: str | torch.device = "cpu"
     raise CheckpointError(f"no checkpoint in {directory}")
 
 
+def newest_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", what: str = "checkpoint") -> dict[str, Any]:
+    """The content of the checkpoint file ``path``, or of the newest valid checkpoint of the run
+    directory ``path`` (or, below it, of the run whose checkpoints changed last).
+
+    Raises:
+        CheckpointError: ``path`` does not exist or holds no valid checkpoint (``what`` names the use).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{what}: {p} does not exist (give a run directory or a checkpoint file)")
+    if p.is_file():
+        return load_checkpoint(p, map_location)
+    dirs = [p] if any(p.glob("ckpt_*.pt")) else sorted((c.parent for c in p.rglob("ckpt_*.pt")), key=lambda d: d.stat().st_mtime)
+    if not dirs:
+        raise CheckpointError(f"{what}: no checkpoint at or below {p}")
+    return latest_valid(dirs[-1], map_location=map_location)[1]
+
+
 def prune(directory: str | Path, keep: int) -> None:
     """Delete all but the ``keep`` newest checkpoints of ``directory`` (``keep <= 0`` keeps all)."""
     if keep <= 0:

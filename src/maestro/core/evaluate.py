@@ -33,7 +33,8 @@ def evaluate(
     Args:
         policy: has ``act(obs, state, hidden, action_mask=..., deterministic=..., generator=..., alive=...)``;
             its recurrent ``hidden`` is carried through the episode (copies run their first
-            episode only, so no reset is needed).
+            episode only, so no reset is needed). A policy with ``bind(env)`` (one that reads the
+            env's entity tokens and task description) is bound to ``env`` first.
         env: a batched env; it is reset with ``seed``.
         seed: seed of the episode set (env reset and the policy's sampling generator).
         deterministic: act with the policy's mode instead of sampling.
@@ -45,6 +46,8 @@ def evaluate(
     """
     spec = env.spec
     B = env.num_envs
+    if hasattr(policy, "bind"):  # a policy that reads its env's task (the multitask learner's)
+        policy = policy.bind(env)
     if generator is None:
         generator = torch.Generator(device=env.device)
         generator.manual_seed(seed)

@@ -75,6 +75,26 @@ class StepOut:
         return self.terminated | self.truncated
 
 
+@dataclass
+class EntityObs:
+    """One group's observation as entity tokens, for networks that take any number of entities.
+
+    ``E`` entities per observer: its own token first, then the other agents (in the env's agent
+    order, every role), then the landmarks. A token is ``spec.entity_token_dim`` features:
+    ``maestro.spec.ENTITY_FEATURES`` (relative position, velocity, is-self) and a one-hot over
+    ``spec.entity_kinds``. Envs with this view declare ``spec.entity_kinds`` and implement
+    ``entity_obs``; the flat ``obs`` is unchanged.
+
+    Attributes:
+        tokens: ``(B, N_g, E, F)`` float32.
+        mask: ``(B, N_g, E)`` bool: the entities the observer sees (its own token always; others
+            within the env's field of view).
+    """
+
+    tokens: Tensor
+    mask: Tensor
+
+
 def _box_bounds(box: gspaces.Box) -> tuple[float, float] | None:
     """``(low, high)`` if the Box has the same bounds in every dimension, else ``None``."""
     lo, hi = box.low.reshape(-1), box.high.reshape(-1)
@@ -235,6 +255,16 @@ class BatchedEnv(abc.ABC):
     def action_mask(self) -> dict[str, Tensor] | None:
         """Legal actions per group ``(B, N_g, n)`` bool for groups with ``has_action_mask``; else ``None``."""
         return None
+
+    def entity_obs(self, obs: Obs | None = None) -> dict[str, EntityObs]:
+        """Observations ``obs`` (default: the current ones; also ``final_obs`` of a step) as entity
+        tokens per group (``EntityObs``), for envs whose ``spec.entity_kinds`` is non-empty."""
+        raise NotImplementedError(f"{self.spec.name} does not expose entity tokens (spec.entity_kinds is empty)")
+
+    def task_description(self) -> dict[str, float]:
+        """The task as named numbers (agents per role, landmarks, world size, field of view...), for
+        learners across tasks (``maestro.algos.multitask``); envs with entity tokens provide it."""
+        raise NotImplementedError(f"{self.spec.name} gives no task description")
 
     @abc.abstractmethod
     def render(self) -> Any:

@@ -8,6 +8,9 @@ What every scenario built on ``world.py`` needs besides the physics:
   a Python loop over agents. A world is summarised as ``x`` ``(B, V, 2)`` (its ``V`` vectors);
   every observation entry is ``x[plus] - x[minus]`` with a zero vector standing in for "nothing".
   In float32 this is bit-identical to computing each relative position directly.
+* ``TokenMap``: the same observations as entity tokens (``maestro.envs.api.EntityObs``): one
+  gather from the flat observation, so tokens and flat vector hold the very same numbers; and
+  ``visible``, the field-of-view mask over tokens.
 * ``uniform_positions``: initial positions drawn from the env's generator.
 * ``steer``: turn desired velocities into discrete or continuous MPE actions (one-step
   look-ahead through the damped integrator); the scripted heuristics use it.
@@ -102,6 +105,64 @@ class VectorObs:
             raise ValueError(f"VectorObs: x has shape {tuple(x.shape)}, expected ({self.n_vectors}, 2, B)")
         B = x.shape[2]
         return torch.mm(x.reshape(2 * self.n_vectors, B).t(), self.matrix).view(B, self.n_agents, self.obs_dim)
+
+
+TokenSource = tuple[int | None, int | None, int]
+"""One entity of an observation: ``(position, velocity, kind)``: the flat-observation index of the
+x coordinate of its position and of its velocity (y follows; ``None`` for zeros) and its kind's
+index in ``spec.entity_kinds``."""
+
+
+class TokenMap:
+    """Entity tokens of one group as a gather from its flat observations.
+
+    Args:
+        obs_dim: ``D``, the flat observation's width.
+        entities: the ``E`` entities of an observer, its own first (``TokenSource`` each); every
+            agent of the group lays out its observation the same way.
+        n_kinds: ``K``, the number of entity kinds.
+        device: where the index lives.
+
+    Calling the map on observations ``(B, N, D)`` returns tokens ``(B, N, E, 5 + K)``:
+    ``(x, y, vx, vy, is_self, one-hot kind)`` (``maestro.spec.ENTITY_FEATURES``), every number a
+    copy of an entry of the flat observation, a 0 or a 1.
+    """
+
+    def __init__(self, obs_dim: int, entities: Sequence[TokenSource], n_kinds: int, device: torch.device | str = "cpu") -> None:
+        zero, one = obs_dim, obs_dim + 1  # slots appended to the observation
+        F = 5 + n_kinds
+        index = torch.full((len(entities), F), zero, dtype=torch.long)
+        for e, (pos, vel, kind) in enumerate(entities):
+            for start, col in ((pos, 0), (vel, 2)):
+                if start is None:
+                    continue
+                if not 0 <= start < obs_dim - 1:
+                    raise ValueError(f"TokenMap: entity {e}: index {start} outside the observation [0, {obs_dim - 1})")
+                index[e, col], index[e, col + 1] = start, start + 1
+            if not 0 <= kind < n_kinds:
+                raise ValueError(f"TokenMap: entity {e}: kind {kind} outside [0, {n_kinds})")
+            index[e, 5 + kind] = one
+        index[0, 4] = one  # the observer's own token
+        self.obs_dim, self.n_entities, self.token_dim = obs_dim, len(entities), F
+        self.index = index.reshape(-1).to(device)
+        """``(E * F,)``: the flat-observation slot of every token feature."""
+
+    def __call__(self, obs: Tensor) -> Tensor:
+        """Observations ``(B, N, D)`` -> tokens ``(B, N, E, F)``."""
+        if obs.dim() != 3 or obs.shape[-1] != self.obs_dim:
+            raise ValueError(f"TokenMap: observations have shape {tuple(obs.shape)}, expected (B, N, {self.obs_dim})")
+        B, N, _ = obs.shape
+        x = torch.cat([obs, obs.new_zeros(B, N, 1), obs.new_ones(B, N, 1)], dim=-1)
+        return x.index_select(-1, self.index.to(obs.device)).view(B, N, self.n_entities, self.token_dim)
+
+
+def visible(tokens: Tensor, view_radius: float | None) -> Tensor:
+    """Field-of-view mask ``(B, N, E)`` of tokens ``(B, N, E, F)``: the observer's own token and
+    every entity within ``view_radius`` of it (every entity when ``None``)."""
+    if view_radius is None:
+        return torch.ones(tokens.shape[:-1], dtype=torch.bool, device=tokens.device)
+    d2 = tokens[..., 0] * tokens[..., 0] + tokens[..., 1] * tokens[..., 1]
+    return (d2 <= view_radius * view_radius) | (tokens[..., 4] > 0)
 
 
 def uniform_positions(rng: torch.Generator, shape: tuple[int, ...], low: Tensor | float, high: Tensor | float, device: torch.device) -> Tensor:

@@ -24,6 +24,13 @@ Environments", arXiv 1706.02275) with the semantics of MPE2 1.1.1's ``simple_spr
   0.1.
 * global state: the concatenation of all agents' observations, ``(N * obs_dim,)``, as MPE2's
   ``state()``.
+* entity tokens (``entity_obs``, for networks over any N; ``spec.entity_kinds = ("agent",
+  "landmark")``): per agent its own token ``(p_i, v_i)``, the other agents ``(p_k - p_i, 0)``
+  and the landmarks ``(l_j - p_i, 0)``, copied from the flat observation; ``view_radius`` masks
+  the entities farther away (the flat observation always holds them all). ``world_size`` is the
+  half-width of the square where agents and landmarks start (MPE: 1). ``task_description``
+  gives ``agents, landmarks, world_size, view_radius`` (an unlimited view as the start square's
+  diagonal), the task of the multi-task learner (``papers/003``, Algorithm 1's input).
 
 Tensors: the world is held batch-last (``world.py``'s fast path): agent positions/velocities
 and landmark positions ``(N, 2, B)``, exposed as ``(B, N, 2)`` views ``agent_pos``,
@@ -41,6 +48,7 @@ terminating"); MPE2's curriculum and partial-observability options are not provi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -49,11 +57,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from maestro.envs.api import BatchedEnv, Obs, group_spec
+from maestro.envs.api import BatchedEnv, EntityObs, Obs, group_spec
 from maestro.envs.particle.common import (
     AGENT_BLUE,
     LANDMARK_GREY,
     ZERO,
+    TokenMap,
     VectorObs,
     register_heuristic,
     rel_vec,
@@ -62,6 +71,7 @@ from maestro.envs.particle.common import (
     self_vec,
     steer,
     uniform_positions,
+    visible,
 )
 from maestro.envs.particle.world import (
     ContactPairs,
@@ -100,8 +110,16 @@ class SpreadConfig:
     """"mpe": MPE2's blended reward; "agent0": MATRPO's modified task, only agent 0 gets the coverage term"""
     terminate_on_success: bool = False
     """end an episode once every landmark has an agent within 0.1 (MPE2 option)"""
+    world_size: float = 1.0
+    """half-width w of the square [-w, w]^2 where agents and landmarks start (MPE: 1)"""
+    view_radius: float | None = None
+    """field of view of the entity tokens: entities farther than this are masked out (None: all visible)"""
 
     def __post_init__(self) -> None:
+        if self.world_size <= 0:
+            raise ValueError(f"'world_size' must be > 0, got {self.world_size}")
+        if self.view_radius is not None and self.view_radius <= 0:
+            raise ValueError(f"'view_radius' must be > 0 or null (unlimited), got {self.view_radius}")
         if self.n_agents < 1:
             raise ValueError(f"'n_agents' must be >= 1, got {self.n_agents}")
         if not 0.0 <= self.local_ratio <= 1.0:
@@ -124,6 +142,19 @@ def spread_obs_features(n: int) -> list[list[tuple[int | None, int | None]]]:
         row += [ZERO] * ((n - 1) * DIM_C // 2)
         rows.append(row)
     return rows
+
+
+ENTITY_KINDS = ("agent", "landmark")
+
+
+def spread_token_map(n: int, device: torch.device | str = "cpu") -> TokenMap:
+    """Entity tokens of an agent's flat observation (layout of ``spread_obs_features``): itself,
+    the other ``N - 1`` agents, the ``N`` landmarks."""
+    agent, landmark = 0, 1
+    entities = [(2, 0, agent)]  # own position, own velocity
+    entities += [(4 + 2 * n + 2 * m, None, agent) for m in range(n - 1)]
+    entities += [(4 + 2 * j, None, landmark) for j in range(n)]
+    return TokenMap(4 + 2 * n + 4 * (n - 1), entities, len(ENTITY_KINDS), device)
 
 
 @register_env("simple_spread", config=SpreadConfig)
@@ -150,7 +181,9 @@ class SimpleSpread(BatchedEnv):
             state_shape=(N * obs_dim,),
             info_keys=("occupied_landmarks", "collisions", "landmark_dist", "success"),
             episode_sums=("collisions",),
+            entity_kinds=ENTITY_KINDS,
         )
+        self._tokens = spread_token_map(N, dev)
         self._agent0 = torch.zeros(N, 1, device=dev)
         self._agent0[0] = 1.0
         # The world, batch-last (see world.py): agents' positions/velocities and landmarks' positions.
@@ -178,7 +211,8 @@ class SimpleSpread(BatchedEnv):
     # ------------------------------------------------------------------ hooks
     def _reset_copies(self, mask: Tensor) -> None:
         B, N = self.num_envs, self.n
-        fresh = uniform_positions(self.rng, (B, 2 * N, 2), -1.0, 1.0, self.device).permute(1, 2, 0)  # agents, then landmarks
+        w = self.cfg.world_size
+        fresh = uniform_positions(self.rng, (B, 2 * N, 2), -w, w, self.device).permute(1, 2, 0)  # agents, then landmarks
         self._p = torch.where(mask, fresh[:N], self._p)
         self._l = torch.where(mask, fresh[N:], self._l)
         self._v = torch.where(mask, torch.zeros_like(self._v), self._v)
@@ -222,6 +256,17 @@ class SimpleSpread(BatchedEnv):
 
     def _observe(self) -> Obs:
         return {"agent": self._obs}
+
+    def entity_obs(self, obs: Obs | None = None) -> dict[str, EntityObs]:
+        """``obs`` (default: the current observations) as entity tokens ``(B, N, 2N, 7)`` with
+        the field-of-view mask (module docstring)."""
+        tokens = self._tokens((self._observe() if obs is None else obs)["agent"])
+        return {"agent": EntityObs(tokens, visible(tokens, self.cfg.view_radius))}
+
+    def task_description(self) -> dict[str, float]:
+        """``agents, landmarks, world_size, view_radius`` (an unlimited view as ``2 sqrt(2) w``)."""
+        w, r = self.cfg.world_size, self.cfg.view_radius
+        return {"agents": float(self.n), "landmarks": float(self.n), "world_size": w, "view_radius": 2.0 * math.sqrt(2.0) * w if r is None else r}
 
     def _global_state(self) -> Tensor:
         return self._obs.reshape(self.num_envs, -1).clone()

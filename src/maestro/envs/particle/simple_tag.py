@@ -21,6 +21,13 @@ batched over ``B`` copies:
   predators of the distance to the closest prey``, as the reference code computes it).
 * ``terminate_on_success``: as MPE2, end the episode when every prey overlaps a predator.
 * global state: all observations concatenated in MPE2's agent order (predators first).
+* entity tokens (``entity_obs``; ``spec.entity_kinds = ("adversary", "prey", "obstacle")``): per
+  agent its own token ``(p, v)``, the other agents in world order ``(p_k - p, v_k)`` (``v_k``
+  for prey only, zeros for predators, as the flat observation) and the obstacles ``(o - p, 0)``,
+  copied from the flat observation; ``view_radius`` masks the entities farther away.
+  ``world_size`` scales the arena: where agents and obstacles start and the prey's boundary
+  penalty (applied to ``|coordinate| / world_size``; MPE: 1). ``task_description`` gives
+  ``adversaries, prey, obstacles, world_size, view_radius`` (``papers/003``, Algorithm 1's input).
 
 Tensors: the world is held batch-last (``world.py``'s fast path): positions of agents then
 obstacles ``(N + L, 2, B)``, agent velocities ``(N, 2, B)``, exposed as ``(B, ., 2)`` views
@@ -35,6 +42,7 @@ termination (MPE2 reports it as a truncation); no curriculum or partial observab
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import gymnasium.spaces as gspaces
@@ -42,11 +50,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from maestro.envs.api import BatchedEnv, Obs, group_spec
+from maestro.envs.api import BatchedEnv, EntityObs, Obs, group_spec
 from maestro.envs.particle.common import (
     ADVERSARY_RED,
     GOOD_GREEN,
     LANDMARK_GREY,
+    TokenMap,
     VectorObs,
     register_heuristic,
     rel_vec,
@@ -54,6 +63,7 @@ from maestro.envs.particle.common import (
     self_vec,
     steer,
     uniform_positions,
+    visible,
 )
 from maestro.envs.particle.world import (
     ContactPairs,
@@ -92,8 +102,16 @@ class TagConfig:
     """add MPE's optional distance shaping to both rewards (off in MPE2)"""
     terminate_on_success: bool = False
     """end an episode when every prey overlaps a predator (MPE2 option)"""
+    world_size: float = 1.0
+    """scale w of the arena: agents start in [-w, w]^2, obstacles in [-0.9w, 0.9w]^2, the prey's boundary penalty acts on |x| / w (MPE: 1)"""
+    view_radius: float | None = None
+    """field of view of the entity tokens: entities farther than this are masked out (None: all visible)"""
 
     def __post_init__(self) -> None:
+        if self.world_size <= 0:
+            raise ValueError(f"'world_size' must be > 0, got {self.world_size}")
+        if self.view_radius is not None and self.view_radius <= 0:
+            raise ValueError(f"'view_radius' must be > 0 or null (unlimited), got {self.view_radius}")
         for key in ("num_good", "num_adversaries", "max_cycles"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key!r} must be >= 1, got {getattr(self, key)}")
@@ -113,6 +131,30 @@ def tag_obs_features(n_adv: int, n_good: int, n_obs: int) -> tuple[list, list]:
         row += [self_vec(vel + k) for k in range(n_adv, n) if k != i]
         rows.append(row)
     return rows[:n_adv], rows[n_adv:]
+
+
+ENTITY_KINDS = ("adversary", "prey", "obstacle")
+
+
+def tag_token_maps(n_adv: int, n_good: int, n_obs: int, device: torch.device | str = "cpu") -> tuple[TokenMap, TokenMap]:
+    """Entity tokens of a predator's and of a prey's flat observation (layout of ``tag_obs_features``):
+    itself, the other agents in world order (prey with their velocity), the obstacles."""
+    n = n_adv + n_good
+    others, prey_vel = 4 + 2 * n_obs, 4 + 2 * n_obs + 2 * (n - 1)
+    maps = []
+    for role, first in ((0, 0), (1, n_adv)):  # a representative observer of each group
+        kinds = [0] * n_adv + [1] * n_good
+        ents: list[tuple[int | None, int | None, int]] = [(2, 0, role)]
+        q = 0  # index among the prey other than the observer
+        for m, k in enumerate(k for k in range(n) if k != first):
+            vel = None
+            if kinds[k] == 1:
+                vel, q = prey_vel + 2 * q, q + 1
+            ents.append((others + 2 * m, vel, kinds[k]))
+        ents += [(4 + 2 * j, None, 2) for j in range(n_obs)]
+        dim = 4 + 2 * n_obs + 2 * (n - 1) + 2 * (n_good - role)
+        maps.append(TokenMap(dim, ents, len(ENTITY_KINDS), device))
+    return maps[0], maps[1]
 
 
 def boundary_penalty(x: Tensor) -> Tensor:
@@ -156,9 +198,11 @@ class SimpleTag(BatchedEnv):
             state_shape=(A * da + G * dg,),
             info_keys=("touches", "caught", "success"),
             episode_sums=("touches",),
+            entity_kinds=ENTITY_KINDS,
         )
+        self._tokens = dict(zip(("adversary", "prey"), tag_token_maps(A, G, L, dev)))
         # obstacle positions are drawn in [-0.9, 0.9], agents in [-1, 1] (as MPE2)
-        self._spawn_scale = torch.tensor([1.0] * N + [0.9] * L, device=dev).reshape(N + L, 1, 1)
+        self._spawn_scale = (torch.tensor([1.0] * N + [0.9] * L) * cfg.world_size).to(dev).reshape(N + L, 1, 1)
         # The world, batch-last (see world.py): positions of agents then obstacles, agents' velocities.
         self._p = torch.zeros(N + L, 2, B, device=dev)
         self._v = torch.zeros(N, 2, B, device=dev)
@@ -206,7 +250,7 @@ class SimpleTag(BatchedEnv):
         touches = touch.sum((0, 1))  # (B,)
         caught_by = touch.sum(0)  # (G, B): predators overlapping each prey
         r_adv = (TOUCH_REWARD * touches).expand(A, -1)
-        r_prey = -TOUCH_REWARD * caught_by - boundary_penalty(prey.abs()).sum(1)
+        r_prey = -TOUCH_REWARD * caught_by - boundary_penalty(prey.abs() / self.cfg.world_size).sum(1)
         if self.cfg.shaping:
             r_prey = r_prey + 0.1 * dist.sum(0)
             r_adv = r_adv - 0.1 * dist.amin(1).sum(0)
@@ -224,6 +268,27 @@ class SimpleTag(BatchedEnv):
 
     def _observe(self) -> Obs:
         return self._obs
+
+    def entity_obs(self, obs: Obs | None = None) -> dict[str, EntityObs]:
+        """``obs`` (default: the current observations) as entity tokens per group
+        ``(B, N_g, N + L, 8)`` with the field-of-view mask (module docstring)."""
+        obs = self._observe() if obs is None else obs
+        out = {}
+        for g, tokens_of in self._tokens.items():
+            tokens = tokens_of(obs[g])
+            out[g] = EntityObs(tokens, visible(tokens, self.cfg.view_radius))
+        return out
+
+    def task_description(self) -> dict[str, float]:
+        """``adversaries, prey, obstacles, world_size, view_radius`` (an unlimited view as ``2 sqrt(2) w``)."""
+        w, r = self.cfg.world_size, self.cfg.view_radius
+        return {
+            "adversaries": float(self.n_adv),
+            "prey": float(self.n_good),
+            "obstacles": float(self.n_obst),
+            "world_size": w,
+            "view_radius": 2.0 * math.sqrt(2.0) * w if r is None else r,
+        }
 
     def _global_state(self) -> Tensor:
         B = self.num_envs
