@@ -85,6 +85,10 @@ class EnvSpec:
         episode_sums: the ``info_keys`` that count events of one step (``touches``,
             ``collisions``...); the env also reports their totals over the episode as
             ``info["episode_sum/<key>"]`` (valid where done).
+        roles: the config variants the env offers for master-slave transfer (Guo & Duan,
+            papers/000): ``("master", "slave")`` for an env whose config has a ``role`` field and
+            whose class maps the slave's observation and action dimensions onto the master's
+            (``slave_indices()``); empty for every other env.
     """
 
     name: str
@@ -93,6 +97,7 @@ class EnvSpec:
     state_shape: tuple[int, ...]
     info_keys: tuple[str, ...] = field(default_factory=tuple)
     episode_sums: tuple[str, ...] = field(default_factory=tuple)
+    roles: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         unknown = [k for k in self.episode_sums if k not in self.info_keys]
