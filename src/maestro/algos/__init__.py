@@ -15,6 +15,7 @@ from maestro.spec import EnvSpec
 from maestro.algos import ppo  # noqa: F401  (ippo, mappo)
 from maestro.algos import maddpg  # noqa: F401
 from maestro.algos import reinforce  # noqa: F401
+from maestro.algos import transfer  # noqa: F401  (pretraining, multitasking, gradient_momentum)
 
 
 class IncompatibleError(ValueError):
@@ -43,6 +44,8 @@ def incompatibility(algo: str | AlgoEntry, spec: EnvSpec) -> str | None:
     for need, why in requirements(spec).items():
         if need not in caps:
             return f"algorithm {algo!r} cannot train on env {spec.name!r}: {why}, and {algo!r} does not support {need!r} (it supports: {', '.join(sorted(caps))})"
+    if "needs_roles" in caps and not {"master", "slave"} <= set(spec.roles):
+        return f"algorithm {algo!r} needs an env with master and slave roles (walker2d, humanoid), but env {spec.name!r} has roles {spec.roles}"
     if "needs_state" in caps and not spec.has_state:
         return f"algorithm {algo!r} needs a global state, but env {spec.name!r} has state_shape {spec.state_shape}"
     return None
