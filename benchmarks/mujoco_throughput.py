@@ -27,7 +27,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
+import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import gymnasium as gym
@@ -36,19 +37,11 @@ import torch
 
 import maestro
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from env_throughput import timed  # noqa: E402  (the same timed slices as the particle benchmark)
+
 GYM_IDS = {"walker2d": "Walker2d-v5", "humanoid": "Humanoid-v5"}
 Stepper = Callable[[int], None]
-
-
-def timed(step: Stepper, seconds: float) -> tuple[int, float]:
-    """Call ``step(k)`` for ``k = 0, 1, ...`` until ``seconds`` have passed; returns (calls, elapsed)."""
-    k, t0 = 0, time.perf_counter()
-    while True:
-        step(k)
-        k += 1
-        dt = time.perf_counter() - t0
-        if dt >= seconds:
-            return k, dt
 
 
 def contenders(body: str, B: int, pool: int, seed: int) -> dict[str, tuple[Stepper, int, Callable[[], None]]]:
@@ -82,14 +75,11 @@ def contenders(body: str, B: int, pool: int, seed: int) -> dict[str, tuple[Stepp
 
 def measure(body: str, B: int, rounds: int, seconds: float, pool: int, seed: int) -> dict[str, Any]:
     cells = contenders(body, B, pool, seed)
-    for step, _, _ in cells.values():  # warm-up
-        for k in range(20):
-            step(k)
     best: dict[str, float] = {name: 0.0 for name in cells}
     slices: dict[str, list[float]] = {name: [] for name in cells}
-    for _ in range(rounds):
+    for r in range(rounds):
         for name, (step, copies, _) in cells.items():
-            calls, dt = timed(step, seconds)
+            calls, dt = timed(step, seconds, warmup=20 if r == 0 else 0)
             rate = calls * copies / dt
             slices[name].append(rate)
             best[name] = max(best[name], rate)

@@ -17,9 +17,16 @@ learner with per-agent critics on local observations; MAPPO's critic sees the gl
   Huber loss, orthogonal initialisation, input LayerNorm, advantage normalisation, gradient norm
   clipping, Adam with eps 1e-5.
 
+- For continuous control (MuJoCo) the config switches on what PPO needs there (Engstrom et al. 2020,
+  arXiv 2005.12729): running observation normalisation (kept in the policy), reward scaling by the
+  running standard deviation of a discounted return (kept in the checkpoint), and stem/backbone/head
+  networks (Guo & Duan, papers/000), which the transfer methods of ``algos/transfer.py`` share.
+
 The module reads top to bottom: ``Config`` -> ``Policy`` (acts, saves, loads) -> critics ->
-``collect`` (one rollout of ``T`` steps of ``B`` copies) -> ``update`` (epochs of minibatch PPO) ->
-``train`` (the loop with the run: log, evaluate, checkpoint). Tensors are ``(T, B, N, ...)``.
+``collect`` (one rollout of ``T`` steps of ``B`` copies) -> ``update`` (``prepare_batch``: GAE and
+targets; ``ppo_epochs``: epochs of minibatch PPO over one learner or several, ``ppo_loss`` per
+group) -> ``train`` (``Learner``: what one PPO learner keeps; the loop with the run: log, evaluate,
+checkpoint). Tensors are ``(T, B, N, ...)``.
 """
 
 from __future__ import annotations

@@ -49,6 +49,24 @@ def reset_noise(rng: torch.Generator, n: int, dim: int, scale: float) -> np.ndar
     return (u.cpu().numpy() * 2.0 - 1.0) * scale
 
 
+def place_copies(env: Any, qpos: np.ndarray, qvel: np.ndarray, index: np.ndarray | None) -> None:
+    """Put copies ``index`` (default: all) of a body at ``qpos`` ``(n, nq)``, ``qvel`` ``(n, nv)`` as
+    Gymnasium's ``reset`` does (``BatchedPhysics.reset``), then let the body refresh what it caches
+    of those copies (``env._refresh(index)``: the observation, the centre of mass...)."""
+    index = np.arange(env.num_envs) if index is None else np.asarray(index)
+    env.physics.reset(index, np.asarray(qpos, dtype=np.float64).reshape(len(index), -1), np.asarray(qvel, dtype=np.float64).reshape(len(index), -1))
+    env._refresh(index)
+
+
+def reset_copies(env: Any, mask: Tensor, noise: float) -> None:
+    """A body's ``_reset_copies``: the copies where ``mask`` restart at the model's initial ``qpos`` /
+    ``qvel`` plus uniform noise in ``[-noise, noise]`` (Gymnasium's ``reset_model``)."""
+    index = mask_index(mask)
+    qpos = env.init_qpos + reset_noise(env.rng, len(index), env.model.nq, noise)
+    qvel = env.init_qvel + reset_noise(env.rng, len(index), env.model.nv, noise)
+    place_copies(env, qpos, qvel, index)
+
+
 def mask_index(mask: Tensor) -> np.ndarray:
     """Indices ``(n,)`` of the true entries of a ``(B,)`` bool tensor."""
     return mask.nonzero().flatten().cpu().numpy()

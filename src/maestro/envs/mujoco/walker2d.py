@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from maestro.envs.api import BatchedEnv, Obs, group_spec
-from maestro.envs.mujoco.common import BodyConfig, agent_obs, load_model, mask_index, reset_noise, restore_sim_state, side_view, sim_state
+from maestro.envs.mujoco.common import BodyConfig, agent_obs, load_model, place_copies, reset_copies, restore_sim_state, side_view, sim_state
 from maestro.envs.mujoco.physics import BatchedPhysics, gymnasium_asset
 from maestro.registry import register_env
 from maestro.spec import EnvSpec
@@ -82,19 +82,16 @@ class Walker2d(BatchedEnv):
 
     def place(self, qpos: np.ndarray, qvel: np.ndarray, index: np.ndarray | None = None) -> Obs:
         """Put copies ``index`` (default: all) at joint positions ``qpos`` ``(n, nq)`` and velocities
-        ``qvel`` ``(n, nv)`` as Gymnasium's ``reset`` does (``mj_resetData``, set, ``mj_forward``);
-        returns the observation. The step counters are left alone (tests, parity with Gymnasium)."""
-        index = np.arange(self.num_envs) if index is None else np.asarray(index)
-        self.physics.reset(index, np.asarray(qpos, dtype=np.float64).reshape(len(index), -1), np.asarray(qvel, dtype=np.float64).reshape(len(index), -1))
-        self._obs[index] = self._observe_physics()[index]
+        ``qvel`` ``(n, nv)`` as Gymnasium's ``reset`` does; returns the observation. The step counters
+        are left alone (tests, parity with Gymnasium)."""
+        place_copies(self, qpos, qvel, index)
         return self._observe()
 
+    def _refresh(self, index: np.ndarray) -> None:
+        self._obs[index] = self._observe_physics()[index]
+
     def _reset_copies(self, mask: Tensor) -> None:
-        index = mask_index(mask)
-        n = len(index)
-        qpos = self.init_qpos + reset_noise(self.rng, n, self.model.nq, RESET_NOISE)
-        qvel = self.init_qvel + reset_noise(self.rng, n, self.model.nv, RESET_NOISE)
-        self.place(qpos, qvel, index)
+        reset_copies(self, mask, RESET_NOISE)
 
     def _step_world(self, actions: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor, dict[str, Tensor]]:
         action = actions["agent"][:, 0].cpu().numpy()  # (B, 6) float32, as a Gymnasium agent passes it
