@@ -9,7 +9,11 @@ each body (``walker2d`` = Walker2d-v5, ``humanoid`` = Humanoid-v5) and each ``B`
   process per copy, shared memory) of ``B`` envs;
 * ``maestro loop``: maestro's env with ``threads=1`` (the copies stepped in a loop, bit-identical
   to Gymnasium);
-* ``maestro rollout2``: maestro's env with ``threads=2`` (``mujoco.rollout`` on two threads).
+* ``maestro rollout2``: maestro's env with ``threads=2`` (``mujoco.rollout`` on two threads);
+* ``envpool``: EnvPool's C++ ``Walker2d-v5`` / ``Humanoid-v5`` (2 threads, synchronous batch of
+  ``B``), when ``envpool`` is importable (it is not a dependency: EnvPool has no way to set a
+  copy's simulator state, which maestro's contract needs for ``set_state``, checkpoints and resume;
+  it is measured as a reference point only).
 
 Random actions over the whole action Box are drawn before the timed loop (a pool cycled through),
 so every contender steps through falls and resets. Within a cell the contenders are timed in
@@ -65,6 +69,14 @@ def contenders(body: str, B: int, pool: int, seed: int) -> dict[str, tuple[Stepp
         venv = cls([lambda: gym.make(gid) for _ in range(B)])
         venv.reset(seed=seed)
         out[name] = ((lambda v: lambda k: v.step(acts[k % pool]))(venv), B, venv.close)
+    try:
+        import envpool
+    except ImportError:
+        envpool = None
+    if envpool is not None:
+        pool_env = envpool.make_gymnasium(gid, num_envs=B, batch_size=B, num_threads=2, seed=seed)
+        pool_env.reset()
+        out["envpool"] = ((lambda e: lambda k: e.step(acts[k % pool]))(pool_env), B, pool_env.close)
     for name, threads in (("maestro loop", 1), ("maestro rollout2", 2)):
         env = maestro.make_env(body, num_envs=B, seed=seed, threads=threads)
         env.reset()
@@ -102,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average before: {os.getloadavg()} on {os.cpu_count()} cores; mujoco {__import__('mujoco').__version__}, gymnasium {gym.__version__}")
     results = []
     names = ["gym x1", "gym sync", "gym async", "maestro loop", "maestro rollout2"]
+    try:
+        import envpool  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        names.append("envpool")
     print("| body | B | " + " | ".join(names) + " | loop / x1 | rollout2 / x1 | best maestro / sync |")
     print("|---|---|" + "---|" * (len(names) + 3))
     for body in args.bodies:
