@@ -105,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default="")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    # one-off lazy imports (torch's optimiser machinery takes seconds the first time) happen before any timing
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], fused=True).step()
+    import stable_baselines3  # noqa: F401
+
     results: list[dict[str, Any]] = []
     print(f"{args.body} ({BODIES[args.body]}), {args.steps} env steps per run, {args.rounds} rounds, {os.cpu_count()} cores")
     print("| round | learner | load (1 min) | wall s | env steps/s | train return (last 20 episodes) | test return (10 episodes) |")
