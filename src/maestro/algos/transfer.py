@@ -22,7 +22,8 @@ four-layer MLPs with ``hidden = (64, 64, 64)``), running observation normalisati
   its own env, updated by ``maestro.core.gradient_momentum.GradientMomentum``, eqs. (1)-(2) (the
   reading is stated there: the master moves along ``beta V_t + (1 - beta) mean_k s^k_t``, the slaves
   along the master's momentum ``V_t``). Tensors of equal shape are paired (Walker2d: all of them;
-  Humanoid: the backbones and the critic heads); the others take plain momentum SGD.
+  Humanoid: all but the stems' weights, the actor's head and its log-std, whose shapes follow the
+  observation and action sizes); the others take plain momentum SGD on their own gradients.
 
 Budget: ``run.env_steps`` counts the steps of every env (master and slaves): the interaction cost.
 Metrics: the master's episodes are ``train/...`` (the run's key metric); the slaves' are
