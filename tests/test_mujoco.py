@@ -2,6 +2,8 @@
 against Gymnasium's own envs, the master/slave healthy ranges and success flags on hand-set states,
 and the reduced Humanoid's observation indices and actuators."""
 
+import copy
+
 import mujoco
 import numpy as np
 import pytest
@@ -22,6 +24,16 @@ def test_check_env(name, role):
 
 def test_check_env_rollout_stepper():
     check_env("humanoid", num_envs=3, seed=2, max_steps=12, threads=2)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_deepcopy_continues_exactly(threads):
+    env = maestro.make_env("humanoid", num_envs=2, seed=0, threads=threads)
+    env.reset()
+    twin = copy.deepcopy(env)
+    a = {"agent": torch.full((2, 1, 17), 0.1)}
+    for _ in range(3):
+        assert torch.equal(env.step(a).obs["agent"], twin.step(a).obs["agent"])
 
 
 def _actions(space, n, seed, scale):

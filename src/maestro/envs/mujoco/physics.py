@@ -81,6 +81,20 @@ class BatchedPhysics:
             self._states = np.zeros((num_envs, self.nstate))
             self._warm = np.zeros((num_envs, model.nv))
 
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave out ``mujoco.rollout``'s thread pool (it cannot be pickled) ..."""
+        state = dict(self.__dict__)
+        state["_rollout"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        """... and start a new one."""
+        self.__dict__.update(state)
+        if self.threads > 1:
+            from mujoco import rollout
+
+            self._rollout = rollout.Rollout(nthread=self.threads)
+
     # ------------------------------------------------------------------ stepping
     def step(self, ctrl: np.ndarray) -> None:
         """Advance every copy one env step with controls ``ctrl`` ``(B, nu)`` float64."""
