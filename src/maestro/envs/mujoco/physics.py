@@ -8,7 +8,7 @@ the other force quantities an observation reads are filled). ``BatchedPhysics`` 
 * ``threads=1``, a loop over the copies in this thread. Every copy is exactly Gymnasium's env: same
   model file, same calls, the solver's warm start carried from step to step, so trajectories are
   bit-identical to Gymnasium's (``tests/test_mujoco.py``).
-* ``threads>1``, MuJoCo's own batched stepper ``mujoco.rollout`` (C++ threads, the GIL released):
+* ``threads>1``, MuJoCo's own batched stepper ``mujoco.rollout`` (a pool of C++ threads):
   the ``B`` states advance ``frame_skip`` substeps on ``threads`` threads. ``mujoco.rollout`` takes
   the solver's warm start in but does not hand it back, so a trajectory differs from Gymnasium's by
   solver round-off (about 1e-12 after 50 steps of Walker2d); and since it returns states only, a
@@ -16,9 +16,9 @@ the other force quantities an observation reads are filled). ``BatchedPhysics`` 
   substep in the loop, which recomputes them exactly as Gymnasium reads them (they describe the
   state at the start of the last substep).
 
-``mj_step`` holds the GIL, so Python threads over the loop do not run in parallel; which way is
-faster depends on the body, ``B`` and the load of the machine: ``benchmarks/mujoco_throughput.py``
-measures them against Gymnasium's single env and vector envs.
+Two Python threads each looping over half of the copies were no faster than one here (measured,
+not kept). Which way is faster depends on the body, ``B`` and the load of the machine:
+``benchmarks/mujoco_throughput.py`` measures them against Gymnasium's single env and vector envs.
 
 A copy's state is its full physics state (``mjSTATE_FULLPHYSICS``: time, ``qpos``, ``qvel``,
 ``act``...) plus the solver's warm start (``qacc_warmstart``), so ``set_state(get_state())``
