@@ -26,6 +26,8 @@ PAIRS = _compatible_pairs()
 SMALL_ENVS = {
     "traffic_junction": {"difficulty": "easy"},  # 20-step episodes on a 7x7 grid (the REINFORCE family waits for whole episodes)
     "combat": {"max_steps": 12},
+    "walker2d": {"max_steps": 50},  # MuJoCo physics is the slow part: short evaluation episodes
+    "humanoid": {"max_steps": 50},
 }
 """Every env at its default config, except shorter episodes where an iteration is whole episodes."""
 

@@ -95,6 +95,10 @@ class EnvSpec:
             that also expose their observation as entity tokens (``env.entity_obs``,
             ``maestro.envs.api.EntityObs``); ``()`` for envs that do not. A token's kind is a
             one-hot over these.
+        roles: the config variants the env offers for master-slave transfer (Guo & Duan,
+            papers/000): ``("master", "slave")`` for an env whose config has a ``role`` field and
+            whose class maps the slave's observation and action dimensions onto the master's
+            (``slave_indices()``); empty for every other env.
     """
 
     name: str
@@ -104,6 +108,7 @@ class EnvSpec:
     info_keys: tuple[str, ...] = field(default_factory=tuple)
     episode_sums: tuple[str, ...] = field(default_factory=tuple)
     entity_kinds: tuple[str, ...] = field(default_factory=tuple)
+    roles: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
         unknown = [k for k in self.episode_sums if k not in self.info_keys]

@@ -18,6 +18,7 @@ from maestro.algos import multitask  # noqa: F401
 from maestro.algos import reinforce  # noqa: F401
 from maestro.algos import trpo  # noqa: F401  (trpo_central, trpo_independent)
 from maestro.algos import matrpo  # noqa: F401
+from maestro.algos import transfer  # noqa: F401  (pretraining, multitasking, gradient_momentum)
 
 
 class IncompatibleError(ValueError):
@@ -46,6 +47,8 @@ def incompatibility(algo: str | AlgoEntry, spec: EnvSpec) -> str | None:
     for need, why in requirements(spec).items():
         if need not in caps:
             return f"algorithm {algo!r} cannot train on env {spec.name!r}: {why}, and {algo!r} does not support {need!r} (it supports: {', '.join(sorted(caps))})"
+    if "needs_roles" in caps and not {"master", "slave"} <= set(spec.roles):
+        return f"algorithm {algo!r} needs an env with master and slave roles (walker2d, humanoid), but env {spec.name!r} has roles {spec.roles}"
     if "needs_state" in caps and not spec.has_state:
         return f"algorithm {algo!r} needs a global state, but env {spec.name!r} has state_shape {spec.state_shape}"
     if "needs_entity_obs" in caps and not spec.has_entity_obs:

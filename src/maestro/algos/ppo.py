@@ -17,16 +17,23 @@ learner with per-agent critics on local observations; MAPPO's critic sees the gl
   Huber loss, orthogonal initialisation, input LayerNorm, advantage normalisation, gradient norm
   clipping, Adam with eps 1e-5.
 
+- For continuous control (MuJoCo) the config switches on what PPO needs there (Engstrom et al. 2020,
+  arXiv 2005.12729): running observation normalisation (kept in the policy), reward scaling by the
+  running standard deviation of a discounted return (kept in the checkpoint), and stem/backbone/head
+  networks (Guo & Duan, papers/000), which the transfer methods of ``algos/transfer.py`` share.
+
 The module reads top to bottom: ``Config`` -> ``Policy`` (acts, saves, loads) -> critics ->
-``collect`` (one rollout of ``T`` steps of ``B`` copies) -> ``update`` (epochs of minibatch PPO) ->
-``train`` (the loop with the run: log, evaluate, checkpoint). Tensors are ``(T, B, N, ...)``.
+``collect`` (one rollout of ``T`` steps of ``B`` copies) -> ``update`` (``prepare_batch``: GAE and
+targets; ``ppo_epochs``: epochs of minibatch PPO over one learner or several, ``ppo_loss`` per
+group) -> ``train`` (``Learner``: what one PPO learner keeps; the loop with the run: log, evaluate,
+checkpoint). Tensors are ``(T, B, N, ...)``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +41,7 @@ from torch import Tensor, nn
 
 from maestro.core.checkpoint import read_policy_state, save_policy, tree_to_device
 from maestro.core.episodes import EpisodeStats
-from maestro.core.normalise import RunningMeanStd
+from maestro.core.normalise import ReturnScaler, RunningMeanStd
 from maestro.core.returns import gae, standardise, weighted_mean
 from maestro.core.run import Run, env_restore, env_snapshot
 from maestro.core.schedules import linear, set_learning_rates
@@ -51,6 +58,8 @@ from maestro.nn.heads import (
     unit_to_box,
 )
 from maestro.nn.mlp import MLP
+from maestro.nn.running_norm import RunningNorm
+from maestro.nn.stem_backbone_head import StemBackboneHead
 from maestro.registry import Smoke, register_algo
 from maestro.spec import EnvSpec, GroupLayout, group_layout, layouts_from_dicts, layouts_to_dicts
 
@@ -114,6 +123,21 @@ class Config:
     agent-specific global state); ignored by IPPO, whose critic sees only the observation."""
     init_log_std: float = -0.5
     """Initial log standard deviation of continuous actions, in the [-1, 1] action scale."""
+    network: Literal["mlp", "stem_backbone_head"] = "mlp"
+    """Actors and critics: plain MLPs, or stem -> backbone -> head networks (Guo & Duan, papers/000,
+    Sec. 3.2.2; ``hidden`` (h, h, h) gives the paper's four-layer networks), whose parts the
+    transfer methods of ``algos/transfer.py`` share and copy. The same function family either way."""
+    obs_norm: bool = False
+    """Standardise every observation feature by running statistics, clipped to ``obs_clip``
+    (PPO for MuJoCo: Engstrom et al. 2020, arXiv 2005.12729). The statistics live in the policy
+    (saved with it) and are updated after each update from the rollout's observations."""
+    obs_clip: float = 10.0
+    """Clip of the normalised observations (Gymnasium's and SB3's 10)."""
+    reward_scale: bool = False
+    """Divide rewards by the running standard deviation of a discounted return before GAE, clipped to
+    ``reward_clip`` (PPO for MuJoCo; ``maestro.core.normalise.ReturnScaler``, saved in checkpoints)."""
+    reward_clip: float = 10.0
+    """Clip of the scaled rewards (SB3's 10)."""
 
     SMOKE: ClassVar[Smoke] = Smoke(config={"rollout_steps": 4, "epochs": 2, "minibatches": 2, "hidden": (16,)})
     """``check_algo``'s settings: every iteration updates (4 steps x 4 copies, two minibatches)."""
@@ -128,9 +152,20 @@ class Config:
             raise ValueError(f"lr and critic_lr must be > 0, got {self.lr}, {self.critic_lr}")
         if not 0.0 <= self.lr_end_factor <= 1.0:
             raise ValueError(f"lr_end_factor must lie in [0, 1], got {self.lr_end_factor}")
+        if self.network == "stem_backbone_head" and len(self.hidden) < 1:
+            raise ValueError(f"network 'stem_backbone_head' needs at least one hidden width, got hidden={self.hidden}")
+        if self.obs_clip <= 0 or self.reward_clip <= 0:
+            raise ValueError(f"obs_clip and reward_clip must be > 0, got {self.obs_clip}, {self.reward_clip}")
 
 
 # ====================================================================== policy
+def make_network(cfg: Config, in_dim: int, out_dim: int, out_gain: float) -> nn.Module:
+    """An actor or critic network ``(..., in_dim) -> (..., out_dim)`` of ``cfg.network``'s kind."""
+    if cfg.network == "stem_backbone_head":
+        return StemBackboneHead(in_dim, tuple(cfg.hidden), out_dim, cfg.activation, out_gain, cfg.feature_norm)
+    return MLP(in_dim, tuple(cfg.hidden), out_dim, cfg.activation, out_gain=out_gain, input_norm=cfg.feature_norm)
+
+
 class Policy(nn.Module):
     """Decentralised actors, one per group, each shared by the group's agents.
 
@@ -143,12 +178,13 @@ class Policy(nn.Module):
     def __init__(self, layout: dict[str, GroupLayout], cfg: Config) -> None:
         super().__init__()
         self.layout = layouts_from_dicts(layout)
-        self.arch = {k: getattr(cfg, k) for k in ("hidden", "activation", "feature_norm", "agent_id", "init_log_std")}
+        self.arch = {k: getattr(cfg, k) for k in ("hidden", "activation", "feature_norm", "agent_id", "init_log_std", "network", "obs_norm", "obs_clip")}
         self.actors = nn.ModuleDict()
         self.log_std = nn.ParameterDict()
+        self.obs_norm = nn.ModuleDict({g: RunningNorm(info.obs_dim, cfg.obs_clip) for g, info in self.layout.items()} if cfg.obs_norm else {})
         for g, info in self.layout.items():
             n, in_dim = info.n_agents, info.obs_dim + (info.n_agents if cfg.agent_id else 0)
-            self.actors[g] = MLP(in_dim, tuple(cfg.hidden), info.action_dim, cfg.activation, out_gain=0.01, input_norm=cfg.feature_norm)
+            self.actors[g] = make_network(cfg, in_dim, info.action_dim, 0.01)
             self.register_buffer(f"ids_{g}", torch.eye(n))
             if not info.discrete:
                 self.log_std[g] = nn.Parameter(torch.full((info.action_dim,), float(cfg.init_log_std)))
@@ -159,8 +195,8 @@ class Policy(nn.Module):
 
     # ---------------------------------------------------------------- forward pieces
     def actor_input(self, g: str, obs: Tensor) -> Tensor:
-        """``(..., N, *obs_shape)`` -> ``(..., N, obs_dim [+ N])`` (flattened obs, optional one-hot id)."""
-        flat = self.flat_obs(g, obs)
+        """``(..., N, *obs_shape)`` -> ``(..., N, obs_dim [+ N])`` (flattened, normalised obs, optional one-hot id)."""
+        flat = self.norm_obs(g, obs)
         if self.arch["agent_id"]:
             n = self.layout[g].n_agents
             flat = torch.cat([flat, getattr(self, f"ids_{g}").expand(*flat.shape[:-1], n)], -1)
@@ -174,6 +210,11 @@ class Policy(nn.Module):
         if k < 1 or tuple(obs.shape[k:]) != shape or obs.shape[k - 1] != info.n_agents:
             raise ValueError(f"observations of group {g!r} have shape {tuple(obs.shape)}, expected (..., {info.n_agents}, {', '.join(map(str, shape))})")
         return obs.reshape(*obs.shape[:k], info.obs_dim)
+
+    def norm_obs(self, g: str, obs: Tensor) -> Tensor:
+        """``flat_obs``, standardised by the running statistics when ``obs_norm`` is on."""
+        flat = self.flat_obs(g, obs)
+        return self.obs_norm[g](flat) if g in self.obs_norm else flat
 
     def dist_params(self, g: str, obs: Tensor, mask: Tensor | None = None) -> Tensor:
         """Masked logits ``(..., N, n)`` or Gaussian means ``(..., N, d)`` of group ``g``."""
@@ -276,7 +317,7 @@ def critic_input(policy: Policy, g: str, obs: Tensor, state: Tensor, cfg: Config
     if not centralised:
         return policy.actor_input(g, obs)
     n = policy.layout[g].n_agents
-    own = policy.flat_obs(g, obs)  # (..., N, obs_dim)
+    own = policy.norm_obs(g, obs)  # (..., N, obs_dim)
     lead = own.shape[:-2]
     s = state.reshape(*lead, 1, -1).expand(*lead, n, -1)
     parts = [s, getattr(policy, f"ids_{g}").expand(*lead, n, n)]
@@ -289,7 +330,7 @@ def build_critics(policy: Policy, spec: EnvSpec, cfg: Config, centralised: bool)
     """One value MLP per group, shared by its agents: ``(..., N, features) -> (..., N, 1)``."""
     return nn.ModuleDict(
         {
-            g: MLP(critic_input_dim(info, spec, cfg, centralised), tuple(cfg.hidden), 1, cfg.activation, 1.0, cfg.feature_norm)
+            g: make_network(cfg, critic_input_dim(info, spec, cfg, centralised), 1, 1.0)
             for g, info in policy.layout.items()
         }
     )
@@ -370,36 +411,33 @@ def _value_error(err: Tensor, cfg: Config) -> Tensor:
     return 0.5 * err.pow(2)
 
 
-def update(
+def prepare_batch(
     cfg: Config,
     policy: Policy,
     critics: nn.ModuleDict,
-    optimiser: torch.optim.Optimizer,
     vnorm: dict[str, RunningMeanStd],
     buf: dict[str, Any],
-    generator: torch.Generator,
     centralised: bool,
-    spec: EnvSpec,
-) -> dict[str, float]:
-    """Advantages by GAE, then ``epochs`` x ``minibatches`` clipped-PPO steps on all groups at once.
-
-    The samples are the ``T * B`` (time, copy) pairs; each minibatch holds every agent of every
-    group at those pairs, so one optimiser step updates all actors and critics.
-    """
+    scalers: dict[str, ReturnScaler] | None = None,
+) -> dict[str, dict[str, Tensor]]:
+    """Per group, the rollout's samples flattened to ``(T * B, N, ...)`` with GAE advantages and
+    value targets (``obs``, ``cin``, ``action``, ``logp``, ``adv``, ``target``, ``v_old``, ``w``
+    [, ``mask``]). Rewards are scaled first when ``scalers`` are given (``cfg.reward_scale``); the
+    value statistics ``vnorm`` are updated with the new returns."""
     T, B = buf["done"].shape
-    groups = list(policy.layout)
     data: dict[str, dict[str, Tensor]] = {}
     with torch.no_grad():
-        for g in groups:
+        for g in policy.layout:
             gb = buf["groups"][g]
+            w = gb["alive"].float()
+            reward = scalers[g].scale(gb["reward"], buf["done"], w) if scalers else gb["reward"]
             cin = critic_input(policy, g, gb["obs"], buf["state"], cfg, centralised)  # (T, B, N, F)
             cin_next = critic_input(policy, g, gb["final_obs"], buf["final_state"], cfg, centralised)
             v_out = critics[g](cin).squeeze(-1)  # (T, B, N), in normalised units if value_norm
             v_next_out = critics[g](cin_next).squeeze(-1)
             v = vnorm[g].denormalise(v_out) if cfg.value_norm else v_out
             v_next = vnorm[g].denormalise(v_next_out) if cfg.value_norm else v_next_out
-            adv, ret = gae(gb["reward"], v, v_next, buf["terminated"], buf["done"], cfg.gamma, cfg.gae_lambda)
-            w = gb["alive"].float()
+            adv, ret = gae(reward, v, v_next, buf["terminated"], buf["done"], cfg.gamma, cfg.gae_lambda)
             if cfg.value_norm:
                 vnorm[g].update(ret, w)
                 target = vnorm[g].normalise(ret)
@@ -420,104 +458,234 @@ def update(
             }
             if gb["mask"] is not None:
                 data[g]["mask"] = flat(gb["mask"])
-    actor_params = list(policy.parameters())
-    critic_params = list(critics.parameters())
-    mb = max(1, (T * B) // cfg.minibatches)
-    sums = {k: torch.zeros(()) for k in ("policy", "value", "entropy", "approx_kl", "clip_frac", "actor_grad_norm", "critic_grad_norm")}
-    n_steps = 0
+    return data
+
+
+def ppo_loss(cfg: Config, policy: Policy, critics: nn.ModuleDict, g: str, d: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+    """The clipped-surrogate PPO loss of group ``g`` on the minibatch ``d`` (rows of ``prepare_batch``'s
+    data): ``policy + value_coef * value - entropy_coef * entropy``, and its detached parts."""
+    logp, ent = policy.evaluate_actions(g, d["obs"], d["action"], d.get("mask"))
+    log_ratio = logp - d["logp"]
+    ratio = log_ratio.exp()
+    pg = -torch.min(ratio * d["adv"], ratio.clamp(1.0 - cfg.clip, 1.0 + cfg.clip) * d["adv"])
+    v = critics[g](d["cin"]).squeeze(-1)
+    v_loss = _value_error(v - d["target"], cfg)
+    if cfg.value_clip > 0:
+        v_clipped = d["v_old"] + (v - d["v_old"]).clamp(-cfg.value_clip, cfg.value_clip)
+        v_loss = torch.max(v_loss, _value_error(v_clipped - d["target"], cfg))
+    p_loss, v_l, e = weighted_mean(pg, d["w"]), weighted_mean(v_loss, d["w"]), weighted_mean(ent, d["w"])
+    loss = p_loss + cfg.value_coef * v_l - cfg.entropy_coef * e
+    with torch.no_grad():
+        stats = {
+            "policy": p_loss.detach(),
+            "value": v_l.detach(),
+            "entropy": e.detach(),
+            "approx_kl": weighted_mean((ratio - 1.0) - log_ratio, d["w"]),
+            "clip_frac": weighted_mean(((ratio - 1.0).abs() > cfg.clip).float(), d["w"]),
+        }
+    return loss, stats
+
+
+LearnerBatch = tuple[Policy, nn.ModuleDict, dict[str, dict[str, Tensor]]]
+"""One learner's ``(policy, critics, prepare_batch data)`` in ``ppo_epochs``."""
+
+
+def ppo_epochs(
+    cfg: Config, batches: list[LearnerBatch], generator: torch.Generator, step: Callable[[list[Tensor]], dict[str, Tensor]]
+) -> dict[str, float]:
+    """``cfg.epochs`` passes of ``cfg.minibatches`` minibatches over each learner's samples.
+
+    Per minibatch, ``step(losses)`` gets one loss per learner (summed over its groups) and does the
+    optimisation (backward, clipping, optimiser steps), returning gradient norms to log. One learner
+    is PPO (``update``); the transfer methods pass several (multi-tasking: the sum of both losses;
+    gradient momentum: each loss's own gradient). Returns the mean losses ``loss/...``.
+    """
+    sizes = [next(iter(data.values()))["w"].shape[0] for _, _, data in batches]
+    sums: dict[str, Tensor] = {}
+    n_steps = n_terms = 0
     for _ in range(cfg.epochs):
         # one minibatch (MAPPO's MPE setting) is the whole batch: no shuffle or gather needed;
         # otherwise one gather per tensor and epoch, and the minibatches are contiguous slices of it
-        shuffled = data
-        if cfg.minibatches > 1:
-            perm = torch.randperm(T * B, generator=generator, device=generator.device).to(buf["done"].device)
-            shuffled = {g: {k: x[perm] for k, x in data[g].items()} for g in groups}
-        for start in range(0, T * B - mb + 1, mb):
-            loss = torch.zeros((), device=buf["done"].device)
-            for g in groups:
-                d = {k: x[start : start + mb] for k, x in shuffled[g].items()} if cfg.minibatches > 1 else data[g]
-                logp, ent = policy.evaluate_actions(g, d["obs"], d["action"], d.get("mask"))
-                log_ratio = logp - d["logp"]
-                ratio = log_ratio.exp()
-                pg = -torch.min(ratio * d["adv"], ratio.clamp(1.0 - cfg.clip, 1.0 + cfg.clip) * d["adv"])
-                v = critics[g](d["cin"]).squeeze(-1)
-                err = v - d["target"]
-                v_loss = _value_error(err, cfg)
-                if cfg.value_clip > 0:
-                    v_clipped = d["v_old"] + (v - d["v_old"]).clamp(-cfg.value_clip, cfg.value_clip)
-                    v_loss = torch.max(v_loss, _value_error(v_clipped - d["target"], cfg))
-                p_loss, v_l, e = weighted_mean(pg, d["w"]), weighted_mean(v_loss, d["w"]), weighted_mean(ent, d["w"])
-                loss = loss + p_loss + cfg.value_coef * v_l - cfg.entropy_coef * e
-                with torch.no_grad():
-                    sums["policy"] += p_loss.detach().cpu()
-                    sums["value"] += v_l.detach().cpu()
-                    sums["entropy"] += e.detach().cpu()
-                    sums["approx_kl"] += weighted_mean((ratio - 1.0) - log_ratio, d["w"]).cpu()
-                    sums["clip_frac"] += weighted_mean(((ratio - 1.0).abs() > cfg.clip).float(), d["w"]).cpu()
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.max_grad_norm > 0:
-                sums["actor_grad_norm"] += nn.utils.clip_grad_norm_(actor_params, cfg.max_grad_norm).detach().cpu()
-                sums["critic_grad_norm"] += nn.utils.clip_grad_norm_(critic_params, cfg.max_grad_norm).detach().cpu()
-            optimiser.step()
+        shuffled = []
+        for (_, _, data), n in zip(batches, sizes):
+            if cfg.minibatches > 1:
+                perm = torch.randperm(n, generator=generator, device=generator.device).to(next(iter(data.values()))["w"].device)
+                data = {g: {k: x[perm] for k, x in dg.items()} for g, dg in data.items()}
+            shuffled.append(data)
+        for i in range(cfg.minibatches):
+            losses = []
+            for (policy, critics, _), data, n in zip(batches, shuffled, sizes):
+                mb = max(1, n // cfg.minibatches)
+                loss = torch.zeros((), device=next(iter(data.values()))["w"].device)
+                for g, dg in data.items():
+                    d = {k: x[i * mb : (i + 1) * mb] for k, x in dg.items()} if cfg.minibatches > 1 else dg
+                    term, stats = ppo_loss(cfg, policy, critics, g, d)
+                    loss = loss + term
+                    for k, v in stats.items():
+                        sums[k] = sums.get(k, 0.0) + v.cpu()
+                    n_terms += 1
+                losses.append(loss)
+            for k, v in step(losses).items():
+                sums[k] = sums.get(k, 0.0) + v.detach().cpu()
             n_steps += 1
-    per_group = max(1, n_steps * len(groups))
-    out = {f"loss/{k}": float(v) / per_group for k, v in sums.items() if "grad_norm" not in k}
-    out.update({f"loss/{k}": float(v) / max(1, n_steps) for k, v in sums.items() if "grad_norm" in k})
+    out = {f"loss/{k}": float(v) / max(1, n_steps if "grad_norm" in k else n_terms) for k, v in sums.items()}
     return out
 
 
+def update(
+    cfg: Config,
+    policy: Policy,
+    critics: nn.ModuleDict,
+    optimiser: torch.optim.Optimizer,
+    vnorm: dict[str, RunningMeanStd],
+    buf: dict[str, Any],
+    generator: torch.Generator,
+    centralised: bool,
+    spec: EnvSpec,
+    scalers: dict[str, ReturnScaler] | None = None,
+) -> dict[str, float]:
+    """Advantages by GAE, then ``epochs`` x ``minibatches`` clipped-PPO steps on all groups at once.
+
+    The samples are the ``T * B`` (time, copy) pairs; each minibatch holds every agent of every
+    group at those pairs, so one optimiser step updates all actors and critics.
+    """
+    data = prepare_batch(cfg, policy, critics, vnorm, buf, centralised, scalers)
+    return ppo_epochs(cfg, [(policy, critics, data)], generator, adam_step(cfg, optimiser, list(policy.parameters()), list(critics.parameters())))
+
+
+def adam_step(cfg: Config, optimiser: torch.optim.Optimizer, actor_params: list[nn.Parameter], critic_params: list[nn.Parameter]) -> Callable[[list[Tensor]], dict[str, Tensor]]:
+    """``ppo_epochs``'s ``step`` for one optimiser: backward of the summed losses, gradient norms of
+    the actors and of the critics clipped separately to ``cfg.max_grad_norm``, one optimiser step."""
+
+    def step(losses: list[Tensor]) -> dict[str, Tensor]:
+        optimiser.zero_grad(set_to_none=True)
+        total = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
+        total.backward()
+        norms = {}
+        if cfg.max_grad_norm > 0:
+            norms["actor_grad_norm"] = nn.utils.clip_grad_norm_(actor_params, cfg.max_grad_norm)
+            norms["critic_grad_norm"] = nn.utils.clip_grad_norm_(critic_params, cfg.max_grad_norm)
+        optimiser.step()
+        return norms
+
+    return step
+
+
+def update_obs_norm(policy: Policy, buf: dict[str, Any]) -> None:
+    """Fold the rollout's observations of the alive agents into the policy's running statistics
+    (``cfg.obs_norm``; after the update, so that the update saw the statistics the rollout used)."""
+    for g, norm in policy.obs_norm.items():
+        gb = buf["groups"][g]
+        norm.update(policy.flat_obs(g, gb["obs"]), gb["alive"])
+
+
 # ====================================================================== train
+@dataclass
+class Learner:
+    """One PPO learner on one env: networks, statistics, rollout buffer and current observations.
+
+    ``train_ppo`` drives one; the transfer methods (``algos/transfer.py``) drive a master's and
+    slaves' side by side. ``state()`` / ``load()`` carry everything a checkpoint needs of it
+    (the optimiser and the sampling generator belong to the loop that drives it).
+    """
+
+    cfg: Config
+    env: Any
+    policy: Policy
+    critics: nn.ModuleDict
+    vnorm: dict[str, RunningMeanStd]
+    scalers: dict[str, ReturnScaler] | None
+    buf: dict[str, Any]
+    centralised: bool
+    cur: dict[str, Any] | None = None
+
+    def start(self) -> None:
+        """Reset the env and take its first observations (a fresh run)."""
+        obs = self.env.reset()
+        self.cur = {"obs": obs, "state": self.env.state(), "alive": self.env.alive()}
+
+    def collect(self, generator: torch.Generator) -> tuple[dict[str, float], dict[str, dict[str, Tensor]]]:
+        """One rollout (``collect``) and its prepared samples (``prepare_batch``): ``(episode stats, data)``."""
+        self.cur, stats = collect(self.env, self.policy, self.buf, self.cur, generator)
+        return stats, prepare_batch(self.cfg, self.policy, self.critics, self.vnorm, self.buf, self.centralised, self.scalers)
+
+    def params(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """``(actor parameters, critic parameters)``."""
+        return list(self.policy.parameters()), list(self.critics.parameters())
+
+    def state(self) -> dict[str, Any]:
+        out = {
+            "policy": self.policy.policy_state(),
+            "critics": self.critics.state_dict(),
+            "vnorm": {g: v.state_dict() for g, v in self.vnorm.items()},
+            "env": env_snapshot(self.env),
+            "cur": self.cur,
+        }
+        if self.scalers:
+            out["scalers"] = {g: v.state_dict() for g, v in self.scalers.items()}
+        return out
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"]["weights"])
+        self.critics.load_state_dict(state["critics"])
+        for g, v in state["vnorm"].items():
+            self.vnorm[g].load_state_dict(v)
+        for g, v in state.get("scalers", {}).items():
+            self.scalers[g].load_state_dict(v)  # type: ignore[index]
+        env_restore(self.env, state["env"])
+        self.cur = tree_to_device(state["cur"], self.env.device)
+
+
+def build_learner(cfg: Config, env: Any, centralised: bool, policy: Policy | None = None) -> Learner:
+    """A fresh ``Learner`` on ``env`` (``policy`` given: use it instead of a new one)."""
+    spec: EnvSpec = env.spec
+    if centralised and not spec.has_state:
+        raise ValueError(f"mappo needs a global state, but {spec.name!r} has state_shape {spec.state_shape}")
+    device = env.device
+    policy = Policy(group_layout(spec), cfg).to(device) if policy is None else policy
+    critics = build_critics(policy, spec, cfg, centralised).to(device)
+    vnorm = {g: RunningMeanStd(device) for g in spec.groups}
+    scalers = {g: ReturnScaler(cfg.gamma, cfg.reward_clip, device) for g in spec.groups} if cfg.reward_scale else None
+    buf = allocate_rollout(spec, cfg.rollout_steps, env.num_envs, device)
+    return Learner(cfg, env, policy, critics, vnorm, scalers, buf, centralised)
+
+
+def make_adam(cfg: Config, actor_params: list[nn.Parameter], critic_params: list[nn.Parameter]) -> torch.optim.Adam:
+    """Adam with two parameter groups, actors at ``cfg.lr`` and critics at ``cfg.critic_lr``."""
+    return torch.optim.Adam(
+        [{"params": actor_params, "lr": cfg.lr}, {"params": critic_params, "lr": cfg.critic_lr}],
+        eps=cfg.adam_eps,
+        fused=True,  # one fused kernel per step: the default single-tensor loop costs ~15% of an update
+    )
+
+
 def train_ppo(cfg: Config, env: Any, run: Run, centralised: bool) -> Policy:
     """Train with ``run`` until its budget is spent or it is stopped; returns the policy.
 
     Each iteration collects ``cfg.rollout_steps`` steps of all ``env.num_envs`` copies, updates,
     logs, evaluates and checkpoints through ``run``. A resumed run continues bit for bit.
     """
-    spec: EnvSpec = env.spec
-    if centralised and not spec.has_state:
-        raise ValueError(f"mappo needs a global state, but {spec.name!r} has state_shape {spec.state_shape}")
-    device = env.device
-    policy = Policy(group_layout(spec), cfg).to(device)
-    critics = build_critics(policy, spec, cfg, centralised).to(device)
-    optimiser = torch.optim.Adam(
-        [{"params": list(policy.parameters()), "lr": cfg.lr}, {"params": list(critics.parameters()), "lr": cfg.critic_lr}],
-        eps=cfg.adam_eps,
-        fused=True,  # one fused kernel per step: the default single-tensor loop costs ~15% of an update
-    )
-    vnorm = {g: RunningMeanStd(device) for g in spec.groups}
-    generator = make_generator(run.seed + 7919, device)  # the trainer's sampling/minibatch randomness
-    buf = allocate_rollout(spec, cfg.rollout_steps, env.num_envs, device)
+    learner = build_learner(cfg, env, centralised)
+    policy, critics, vnorm, buf = learner.policy, learner.critics, learner.vnorm, learner.buf
+    optimiser = make_adam(cfg, *learner.params())
+    generator = make_generator(run.seed + 7919, env.device)  # the trainer's sampling/minibatch randomness
 
     resumed = run.restore()
     if resumed is None:
-        obs = env.reset()
-        cur = {"obs": obs, "state": env.state(), "alive": env.alive()}
+        learner.start()
     else:
-        policy.load_state_dict(resumed["policy"]["weights"])
-        critics.load_state_dict(resumed["critics"])
+        learner.load(resumed)
         optimiser.load_state_dict(resumed["optimiser"])
-        for g, s in resumed["vnorm"].items():
-            vnorm[g].load_state_dict(s)
         generator.set_state(resumed["generator"])
-        env_restore(env, resumed["env"])
-        cur = tree_to_device(resumed["cur"], device)
 
     def snapshot() -> dict[str, Any]:
-        return {
-            "policy": policy.policy_state(),
-            "critics": critics.state_dict(),
-            "optimiser": optimiser.state_dict(),
-            "vnorm": {g: v.state_dict() for g, v in vnorm.items()},
-            "generator": generator.get_state(),
-            "env": env_snapshot(env),
-            "cur": cur,
-        }
+        return {**learner.state(), "optimiser": optimiser.state_dict(), "generator": generator.get_state()}
 
     while not run.finished:
         lr, _ = set_learning_rates(optimiser, [cfg.lr, cfg.critic_lr], linear(1.0, cfg.lr_end_factor, run.env_steps / run.cfg.env_steps))
-        cur, ep_stats = collect(env, policy, buf, cur, generator)
-        loss_stats = update(cfg, policy, critics, optimiser, vnorm, buf, generator, centralised, spec)
+        learner.cur, ep_stats = collect(env, policy, buf, learner.cur, generator)
+        loss_stats = update(cfg, policy, critics, optimiser, vnorm, buf, generator, centralised, env.spec, learner.scalers)
+        update_obs_norm(policy, buf)
         run.step(cfg.rollout_steps * env.num_envs, {**ep_stats, **loss_stats, "train/lr": lr})
         run.maybe_evaluate(policy)
         run.maybe_checkpoint(snapshot)
