@@ -10,7 +10,9 @@ import pytest
 import torch
 
 import maestro
-from maestro.algos import incompatibility, ppo, transfer
+from maestro.algos import incompatibility, transfer
+from maestro.algos.ppo import train_ippo
+from maestro.core import ppo_family as ppo
 from maestro.core.evaluate import evaluate
 from maestro.core.gradient_momentum import GradientMomentum
 from maestro.core.normalise import ReturnScaler
@@ -216,6 +218,6 @@ def test_ppo_with_mujoco_settings_learns_to_balance_a_pendulum():
     cfg = transfer.Config(rollout_steps=64, minibatches=4, lr=1e-3, critic_lr=1e-3, lr_end_factor=1.0)
     make = lambda n, s: Pendulum(PendulumConfig(), n, s)  # noqa: E731
     with Run(RunConfig(env_steps=4096, num_envs=8, eval_episodes=0, progress=False, tensorboard=False), None, seed=0) as run:
-        policy = ppo.train_ippo(cfg, make(8, 0), run)
+        policy = train_ippo(cfg, make(8, 0), run)
     lengths = evaluate(policy, make(16, 3), seed=3, deterministic=True)["episode_length"]
     assert lengths.mean() >= 60, lengths

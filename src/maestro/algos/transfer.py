@@ -4,7 +4,7 @@
 *slave* environment (fewer degrees of freedom, or looser constraints) helps the expensive *master*
 environment learn. The recipe's env is the master (``role="master"``, e.g. ``walker2d``,
 ``humanoid``); the slaves are the same env with ``role="slave"``, built here with their own seeds.
-Every agent is PPO for continuous control (``algos/ppo.py``: its ``Learner``, ``prepare_batch``,
+Every agent is PPO for continuous control (``core/ppo_family.py``: its ``Learner``, ``prepare_batch``,
 ``ppo_epochs``) with stem -> backbone -> head actors and critics (``nn/stem_backbone_head.py``,
 four-layer MLPs with ``hidden = (64, 64, 64)``), running observation normalisation and reward scaling.
 
@@ -45,9 +45,9 @@ from typing import Any, ClassVar, Literal
 import torch
 from torch import nn
 
-from maestro.algos import ppo
-from maestro.algos.ppo import Learner, Policy, adam_step, build_learner, make_adam, ppo_epochs, update_obs_norm
+from maestro.core import ppo_family as ppo
 from maestro.core.gradient_momentum import GradientMomentum
+from maestro.core.ppo_family import Learner, Policy, adam_step, build_learner, make_adam, ppo_epochs, update_obs_norm
 from maestro.core.run import Run
 from maestro.core.schedules import linear, set_learning_rates
 from maestro.core.seeding import make_generator
