@@ -234,6 +234,20 @@ def test_render_draws_units():
     assert math.isfinite(float(env.state().sum()))
 
 
+@pytest.mark.parametrize("scenario, tiles, sight", [("m15v16", 4, 7), ("m10v13z", 3, 5), ("w15v17", 5, 7)])
+def test_bot_acquires_within_openbws_acquisition_range(scenario, tiles, sight):
+    """OpenBW: acquisition range = max(units.dat's, weapon range // 32) tiles, by edge distance (a
+    holding bot starts moving only toward a target it acquired); ``sight`` uses the sight range."""
+    own = make(scenario).n
+    gap = lambda env, d: env.radius[0] + env.radius[own] + d  # noqa: E731  centre distance for edge distance d
+    for acq, reach in (("openbw", tiles), ("sight", sight)):
+        for d, acquired in ((reach * 32 - 2, True), (reach * 32 + 2, False)):
+            env = make(scenario, bot_idle="hold", bot_acquisition=acq)
+            place(env, {0: (1000, 1000), own: (1000 + float(gap(env, d)), 1000)})
+            env.step({"agent": stay(env)})
+            assert (int(env.get_state()["target"][0, own]) == 0) is acquired, (acq, d)
+
+
 def test_bot_attack_moves_onto_our_army_or_holds():
     far = {0: (1000, 1000), 15: (1400, 1000)}  # 400 px: outside the bot's 7-tile acquisition range
     env = make("m15v16")

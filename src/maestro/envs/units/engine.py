@@ -60,7 +60,12 @@ can attack it back (BW ``unit_target_attack_priority``: priority 0 for a unit th
 acquirer, 2 for one that cannot; closest within the best priority, OpenBW ``find_acquire_target``);
 with no target it moves toward the centroid of our living units (attack-move onto our army), or
 with ``bot_idle="hold"`` stays where it is. An acquired target is attacked as above (chased until
-in range, then fired upon).
+in range, then fired upon). The acquisition range is OpenBW's (``bwgame.h``: at game start every
+type's ``target_acquisition_range`` becomes ``max(units.dat's value, weapon max_range / 32)`` tiles,
+and ``find_acquire_target`` looks that far by edge distance): with units.dat's values as BWAPI's
+``seekRange`` gives them (Marine 0, Zergling 3, Wraith 0 tiles) that is 4 tiles for a Marine (its
+128 px weapon), 3 for a Zergling, 5 for a Wraith (160 px). ``bot_acquisition="sight"`` uses the
+sight range instead (7, 5, 7 tiles: a keener bot that engages earlier, this env's rule before).
 
 Spawn (seeded, per copy): our team left of the map centre, the enemy right of it, group centres
 ``spawn_gap`` tiles apart (10 for m15v16 and w15v17, 12 for m10v13z); each team stands in a block
@@ -98,10 +103,9 @@ BW's octagonal ``xy_length`` for ranges and collisions; instant acceleration and
 Marines and Zerglings accelerate in a frame, Wraiths over several); collisions as pair separation
 instead of BW's unit pathing and pushing; all shots of a step resolve together (deaths inside a
 step do not stop a shot of the same step); no projectile travel time, no miss chance, no air-unit
-repulsion; the bots' acquisition range is the unit's sight range (BWAPI's ``seekRange`` is 0 for
-Marines and Wraiths and 3 tiles for Zerglings; OpenBW reads the acquisition range from the game's
-``units.dat``, not available here) and their attack-move target is our army's centroid (the
-maps' own scripts were not available either). Per-step randomness (cooldown jitter) comes from per-copy
+repulsion; BW's idle units rescan for targets every 15 frames (``order_PlayerGuard``), here every
+step; the bots' attack-move target is our army's centroid (the maps' own triggers were not
+available). Per-step randomness (cooldown jitter) comes from per-copy
 hash streams (``grid/common.py``) so that a batch equals its copies replayed alone; the spawn draws
 from the env's generator, only for the copies being reset.
 
@@ -154,8 +158,14 @@ class UnitType:
     speed: float
     box: tuple[int, int, int, int]
     sight_tiles: int
+    seek_tiles: int
     ground_weapon: Weapon | None
     air_weapon: Weapon | None
+
+    @property
+    def acquire_tiles(self) -> int:
+        """OpenBW's target acquisition range: ``max(seek_tiles, weapon max_range // 32)`` tiles."""
+        return max([self.seek_tiles] + [int(w.max_range) // 32 for w in (self.ground_weapon, self.air_weapon) if w is not None])
 
     @property
     def radius(self) -> float:
@@ -163,10 +173,10 @@ class UnitType:
         return sum(self.box) / 4.0
 
 
-MARINE = UnitType("marine", 40, 0, "small", False, 4.0, (8, 9, 8, 10), 7,
+MARINE = UnitType("marine", 40, 0, "small", False, 4.0, (8, 9, 8, 10), 7, 0,
                   Weapon(6, "normal", 15, 128), Weapon(6, "normal", 15, 128))
-ZERGLING = UnitType("zergling", 35, 0, "small", False, 5.49, (8, 4, 7, 11), 5, Weapon(5, "normal", 8, 15), None)
-WRAITH = UnitType("wraith", 120, 0, "large", True, 6.67, (19, 15, 18, 14), 7,
+ZERGLING = UnitType("zergling", 35, 0, "small", False, 5.49, (8, 4, 7, 11), 5, 3, Weapon(5, "normal", 8, 15), None)
+WRAITH = UnitType("wraith", 120, 0, "large", True, 6.67, (19, 15, 18, 14), 7, 0,
                   Weapon(8, "normal", 30, 160), Weapon(20, "explosive", 22, 160))
 UNIT_TYPES: tuple[UnitType, ...] = (MARINE, ZERGLING, WRAITH)
 """the unit types in observation one-hot order"""
@@ -225,12 +235,17 @@ class UnitCombatConfig:
     bot_idle: Literal["attack_move", "hold"] = "attack_move"
     """what a bot with no target does: attack-move onto our army's centroid, or hold its ground
     (it still acquires and chases what enters its acquisition range)"""
+    bot_acquisition: Literal["openbw", "sight"] = "openbw"
+    """the bots' target acquisition range: OpenBW's (``max(units.dat, weapon range)``: 4 tiles for a
+    Marine, 3 Zergling, 5 Wraith) or the sight range (7, 5, 7 tiles)"""
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
             raise ValueError(f"unit_combat: 'scenario' must be one of {sorted(SCENARIOS)}, got {self.scenario!r}")
         if self.bot_idle not in ("attack_move", "hold"):
             raise ValueError(f"unit_combat: 'bot_idle' must be one of ['attack_move', 'hold'], got {self.bot_idle!r}")
+        if self.bot_acquisition not in ("openbw", "sight"):
+            raise ValueError(f"unit_combat: 'bot_acquisition' must be one of ['openbw', 'sight'], got {self.bot_acquisition!r}")
         if self.reward_counts not in ("deaths", "moving"):
             raise ValueError(f"unit_combat: 'reward_counts' must be one of ['deaths', 'moving'], got {self.reward_counts!r}")
         for k, lo in (("frames_per_step", 1), ("max_steps", 1), ("map_tiles", 16), ("state_grid", 1), ("collision_iters", 0)):
@@ -291,7 +306,8 @@ class UnitCombat(BatchedEnv):
         self.speed = torch.tensor([t.speed for t in self.types], **f32)
         self.radius = torch.tensor([t.radius for t in self.types], **f32)
         self.flying = torch.tensor([t.flying for t in self.types], dtype=torch.bool, device=dev)
-        self.acquire_px = torch.tensor([t.sight_tiles * TILE for t in self.types], **f32)
+        acquire = (lambda t: t.sight_tiles) if cfg.bot_acquisition == "sight" else (lambda t: t.acquire_tiles)
+        self.acquire_px = torch.tensor([acquire(t) * TILE for t in self.types], **f32)
         self.type_id = torch.tensor([UNIT_TYPES.index(t) for t in self.types], dtype=torch.long, device=dev)
         self.type_onehot = torch.nn.functional.one_hot(self.type_id, len(UNIT_TYPES)).float()  # (U, 3)
         team = torch.tensor([0] * n + [1] * m, device=dev)
