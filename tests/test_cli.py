@@ -114,15 +114,19 @@ def test_components_of_an_ms_marl_run(tmp_path, capsys):
 
 
 def test_report_shows_the_paper_number(tmp_path):
-    recipe = write(tmp_path, TINY + "paper: {reference: 'Someone et al. 2020, Table 1', metric: eval/episode_return, value: -42.5}\n")
+    recipe = write(tmp_path, TINY + "paper: {reference: 'Someone et al. 2020, Table 1', metric: eval/episode_return, value: -42.5, also: {eval/episode_length: 25.5, eval/never_logged: 1.0}}\n")
     assert main(["train", str(recipe), "--out", str(tmp_path / "runs"), "--no-progress", "--set", "run.env_steps=40"]) == 0
     assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 0
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "-42.5" in md and "Someone et al. 2020, Table 1" in md
+    # paper.also: one more row per number of the same cell; a metric no run logged is "n/a"
+    rows = {line.split(" | ")[5]: line for line in md.splitlines() if "Someone et al." in line}
+    assert set(rows) == {"eval/episode_return", "eval/episode_length", "eval/never_logged"}, rows
+    assert "| 25 ± 0 | 25.5 |" in rows["eval/episode_length"] and "| n/a | 1 |" in rows["eval/never_logged"]
     # a second seed stopped at another budget: the table shows the range, not a mean
     assert main(["train", str(recipe), "--out", str(tmp_path / "runs"), "--no-progress", "--set", "run.env_steps=80", "--set", "seed=1"]) == 0
     assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 0
-    row = next(line for line in (tmp_path / "rep" / "report.md").read_text().splitlines() if "Someone et al." in line)
+    row = next(line for line in (tmp_path / "rep" / "report.md").read_text().splitlines() if "Someone et al." in line)  # the first: the recipe's metric
     assert "| 2 | 40–80 |" in row, row
 
 

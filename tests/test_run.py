@@ -190,3 +190,15 @@ def test_ci95_uses_student_t_over_seeds():
     stats = pytest.importorskip("scipy.stats")  # the reference (installed with mpe2); the checks above run without it
     for df in (1, 2, 3, 5, 9, 29, 63, 99, 999):
         assert t_critical95(df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-7)
+
+
+def test_summarise_averages_the_return_of_successful_episodes_only():
+    """papers/000 Table 1's "average successful episode reward": the first group's return over the
+    episodes with ``success``; no such row when none succeeded, none for envs without ``success``."""
+    from maestro.core.evaluate import summarise
+
+    per_ep = {"episode_return/agent": np.array([10.0, 30.0, 50.0, 70.0]), "episode_length": np.array([5.0, 9.0, 9.0, 9.0]), "success": np.array([0.0, 1.0, 0.0, 1.0])}
+    s = summarise(per_ep)
+    assert s["successful_return"][0] == pytest.approx(50.0) and s["success"][0] == pytest.approx(0.5)
+    assert "successful_return" not in summarise({**per_ep, "success": np.zeros(4)})
+    assert "successful_return" not in summarise({k: v for k, v in per_ep.items() if k != "success"})

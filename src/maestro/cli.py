@@ -132,7 +132,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             rows.append([g, "episode return, summed over agents", f"{m:.4g}", f"±{ci:.3g}"])
     for k, (m, ci) in summ.items():
         if k != "episode_return" and not k.startswith("episode_return/"):  # (the alias of the first group's)
-            label = {"episode_length": "episode length", "success": "success rate", "win": "win rate"}.get(k, k)
+            label = {"episode_length": "episode length", "success": "success rate", "win": "win rate", "successful_return": "episode return, successful episodes"}.get(k, k)
             rows.append(["all", label, f"{m:.4g}", f"±{ci:.3g}"])
     mode = "stochastic" if args.stochastic else "deterministic"
     task = f" on {recipe.env} with {' '.join(args.set)}" if args.set else ""

@@ -67,6 +67,9 @@ class PaperRef:
     """The paper's number (``null`` when the paper only shows a curve)."""
     note: str = ""
     """How the paper's setting differs from the recipe, if it does."""
+    also: dict[str, float] = field(default_factory=dict)
+    """Other numbers of the same cell of the paper's table, by maestro metric (e.g.
+    ``{eval/success: 0.56, eval/successful_return: 2972.2}``); ``maestro report`` puts each on a row."""
 
 
 @dataclass(frozen=True)

@@ -112,8 +112,18 @@ def mean_ci95(x: np.ndarray) -> tuple[float, float]:
 
 
 def summarise(per_episode: dict[str, np.ndarray]) -> dict[str, tuple[float, float]]:
-    """``{metric: (mean, ci95)}`` of ``evaluate``'s per-episode arrays."""
-    return {k: mean_ci95(v) for k, v in per_episode.items()}
+    """``{metric: (mean, ci95)}`` of ``evaluate``'s per-episode arrays.
+
+    Where the env reports ``success`` there is also ``successful_return``: the first group's
+    episode return averaged over the successful episodes only (Guo & Duan, papers/000, Table 1's
+    "average successful episode reward"); absent when no episode succeeded."""
+    out = {k: mean_ci95(v) for k, v in per_episode.items()}
+    returns = next((k for k in per_episode if k.startswith("episode_return/")), None)
+    if "success" in per_episode and returns is not None:
+        ok = per_episode["success"] > 0.5
+        if ok.any():
+            out["successful_return"] = mean_ci95(per_episode[returns][ok])
+    return out
 
 
 EnvFactory = Callable[[int, int], BatchedEnv]

@@ -178,7 +178,12 @@ def steps_cell(steps: list[int]) -> str:
 
 
 def table(groups: dict[str, list[RunData]]) -> str:
-    """Markdown table: recipe, env, algo, seeds, env steps, final metric (mean ± 95% CI over seeds), paper."""
+    """Markdown table: recipe, env, algo, seeds, env steps, final metric (mean ± 95% CI over seeds), paper.
+
+    One row for the recipe's ``paper.metric`` and one for each entry of ``paper.also`` (the other
+    numbers of the same cell of the paper's table, e.g. a success rate beside a return). A metric
+    a seed never logged (``eval/successful_return`` of a run with no successful episode) is left
+    out of that row's mean, and the row says over how many seeds it is."""
     lines = [
         "| recipe | env | algo | seeds | env steps | metric | maestro (mean ± 95% CI) | paper | reference |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -187,21 +192,22 @@ def table(groups: dict[str, list[RunData]]) -> str:
         cfg = runs[0].config
         paper = cfg.get("paper") or {}
         metric = paper.get("metric") or "eval/episode_return"
-        vals = [v for v in (final_value(r, metric) for r in runs) if v is not None]
-        if not vals and metric == "eval/episode_return":
-            metric = "train/episode_return"
-            vals = [v for v in (final_value(r, metric) for r in runs) if v is not None]
-        steps = [r.rows[-1]["env_steps"] for r in runs if r.rows]
-        if vals:
-            mean, ci = mean_ci95(np.asarray(vals))
-            ours = f"{mean:.4g} ± {ci:.2g}"
-        else:
-            ours = "n/a"
-        pv = paper.get("value")
-        lines.append(
-            f"| {name} | {cfg.get('env', '?')} | {cfg.get('algo', '?')} | {len(runs)} | {steps_cell(steps)} | "
-            f"{metric} | {ours} | {'' if pv is None else f'{pv:.4g}'} | {paper.get('reference', '')} |"
-        )
+        steps = steps_cell([r.rows[-1]["env_steps"] for r in runs if r.rows])
+        # the recipe's metric, then the other numbers of the same cell of the paper's table
+        for i, (m, pv) in enumerate([(metric, paper.get("value")), *(paper.get("also") or {}).items()]):
+            vals = [v for v in (final_value(r, m) for r in runs) if v is not None]
+            if i == 0 and not vals and m == "eval/episode_return":
+                m = "train/episode_return"
+                vals = [v for v in (final_value(r, m) for r in runs) if v is not None]
+            if vals:
+                mean, ci = mean_ci95(np.asarray(vals))
+                ours = f"{mean:.4g} ± {ci:.2g}" + ("" if len(vals) == len(runs) else f" ({len(vals)} of {len(runs)} seeds)")
+            else:
+                ours = "n/a"
+            lines.append(
+                f"| {name} | {cfg.get('env', '?')} | {cfg.get('algo', '?')} | {len(runs)} | {steps} | "
+                f"{m} | {ours} | {'' if pv is None else f'{pv:.4g}'} | {paper.get('reference', '')} |"
+            )
     return "\n".join(lines) + "\n"
 
 
