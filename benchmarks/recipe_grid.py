@@ -1,0 +1,91 @@
+"""Train a grid of shipped recipes x seeds with ``maestro train`` (checkpointed), then one
+``maestro report`` over all of them (learning curves per recipe, mean and std over seeds, and the
+final values beside the paper's): one command for a paper's table or figure.
+
+Re-running the same command picks up where it stopped: a cell whose run finished is skipped, a cell
+with an unfinished run is resumed from its newest valid checkpoint (``maestro train --resume``), a
+missing cell is started. So a long grid can be filled over several sittings, in the background at
+low priority, and by two processes at once given different ``--seeds``::
+
+    # Guo & Duan (papers/000) Table 1 and Figure 5; Table 2 with master_slave/humanoid_*
+    nice -n 19 python benchmarks/recipe_grid.py --recipes 'master_slave/walker2d_*' --seeds 0 1 2 --out bench/master_slave
+    # Li & He (papers/004) Figure 2, navigation N = 3, with the subspace local step
+    nice -n 19 python benchmarks/recipe_grid.py --recipes 'matrpo/navigation_n3_*' --seeds 0 1 2 --out bench/matrpo_n3 \
+        --set algo_config.local_step=subspace --set-only-algo matrpo
+    python benchmarks/recipe_grid.py --recipes 'master_slave/*' --out bench/master_slave --report-only
+
+Runs go to ``<out>/<recipe basename>/s<seed>/<name>/<time>-s<seed>/``; the report to
+``<out>/report/``. The wall-clock of each cell's sitting is appended to ``<out>/cells.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from maestro.core.checkpoint import latest_valid
+from maestro.recipes import list_recipes, load_recipe
+
+
+def run_dir_of(cell: Path) -> Path | None:
+    """The run directory inside a cell's ``--out`` (``<name>/<time>-s<seed>``), or None."""
+    found = sorted(p.parent for p in cell.glob("*/*/config.yaml"))
+    return found[-1] if found else None
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether the run's newest valid checkpoint has spent the budget of its config."""
+    budget = load_recipe(run_dir / "config.yaml").run.env_steps
+    try:
+        _, payload, _ = latest_valid(run_dir / "checkpoints")
+    except Exception:  # no valid checkpoint yet: start again
+        return False
+    return int(payload["run"]["env_steps"]) >= budget
+
+
+def maestro(*args: str) -> int:
+    return subprocess.call([sys.executable, "-m", "maestro.cli", *args])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipes", nargs="+", required=True, help="recipe names or shell patterns over `maestro list` (e.g. 'master_slave/walker2d_*')")
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra override for every cell (e.g. run.env_steps=100000 for a short pass)")
+    ap.add_argument("--set-only-algo", default=None, metavar="ALGO", help="apply --set only to the recipes of this algorithm (e.g. matrpo)")
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args()
+
+    known = list_recipes()
+    recipes = [r for pat in args.recipes for r in known if fnmatch.fnmatchcase(r, pat)]
+    if not recipes:
+        sys.exit(f"no recipe matches {args.recipes}; see `maestro list`")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        for seed in args.seeds:  # seed-major: every recipe gets seed 0 before any gets seed 1
+            for recipe in dict.fromkeys(recipes):
+                cell = args.out / recipe.split("/")[-1] / f"s{seed}"
+                run_dir = run_dir_of(cell)
+                if run_dir is not None and finished(run_dir):
+                    continue
+                t0 = time.time()
+                if run_dir is None:
+                    extra = args.set if args.set_only_algo in (None, load_recipe(recipe).algo) else []
+                    code = maestro("train", recipe, f"--set=seed={seed}", *(f"--set={s}" for s in extra), "--out", str(cell), "--no-progress")
+                else:
+                    code = maestro("train", "--resume", str(run_dir), "--no-progress")
+                with open(args.out / "cells.jsonl", "a") as f:
+                    f.write(json.dumps({"recipe": recipe, "seed": seed, "resumed": run_dir is not None, "exit": code, "wall_s": round(time.time() - t0, 1)}) + "\n")
+                if code != 0:
+                    sys.exit(f"{recipe} seed {seed} stopped with exit code {code}; re-run this command to resume it")
+    maestro("report", *[str(args.out / r.split("/")[-1]) for r in dict.fromkeys(recipes) if (args.out / r.split("/")[-1]).exists()], "--out", str(args.out / "report"))
+
+
+if __name__ == "__main__":
+    main()
