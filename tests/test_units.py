@@ -181,6 +181,17 @@ def test_eq2_reward_on_a_constructed_step():
     assert out.reward["agent"][0, 0] == 1.0 + 1.0 and (out.reward["agent"][0, 1:] == 1.0).all(), "terminal +1 to every agent, dead or alive"
 
 
+def test_team_reward_scope_pays_every_agent_the_whole_maps_deaths():
+    """``reward_scope="team"``: the same constructed step as above, every agent (dead or alive) gets
+    (enemies lost) - (own lost) over the whole map: 1 - 1 = 0; a later kill pays all of them +1."""
+    env = make("m15v16", reward_scope="team")
+    place(env, {0: (1000, 1000), 1: (1000, 1300, 6), 2: (600, 600), 15: (1100, 1000, 6, FAR), 16: (1000, 1400), 17: (700, 600, 6, FAR)})
+    out = env.step(attack(env, {0: 15}))
+    assert not out.done[0] and (out.reward["agent"][0] == 0.0).all()
+    out = env.step(attack(env, {2: 17}))
+    assert not out.done[0] and (out.reward["agent"][0] == 1.0).all(), "one enemy lost, far from most agents, several of them dead"
+
+
 def test_moving_reward_counts_recount_the_circle():
     env = make("m15v16", reward_counts="moving")
     place(env, {0: (1000, 1000), 15: (1250, 1000, 40, FAR)})  # enemy 250 px away, walks into the circle

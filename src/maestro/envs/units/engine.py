@@ -95,7 +95,10 @@ this step (the paper's "change of the number of our units in the neighbouring ar
 from enemies earns nothing); ``"moving"`` recounts the neighbourhood at the end of the step (the
 formula read literally, as ``combat``'s ``reward="ms_marl"`` does). Agents dead before the step get
 0; at the last step every agent, dead or alive, gets ``win_reward`` (1) for a won battle and
-``nonwin_reward`` (−0.2) otherwise. ``info`` (``(B,)`` float32, read where done): ``win``, ``draw``,
+``nonwin_reward`` (−0.2) otherwise. Read this way, eq. (2) pays a doomed agent for dying early:
+alive, it takes −1 for each neighbour that dies; dead, it takes nothing more (an IPPO learner on
+m15v16 learned exactly that, docs/unit_combat.md). ``reward_scope="team"`` departs from the paper
+on purpose: every agent, dead or alive, gets the whole map's ``Δn_own − Δn_enemy`` each step. ``info`` (``(B,)`` float32, read where done): ``win``, ``draw``,
 ``terminal_reward``, ``own_units``, ``enemy_units``, ``own_hp``, ``enemy_hp`` (left at the end).
 
 Departures from Brood War, on purpose: discs instead of BW's unit boxes and Euclidean instead of
@@ -224,6 +227,10 @@ class UnitCombatConfig:
     """radius (tiles) of the neighbourhood of eq. (2)"""
     reward_counts: Literal["deaths", "moving"] = "deaths"
     """eq. (2) over the neighbourhood at the start of the step (deaths) or recounted at its end (moving)"""
+    reward_scope: Literal["local", "team"] = "local"
+    """``local``: eq. (2) over each agent's ``reward_radius`` circle, 0 once the agent is dead (the
+    paper's); ``team``: the deaths of the whole map, the same for every agent, dead or alive (no
+    reward for dying early; see the module docstring)"""
     win_reward: float = 1.0
     """eq. (3): terminal reward of a won battle"""
     nonwin_reward: float = -0.2
@@ -246,6 +253,8 @@ class UnitCombatConfig:
             raise ValueError(f"unit_combat: 'bot_idle' must be one of ['attack_move', 'hold'], got {self.bot_idle!r}")
         if self.bot_acquisition not in ("openbw", "sight"):
             raise ValueError(f"unit_combat: 'bot_acquisition' must be one of ['openbw', 'sight'], got {self.bot_acquisition!r}")
+        if self.reward_scope not in ("local", "team"):
+            raise ValueError(f"unit_combat: 'reward_scope' must be one of ['local', 'team'], got {self.reward_scope!r}")
         if self.reward_counts not in ("deaths", "moving"):
             raise ValueError(f"unit_combat: 'reward_counts' must be one of ['deaths', 'moving'], got {self.reward_counts!r}")
         for k, lo in (("frames_per_step", 1), ("max_steps", 1), ("map_tiles", 16), ("state_grid", 1), ("collision_iters", 0)):
@@ -538,13 +547,17 @@ class UnitCombat(BatchedEnv):
         draw = last & ~win & ~(~own_left & foe_left)
         terminal = torch.where(last, torch.where(win, cfg.win_reward, cfg.nonwin_reward), 0.0).float()
         near0 = (dist0[:, :n] <= self.reward_px) & alive0[:, None, :]  # (B, N, U)
-        if cfg.reward_counts == "deaths":
+        if cfg.reward_scope == "team":
+            died = (alive0 & ~alive1).float()  # (B, U)
+            step_r = (died[:, n:].sum(-1) - died[:, :n].sum(-1))[:, None].expand(-1, n)
+            alive0_r = torch.ones_like(alive0[:, :n])
+        elif cfg.reward_counts == "deaths":
             lost = (near0 & ~alive1[:, None, :]).float()
             step_r = -lost[..., :n].sum(-1) + lost[..., n:].sum(-1)
         else:
             near1 = ((self._dist[:, :n] <= self.reward_px) & alive1[:, None, :]).float() - near0.float()
             step_r = near1[..., :n].sum(-1) - near1[..., n:].sum(-1)
-        r = step_r * alive0[:, :n] + terminal[:, None]
+        r = step_r * (alive0_r if cfg.reward_scope == "team" else alive0[:, :n]) + terminal[:, None]
         hp_left = self.hp.clamp(min=0.0)
         info = {
             "win": win.float(),
