@@ -96,9 +96,10 @@ from enemies earns nothing); ``"moving"`` recounts the neighbourhood at the end 
 formula read literally, as ``combat``'s ``reward="ms_marl"`` does). Agents dead before the step get
 0; at the last step every agent, dead or alive, gets ``win_reward`` (1) for a won battle and
 ``nonwin_reward`` (−0.2) otherwise. Read this way, eq. (2) pays a doomed agent for dying early:
-alive, it takes −1 for each neighbour that dies; dead, it takes nothing more (an IPPO learner on
-m15v16 learned exactly that, docs/unit_combat.md). ``reward_scope="team"`` departs from the paper
-on purpose: every agent, dead or alive, gets the whole map's ``Δn_own − Δn_enemy`` each step. ``info`` (``(B,)`` float32, read where done): ``win``, ``draw``,
+alive, it takes −1 for each neighbour that dies; dead, it takes nothing more (an incentive found
+while diagnosing the learning check, docs/unit_combat.md; not shown to be what stops learning).
+``reward_scope="team"`` departs from the paper on purpose: every agent, dead or alive, gets the
+whole map's ``Δn_own − Δn_enemy`` each step. ``info`` (``(B,)`` float32, read where done): ``win``, ``draw``,
 ``terminal_reward``, ``own_units``, ``enemy_units``, ``own_hp``, ``enemy_hp`` (left at the end).
 
 Departures from Brood War, on purpose: discs instead of BW's unit boxes and Euclidean instead of
