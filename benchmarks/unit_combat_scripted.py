@@ -90,18 +90,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bot-idle", default="attack_move", choices=["attack_move", "hold"], help="the env's bot_idle")
     p.add_argument("--bot-acquisition", default="openbw", choices=["openbw", "sight"], help="the env's bot_acquisition")
+    p.add_argument("--bot-retaliate", action="store_true", help="the env's bot_retaliate")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     policies = {**SCRIPTED, "idle": idle, "random": make_random(args.seed)}
     results = {}
-    print(f"# unit_combat scripted policies vs the built-in AI (bot_idle={args.bot_idle}, bot_acquisition={args.bot_acquisition}); {args.battles} battles per cell, env seed {args.seed}")
+    print(f"# unit_combat scripted policies vs the built-in AI (bot_idle={args.bot_idle}, bot_acquisition={args.bot_acquisition}, bot_retaliate={args.bot_retaliate}); {args.battles} battles per cell, env seed {args.seed}")
     print("| scenario | policy | win rate [95% CI] | draws | own units left | enemy units left | steps | Usunier et al. (real game) |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for sc in args.scenarios:
         for name, pol in policies.items():
             t = time.perf_counter()
-            r = play(sc, pol, args.battles, args.seed, bot_idle=args.bot_idle, bot_acquisition=args.bot_acquisition)
+            r = play(sc, pol, args.battles, args.seed, bot_idle=args.bot_idle, bot_acquisition=args.bot_acquisition, bot_retaliate=args.bot_retaliate)
             r["seconds"] = time.perf_counter() - t
             results[f"{sc}/{name}"] = r
             ref = USUNIER.get(sc, {}).get(name)

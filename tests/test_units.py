@@ -259,6 +259,22 @@ def test_bot_acquires_within_openbws_acquisition_range(scenario, tiles, sight):
             assert (int(env.get_state()["target"][0, own]) == 0) is acquired, (acq, d)
 
 
+@pytest.mark.parametrize("retaliate", [False, True])
+def test_bot_retaliation_pulls_in_the_neighbours_of_a_hit_bot(retaliate):
+    """OpenBW ``on_unit_damage``: a bot hit by agent 0 turns on it (it is in range anyway) and so
+    does its neighbour 80 px behind, out of its own acquisition range, which then walks in; without
+    ``bot_retaliate`` the holding neighbour stays put."""
+    env = make("m15v16", bot_idle="hold", bot_retaliate=retaliate)
+    x15 = 1000 + float(env.radius[0] + env.radius[15]) + 120  # edge distance 120 px < 128
+    place(env, {0: (1000, 1000), 15: (x15, 1000, 40, FAR), 16: (x15 + 80, 1000, 40, FAR)})
+    env.step(attack(env, {0: 15}))
+    assert int(env.get_state()["target"][0, 15]) == 0
+    assert (int(env.get_state()["target"][0, 16]) == 0) is retaliate
+    env.step(attack(env, {0: 15}))
+    moved = float(env.pos[0, 16, 0]) < x15 + 80 - 1
+    assert moved is retaliate
+
+
 def test_bot_attack_moves_onto_our_army_or_holds():
     far = {0: (1000, 1000), 15: (1400, 1000)}  # 400 px: outside the bot's 7-tile acquisition range
     env = make("m15v16")

@@ -243,6 +243,11 @@ class UnitCombatConfig:
     bot_idle: Literal["attack_move", "hold"] = "attack_move"
     """what a bot with no target does: attack-move onto our army's centroid, or hold its ground
     (it still acquires and chases what enters its acquisition range)"""
+    bot_retaliate: bool = False
+    """BW's reaction to being hit (OpenBW ``on_unit_damage``): a bot hit by one of our units, and
+    every bot within a 96-px box of it, switches to the attacker when it has no target or its
+    target is out of weapon range while the attacker is in range; a target so taken is kept while
+    it lives and stays within the bot's sight range (BW chases an attacker it can see)"""
     bot_acquisition: Literal["openbw", "sight"] = "openbw"
     """the bots' target acquisition range: OpenBW's (``max(units.dat, weapon range)``: 4 tiles for a
     Marine, 3 Zergling, 5 Wraith) or the sight range (7, 5, 7 tiles)"""
@@ -316,6 +321,7 @@ class UnitCombat(BatchedEnv):
         self.speed = torch.tensor([t.speed for t in self.types], **f32)
         self.radius = torch.tensor([t.radius for t in self.types], **f32)
         self.flying = torch.tensor([t.flying for t in self.types], dtype=torch.bool, device=dev)
+        self.sight_px = torch.tensor([t.sight_tiles * TILE for t in self.types], **f32)
         acquire = (lambda t: t.sight_tiles) if cfg.bot_acquisition == "sight" else (lambda t: t.acquire_tiles)
         self.acquire_px = torch.tensor([acquire(t) * TILE for t in self.types], **f32)
         self.type_id = torch.tensor([UNIT_TYPES.index(t) for t in self.types], dtype=torch.long, device=dev)
@@ -357,6 +363,7 @@ class UnitCombat(BatchedEnv):
         self.cd = torch.zeros(B, U, **f32)
         self.target = torch.full((B, U), -1, dtype=torch.long, device=dev)
         self.last_attack = torch.full((B, U), -1, dtype=torch.long, device=dev)
+        self.retaliating = torch.zeros(B, U - self.n, dtype=torch.bool, device=dev)  # (B, M) bots chasing an attacker
         self.key = torch.zeros(B, dtype=torch.long, device=dev)
         self.counter = torch.zeros(B, dtype=torch.long, device=dev)
         self._obs_cache: Tensor | None = None
@@ -432,6 +439,9 @@ class UnitCombat(BatchedEnv):
         cur = self.target[:, n:]
         cur_c = cur.clamp(0, n - 1)
         keep = (cur >= 0) & (cur < n) & can.gather(2, cur_c[..., None]).squeeze(2)
+        if self.cfg.bot_retaliate:  # a target taken on being hit is chased while in sight
+            seen = self.can_hit[n:, :n] & alive[:, None, :n] & (e <= self.sight_px[n:, None])
+            keep = keep | (self.retaliating & (cur >= 0) & (cur < n) & seen.gather(2, cur_c[..., None]).squeeze(2))
         score = torch.where(can, e + self.priority_px[n:, :n], torch.full_like(e, float("inf")))
         best = score.argmin(-1)
         has = can.any(-1)
@@ -442,6 +452,32 @@ class UnitCombat(BatchedEnv):
         w = alive[:, :n].float()
         centroid = (self.pos[:, :n] * w[..., None]).sum(1) / w.sum(1, keepdim=True).clamp(min=1.0)  # (B, 2)
         return attack, target, centroid[:, None, :].expand(B, self.m, 2)
+
+    def _retaliate(self, fired: Tensor, tgt: Tensor, pos0: Tensor, dist0: Tensor, alive1: Tensor) -> None:
+        """``bot_retaliate``: bots hit this step, and their living neighbours within a 96-px box
+        (OpenBW ``on_unit_damage``), turn on the attacker (``on_hit_should_change_target``: when
+        they have no target, or theirs is out of weapon range and the attacker is in it)."""
+        n, m, B = self.n, self.m, self.num_envs
+        e = (dist0[:, n:, :n] - self.radius_sum[n:, :n]).clamp(min=0.0)  # (B, M, N) bot -> our units
+        hit = torch.nn.functional.one_hot((tgt[:, :n] - n).clamp(0, m - 1), m).bool() & (fired[:, :n] & (tgt[:, :n] >= n))[..., None]
+        hit = hit.transpose(1, 2)  # (B, M, N): our unit i hit bot j this step
+        attacker = torch.where(hit, e, torch.full_like(e, float("inf"))).argmin(-1)  # nearest attacker of each bot
+        was_hit = hit.any(-1)  # (B, M)
+        d = (pos0[:, n:, None, :] - pos0[:, None, n:, :]).abs().amax(-1)  # (B, M, M) box distance between bots
+        near = (d <= 96.0) & was_hit[:, None, :]  # bot k sees bot j hit within its box
+        src = torch.where(near, d, torch.full_like(d, float("inf"))).argmin(-1)  # the nearest hit bot (itself if hit)
+        helped = near.any(-1) & alive1[:, n:]
+        cand = attacker.gather(1, src)  # (B, M) our unit to turn on
+        rng = self.pair_range[n:, :n].expand(B, m, n)  # (B, M, N) weapon range of bot -> our unit
+
+        def in_range(j: Tensor) -> Tensor:  # (B, M) our unit index per bot (< 0: none) -> in weapon range
+            jc = j.clamp(0, n - 1)[..., None]
+            return (j >= 0) & (e.gather(2, jc) <= rng.gather(2, jc)).squeeze(2)
+
+        cur = self.target[:, n:]
+        switch = helped & ((cur < 0) | (in_range(cand) & ~in_range(cur)))
+        self.target = torch.cat([self.target[:, :n], torch.where(switch, cand, cur)], 1)
+        self.retaliating = (self.retaliating | switch) & (self.target[:, n:] >= 0)
 
     # ------------------------------------------------------------------ hooks
     def _reset_copies(self, mask: Tensor) -> None:
@@ -460,6 +496,7 @@ class UnitCombat(BatchedEnv):
         self.hp = self.hp.index_copy(0, rows, self.max_hp.expand(k, U).contiguous())
         self.cd = self.cd.index_fill(0, rows, 0.0)
         self.target = self.target.index_fill(0, rows, -1)
+        self.retaliating = self.retaliating.index_fill(0, rows, False)
         self.last_attack = self.last_attack.index_fill(0, rows, -1)
         self.key = self.key.index_copy(0, rows, new_keys(k, self.rng, dev))
         self.counter = self.counter.index_fill(0, rows, 0)
@@ -538,6 +575,8 @@ class UnitCombat(BatchedEnv):
         self.cd = torch.where(alive0, new_cd, self.cd)
         self.target = torch.where(valid & alive1, tgt, torch.full_like(tgt, -1))
         self.last_attack = torch.where(fired, tgt, torch.full_like(tgt, -1))
+        if cfg.bot_retaliate:
+            self._retaliate(fired, tgt, pos0, dist0, alive1)
         self._refresh()
         # 5. outcome and rewards
         own_left, foe_left = alive1[:, :n].any(1), alive1[:, n:].any(1)
@@ -620,7 +659,7 @@ class UnitCombat(BatchedEnv):
 
     def _get_sim_state(self) -> dict[str, Tensor]:
         return {"pos": self.pos, "hp": self.hp, "cd": self.cd, "target": self.target, "last_attack": self.last_attack,
-                "key": self.key, "counter": self.counter}
+                "retaliating": self.retaliating, "key": self.key, "counter": self.counter}
 
     def _set_sim_state(self, state: dict[str, Tensor]) -> None:
         if not bool(torch.isfinite(state["pos"]).all()) or bool(((state["pos"] < 0) | (state["pos"] > self.map_px)).any()):
@@ -630,6 +669,7 @@ class UnitCombat(BatchedEnv):
         for k in ("target", "last_attack"):
             if bool(((state[k] < -1) | (state[k] >= self.U)).any()):
                 raise ValueError(f"unit_combat: set_state[{k!r}] must lie in [-1, {self.U}), got {state[k].min().item()}..{state[k].max().item()}")
+        state = {"retaliating": torch.zeros_like(self.retaliating), **state}  # (absent from states saved before bot_retaliate)
         for k, v in state.items():
             setattr(self, k, v)
         self._refresh()
