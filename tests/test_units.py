@@ -66,6 +66,10 @@ def test_check_env(scenario):
     check_env("unit_combat", num_envs=3, seed=1, scenario=scenario, max_steps=15)
 
 
+def test_check_env_with_the_retaliating_team_rewarded_variant():
+    check_env("unit_combat", num_envs=3, seed=1, scenario="m15v16", max_steps=15, bot_idle="hold", bot_retaliate=True, reward_scope="team")
+
+
 def test_marine_kills_zergling_in_six_shots_with_jittered_cooldowns():
     env = make("m10v13z")
     r = MARINE.radius + ZERGLING.radius
