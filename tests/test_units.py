@@ -196,6 +196,18 @@ def test_team_reward_scope_pays_every_agent_the_whole_maps_deaths():
     assert not out.done[0] and (out.reward["agent"][0] == 1.0).all(), "one enemy lost, far from most agents, several of them dead"
 
 
+def test_draw_reward_replaces_the_nonwin_reward_of_draws_only():
+    env = make("m15v16", max_steps=2, draw_reward=-5.0)
+    place(env, {0: (1000, 1000), 15: (1800, 1000)})  # far apart: nobody dies in 2 steps
+    env.step({"agent": stay(env)})
+    out = env.step({"agent": stay(env)})
+    assert out.info["draw"][0] == 1.0 and (out.reward["agent"][0] == -5.0).all()
+    env = make("m15v16", draw_reward=-5.0)
+    place(env, {0: (1000, 1000, 6), 15: (1100, 1000)})  # agent 0 dies: a loss keeps nonwin_reward
+    out = env.step({"agent": stay(env)})
+    assert out.info["win"][0] == 0.0 and out.info["draw"][0] == 0.0 and out.reward["agent"][0, 1] == pytest.approx(-0.2)
+
+
 def test_moving_reward_counts_recount_the_circle():
     env = make("m15v16", reward_counts="moving")
     place(env, {0: (1000, 1000), 15: (1250, 1000, 40, FAR)})  # enemy 250 px away, walks into the circle

@@ -236,6 +236,9 @@ class UnitCombatConfig:
     """eq. (3): terminal reward of a won battle"""
     nonwin_reward: float = -0.2
     """eq. (3): terminal reward of a lost or drawn battle"""
+    draw_reward: float | None = None
+    """terminal reward of a draw; ``None``: ``nonwin_reward``, as eq. (3). Not the paper's when set:
+    a draw made costlier than a loss takes away the run to the time limit (docs/unit_combat.md)"""
     state_grid: int = 32
     """side of the master's occupancy grid over the map"""
     collision_iters: int = 2
@@ -259,6 +262,8 @@ class UnitCombatConfig:
             raise ValueError(f"unit_combat: 'bot_idle' must be one of ['attack_move', 'hold'], got {self.bot_idle!r}")
         if self.bot_acquisition not in ("openbw", "sight"):
             raise ValueError(f"unit_combat: 'bot_acquisition' must be one of ['openbw', 'sight'], got {self.bot_acquisition!r}")
+        if self.draw_reward is not None and (isinstance(self.draw_reward, bool) or not isinstance(self.draw_reward, (int, float)) or not math.isfinite(self.draw_reward)):
+            raise ValueError(f"unit_combat: 'draw_reward' must be a finite number or null, got {self.draw_reward!r}")
         if self.reward_scope not in ("local", "team"):
             raise ValueError(f"unit_combat: 'reward_scope' must be one of ['local', 'team'], got {self.reward_scope!r}")
         if self.reward_counts not in ("deaths", "moving"):
@@ -585,7 +590,8 @@ class UnitCombat(BatchedEnv):
         last = terminated | (self._t + 1 >= cfg.max_steps)
         win = last & own_left & ~foe_left
         draw = last & ~win & ~(~own_left & foe_left)
-        terminal = torch.where(last, torch.where(win, cfg.win_reward, cfg.nonwin_reward), 0.0).float()
+        nonwin = cfg.nonwin_reward if cfg.draw_reward is None else torch.where(draw, cfg.draw_reward, cfg.nonwin_reward)
+        terminal = torch.where(last, torch.where(win, cfg.win_reward, nonwin), 0.0).float()
         near0 = (dist0[:, :n] <= self.reward_px) & alive0[:, None, :]  # (B, N, U)
         if cfg.reward_scope == "team":
             died = (alive0 & ~alive1).float()  # (B, U)
