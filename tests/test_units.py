@@ -196,6 +196,15 @@ def test_team_reward_scope_pays_every_agent_the_whole_maps_deaths():
     assert not out.done[0] and (out.reward["agent"][0] == 1.0).all(), "one enemy lost, far from most agents, several of them dead"
 
 
+def test_hp_reward_counts_hit_points_as_shares_of_the_maximum():
+    """The constructed step of the eq. (2) test with ``reward_counts="hp"``: a 6-hp enemy killed
+    near agent 0 is 6/40 of a Marine, agent 1 losing its last 6 hp is -6/40."""
+    env = make("m15v16", reward_counts="hp")
+    place(env, {0: (1000, 1000), 1: (1000, 1300, 6), 15: (1100, 1000, 6, FAR), 16: (1000, 1400)})
+    r = env.step(attack(env, {0: 15})).reward["agent"][0]
+    assert r[0] == pytest.approx(6 / 40) and r[1] == pytest.approx(-6 / 40) and (r[2:] == 0).all()
+
+
 def test_draw_reward_replaces_the_nonwin_reward_of_draws_only():
     env = make("m15v16", max_steps=2, draw_reward=-5.0)
     place(env, {0: (1000, 1000), 15: (1800, 1000)})  # far apart: nobody dies in 2 steps

@@ -226,8 +226,10 @@ class UnitCombatConfig:
     """largest distance (tiles) an action can point at (action[2] = 1)"""
     reward_radius: float = 7.0
     """radius (tiles) of the neighbourhood of eq. (2)"""
-    reward_counts: Literal["deaths", "moving"] = "deaths"
-    """eq. (2) over the neighbourhood at the start of the step (deaths) or recounted at its end (moving)"""
+    reward_counts: Literal["deaths", "moving", "hp"] = "deaths"
+    """eq. (2) over the neighbourhood at the start of the step (deaths) or recounted at its end
+    (moving); ``hp``: hit points lost instead of units, each unit's in units of its maximum (a kill
+    of a full-health unit is 1), the hit-point form of BiCNet's reward (not the paper's eq. (2))"""
     reward_scope: Literal["local", "team"] = "local"
     """``local``: eq. (2) over each agent's ``reward_radius`` circle, 0 once the agent is dead (the
     paper's); ``team``: the deaths of the whole map, the same for every agent, dead or alive (no
@@ -266,8 +268,8 @@ class UnitCombatConfig:
             raise ValueError(f"unit_combat: 'draw_reward' must be a finite number or null, got {self.draw_reward!r}")
         if self.reward_scope not in ("local", "team"):
             raise ValueError(f"unit_combat: 'reward_scope' must be one of ['local', 'team'], got {self.reward_scope!r}")
-        if self.reward_counts not in ("deaths", "moving"):
-            raise ValueError(f"unit_combat: 'reward_counts' must be one of ['deaths', 'moving'], got {self.reward_counts!r}")
+        if self.reward_counts not in ("deaths", "moving", "hp"):
+            raise ValueError(f"unit_combat: 'reward_counts' must be one of ['deaths', 'moving', 'hp'], got {self.reward_counts!r}")
         for k, lo in (("frames_per_step", 1), ("max_steps", 1), ("map_tiles", 16), ("state_grid", 1), ("collision_iters", 0)):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -573,6 +575,7 @@ class UnitCombat(BatchedEnv):
         pos = pos0 + direction * step_len[..., None]
         # 4. deaths, then collisions among the survivors, inside the map
         hp = self.hp - damage
+        hp_lost = torch.where(alive0, (self.hp - hp.clamp(min=0.0)) / self.max_hp, torch.zeros_like(hp))  # (B, U) share of max hp
         alive1 = alive0 & (hp > 0)
         self.hp = torch.where(alive0, hp, self.hp)
         pos = self._separate(pos, alive1).clamp(0.0, self.map_px)
@@ -594,11 +597,11 @@ class UnitCombat(BatchedEnv):
         terminal = torch.where(last, torch.where(win, cfg.win_reward, nonwin), 0.0).float()
         near0 = (dist0[:, :n] <= self.reward_px) & alive0[:, None, :]  # (B, N, U)
         if cfg.reward_scope == "team":
-            died = (alive0 & ~alive1).float()  # (B, U)
+            died = hp_lost if cfg.reward_counts == "hp" else (alive0 & ~alive1).float()  # (B, U)
             step_r = (died[:, n:].sum(-1) - died[:, :n].sum(-1))[:, None].expand(-1, n)
             alive0_r = torch.ones_like(alive0[:, :n])
-        elif cfg.reward_counts == "deaths":
-            lost = (near0 & ~alive1[:, None, :]).float()
+        elif cfg.reward_counts in ("deaths", "hp"):
+            lost = near0.float() * (hp_lost[:, None, :] if cfg.reward_counts == "hp" else (~alive1[:, None, :]).float())
             step_r = -lost[..., :n].sum(-1) + lost[..., n:].sum(-1)
         else:
             near1 = ((self._dist[:, :n] <= self.reward_px) & alive1[:, None, :]).float() - near0.float()
