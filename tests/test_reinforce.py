@@ -246,3 +246,30 @@ def test_recipe_trains_and_action_components_plot(tmp_path):
     assert path.stat().st_size > 1000 and path.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="MS-MARL policies only"):
         plot_action_components(train("commnet", signal, iters=1, eval_episodes=0)[0], signal(1, 0), tmp_path / "x.png")
+
+
+def test_tanh_bounded_mean_stays_in_the_box_and_survives_save_load(tmp_path):
+    """``mean_bound="tanh"``: the Gaussian means of eq. (4) lie in (-1, 1) however large the net's
+    output; the choice is part of the saved policy (old states without it load as ``none``)."""
+    from maestro.algos.reinforce import model_arch
+
+    env = maestro.make_env("unit_combat", num_envs=2, seed=0)
+    obs = env.reset()
+    arch = model_arch("ms_marl", Config(hidden_size=8))
+    sdim = int(np.prod(env.spec.state_shape))
+    p = Policy("ms_marl", group_layout(env.spec), sdim, arch, mean_bound="tanh")
+    with torch.no_grad():
+        for prm in p.parameters():
+            prm.mul_(50.0)  # a net whose raw outputs are far outside [-1, 1]
+    alive = env.alive()["agent"]
+    raw = Policy("ms_marl", group_layout(env.spec), sdim, arch)
+    raw.load_state_dict(p.state_dict())
+    h0 = p.net.init_hidden(2, torch.device("cpu"))
+    out_tanh = p.step(obs["agent"], env.state(), alive, h0).params
+    out_raw = raw.step(obs["agent"], env.state(), alive, h0).params
+    assert out_raw.abs().max() > 1.5 and out_tanh.abs().max() <= 1.0  # (tanh of 50 rounds to 1 in float32)
+    assert torch.allclose(out_tanh, torch.tanh(out_raw))
+    path = p.save(tmp_path / "p.pt")
+    assert Policy.load(path).mean_bound == "tanh"
+    state = raw.policy_state()
+    assert "mean_bound" not in state and Policy.from_state(state).mean_bound == "none"

@@ -120,6 +120,10 @@ class Config:
     """Continuous actions: standard deviation of the Gaussian policy in [-1, 1] action units (Alg. 1: 0.05)."""
     sigma_final: float | None = None
     """Continuous actions: anneal sigma linearly to this value over the budget (None: fixed; §4.2)."""
+    mean_bound: Literal["none", "tanh"] = "none"
+    """Continuous actions: the network's output is the Gaussian mean, as eq. (4) (``none``; the env
+    clips the sample to [-1, 1], so a mean that drifts past ±1 stops exploring that component with
+    a small fixed sigma), or ``tanh`` of it (the mean stays inside the box; not the paper's)."""
     curriculum: bool = True
     """Advance the env's curriculum (``env.set_progress``, the traffic junction's add rate) with training."""
     team_return: float = 0.0
@@ -146,6 +150,8 @@ class Config:
             raise ValueError(f"lr_end_factor must lie in [0, 1], got {self.lr_end_factor}")
         if self.sigma <= 0 or (self.sigma_final is not None and self.sigma_final <= 0):
             raise ValueError(f"sigma and sigma_final must be > 0, got {self.sigma}, {self.sigma_final}")
+        if self.mean_bound not in ("none", "tanh"):
+            raise ValueError(f"mean_bound must be 'none' or 'tanh', got {self.mean_bound!r}")
         if not 0.0 <= self.team_return <= 1.0:
             raise ValueError(f"team_return must lie in [0, 1], got {self.team_return}")
         for k in ("value_coef", "entropy_coef", "max_grad_norm"):
@@ -194,7 +200,9 @@ class Policy(nn.Module):
     keyword and otherwise infers them from the contract's zero observations of absent agents.
     """
 
-    def __init__(self, model: ModelName, layout: dict[str, GroupLayout], state_dim: int, arch: dict[str, Any], sigma: float = 0.05) -> None:
+    def __init__(
+        self, model: ModelName, layout: dict[str, GroupLayout], state_dim: int, arch: dict[str, Any], sigma: float = 0.05, mean_bound: str = "none"
+    ) -> None:
         super().__init__()
         if len(layout) != 1:
             raise ValueError(f"{model} trains one group of agents, got groups {list(layout)}")
@@ -204,6 +212,7 @@ class Policy(nn.Module):
         self.n_agents, self.obs_dim, self.discrete = info.n_agents, info.obs_dim, info.discrete
         self.net = build_model(model, info.obs_dim, info.n_agents, info.action_dim, state_dim, arch)
         self.register_buffer("log_sigma", torch.tensor(math.log(sigma)))
+        self.mean_bound = mean_bound
         if not self.discrete:
             low, high, bounded = box_bounds(info.low or (), info.high or ())
             self.register_buffer("low", low)
@@ -224,7 +233,7 @@ class Policy(nn.Module):
         out = self.net(self.flat_obs(obs), flat_state, alive, hidden)
         if self.discrete:
             return out._replace(params=mask_logits(out.params, mask))
-        return out
+        return out if self.mean_bound == "none" else out._replace(params=torch.tanh(out.params))
 
     def sample(self, params: Tensor, generator: torch.Generator | None, deterministic: bool = False) -> Tensor:
         """Raw actions from ``params``: ``(B, N)`` int64 or ``(B, N, d)`` in ``[-1, 1]`` units (no gradient)."""
@@ -277,7 +286,7 @@ class Policy(nn.Module):
 
     def policy_state(self) -> dict[str, Any]:
         """Everything needed to rebuild the policy (``maestro.algos.load_policy``)."""
-        return {
+        state = {
             "class": f"{type(self).__module__}:{type(self).__name__}",
             "model": self.model_name,
             "layout": layouts_to_dicts(self.layout),
@@ -285,11 +294,14 @@ class Policy(nn.Module):
             "arch": self.arch,
             "weights": self.state_dict(),
         }
+        if self.mean_bound != "none":  # (absent: the states written before mean_bound existed)
+            state["mean_bound"] = self.mean_bound
+        return state
 
     @classmethod
     def from_state(cls, state: dict[str, Any], device: str | torch.device = "cpu") -> "Policy":
         """Inverse of ``policy_state``."""
-        policy = cls(state["model"], state["layout"], int(state["state_dim"]), state["arch"])
+        policy = cls(state["model"], state["layout"], int(state["state_dim"]), state["arch"], mean_bound=state.get("mean_bound", "none"))
         policy.load_state_dict(state["weights"])
         return policy.to(device)
 
@@ -424,7 +436,7 @@ def train_reinforce(cfg: Config, env: Any, run: Run, model: ModelName) -> Policy
     if arch.get("master_state") and sdim == 0:
         raise ValueError(f"{model}'s master needs the env's global state, but {spec.name!r} has state_shape {spec.state_shape}; set algo_config.master_state=false")
     device = env.device
-    policy = Policy(model, group_layout(spec), sdim, arch, sigma=cfg.sigma).to(device)
+    policy = Policy(model, group_layout(spec), sdim, arch, sigma=cfg.sigma, mean_bound=cfg.mean_bound).to(device)
     optimiser = make_optimizer(cfg, list(policy.parameters()))
     generator = make_generator(run.seed + 7919, device)
     set_progress = getattr(env, "set_progress", None) if cfg.curriculum else None
