@@ -598,15 +598,16 @@ class UnitCombat(BatchedEnv):
         near0 = (dist0[:, :n] <= self.reward_px) & alive0[:, None, :]  # (B, N, U)
         if cfg.reward_scope == "team":
             died = hp_lost if cfg.reward_counts == "hp" else (alive0 & ~alive1).float()  # (B, U)
-            step_r = (died[:, n:].sum(-1) - died[:, :n].sum(-1))[:, None].expand(-1, n)
-            alive0_r = torch.ones_like(alive0[:, :n])
+            step_r = (died[:, n:].sum(-1) - died[:, :n].sum(-1))[:, None].expand(-1, n)  # dead agents too
         elif cfg.reward_counts in ("deaths", "hp"):
             lost = near0.float() * (hp_lost[:, None, :] if cfg.reward_counts == "hp" else (~alive1[:, None, :]).float())
             step_r = -lost[..., :n].sum(-1) + lost[..., n:].sum(-1)
         else:
             near1 = ((self._dist[:, :n] <= self.reward_px) & alive1[:, None, :]).float() - near0.float()
             step_r = near1[..., :n].sum(-1) - near1[..., n:].sum(-1)
-        r = step_r * (alive0_r if cfg.reward_scope == "team" else alive0[:, :n]) + terminal[:, None]
+        if cfg.reward_scope == "local":
+            step_r = step_r * alive0[:, :n]  # agents dead before the step get 0
+        r = step_r + terminal[:, None]
         hp_left = self.hp.clamp(min=0.0)
         info = {
             "win": win.float(),
