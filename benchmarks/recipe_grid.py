@@ -28,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from maestro.core.checkpoint import latest_valid
+from maestro.core.checkpoint import CheckpointError, latest_valid
 from maestro.recipes import list_recipes, load_recipe
 
 
@@ -38,14 +38,13 @@ def run_dir_of(cell: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def finished(run_dir: Path) -> bool:
-    """Whether the run's newest valid checkpoint has spent the budget of its config."""
-    budget = load_recipe(run_dir / "config.yaml").run.env_steps
+def checkpointed_steps(run_dir: Path) -> int | None:
+    """Env steps of the run's newest valid checkpoint, or None when it has none (nothing to resume)."""
     try:
         _, payload, _ = latest_valid(run_dir / "checkpoints")
-    except Exception:  # no valid checkpoint yet: start again
-        return False
-    return int(payload["run"]["env_steps"]) >= budget
+    except CheckpointError:
+        return None
+    return int(payload["run"]["env_steps"])
 
 
 def maestro(*args: str) -> int:
@@ -72,8 +71,11 @@ def main() -> None:
             for recipe in dict.fromkeys(recipes):
                 cell = args.out / recipe.split("/")[-1] / f"s{seed}"
                 run_dir = run_dir_of(cell)
-                if run_dir is not None and finished(run_dir):
-                    continue
+                steps = None if run_dir is None else checkpointed_steps(run_dir)
+                if steps is not None and steps >= load_recipe(run_dir / "config.yaml").run.env_steps:
+                    continue  # finished
+                if steps is None:
+                    run_dir = None  # stopped before its first checkpoint: start the cell again
                 t0 = time.time()
                 if run_dir is None:
                     extra = args.set if args.set_only_algo in (None, load_recipe(recipe).algo) else []
