@@ -185,10 +185,12 @@ def test_eq2_reward_on_a_constructed_step():
     assert out.reward["agent"][0, 0] == 1.0 + 1.0 and (out.reward["agent"][0, 1:] == 1.0).all(), "terminal +1 to every agent, dead or alive"
 
 
-def test_team_reward_scope_pays_every_agent_the_whole_maps_deaths():
+@pytest.mark.parametrize("counts", ["deaths", "moving"])
+def test_team_reward_scope_pays_every_agent_the_whole_maps_deaths(counts):
     """``reward_scope="team"``: the same constructed step as above, every agent (dead or alive) gets
-    (enemies lost) - (own lost) over the whole map: 1 - 1 = 0; a later kill pays all of them +1."""
-    env = make("m15v16", reward_scope="team")
+    (enemies lost) - (own lost) over the whole map: 1 - 1 = 0; a later kill pays all of them +1.
+    Over the whole map a recount (``moving``) changes only by deaths: the same rewards."""
+    env = make("m15v16", reward_scope="team", reward_counts=counts)
     place(env, {0: (1000, 1000), 1: (1000, 1300, 6), 2: (600, 600), 15: (1100, 1000, 6, FAR), 16: (1000, 1400), 17: (700, 600, 6, FAR)})
     out = env.step(attack(env, {0: 15}))
     assert not out.done[0] and (out.reward["agent"][0] == 0.0).all()
@@ -310,3 +312,61 @@ def test_bot_attack_moves_onto_our_army_or_holds():
     place(env, far)
     env.step({"agent": stay(env)})
     assert float(env.pos[0, 15, 0]) == pytest.approx(1400)
+
+
+# ------------------------------------------------------------------ action="target" (discrete, not the paper's)
+def test_check_env_with_the_target_action():
+    check_env("unit_combat", num_envs=3, seed=1, scenario="m10v13z", max_steps=15, action="target")
+
+
+def test_target_action_holds_moves_one_step_and_attacks_the_named_enemy():
+    env = make("m15v16", action="target")
+    assert env.spec.groups["agent"].action_space.n == 9 + 16 and env.spec.groups["agent"].has_action_mask
+    place(env, {0: (1000, 1000), 1: (1000, 1200), 2: (1000, 1400), 3: (1000, 1600),
+                15: (1000 + 2 * MARINE.radius + 100, 1000, 40, FAR), 16: (2000, 2000, 40, FAR)})
+    a = torch.zeros(1, 15, dtype=torch.long)
+    a[0, 1], a[0, 2], a[0, 3], a[0, 0] = 1, 3, 8, 9 + 0  # east, +y (90°), 315°, attack enemy 0
+    env.step({"agent": a})
+    step = MARINE.speed * 8  # 32 px: one step's travel
+    assert env.pos[0, 1].tolist() == pytest.approx([1000 + step, 1200])
+    assert env.pos[0, 2].tolist() == pytest.approx([1000, 1400 + step])
+    assert env.pos[0, 3].tolist() == pytest.approx([1000 + step / math.sqrt(2), 1600 - step / math.sqrt(2)], abs=1e-3)
+    assert float(env.hp[0, 15]) == 34.0 and env.pos[0, 0].tolist() == pytest.approx([1000, 1000]), "in range: fires, stands"
+    a[:] = 0
+    a[0, 0] = 9 + 1  # enemy 1 is 1000+ px away: chased at top speed
+    env.step({"agent": a})
+    assert float(env.pos[0, 0].sub(torch.tensor([1000.0, 1000.0])).norm()) == pytest.approx(step, abs=1e-3)
+    assert env.pos[0, 1].tolist() == pytest.approx([1000 + step, 1200]), "hold stays put"
+
+
+def test_target_action_masks_and_illegal_attacks_hold():
+    env = make("m15v16", action="target")
+    place(env, {0: (1000, 1000), 15: (1000 + 2 * MARINE.radius + 100, 1000, 40, FAR)})  # agent 1.. dead, enemy 1.. dead
+    mask = env.action_mask()["agent"]
+    assert mask.shape == (1, 15, 25)
+    assert mask[0, 0, :10].all() and not mask[0, 0, 10:].any(), "living agent: hold, 8 moves, attack the living enemy 0"
+    assert mask[0, 1, 0] and not mask[0, 1, 1:].any(), "a dead agent only holds"
+    a = torch.zeros(1, 15, dtype=torch.long)
+    a[0, 0] = 9 + 5  # attack a dead enemy: holds
+    env.step({"agent": a})
+    assert env.pos[0, 0].tolist() == pytest.approx([1000, 1000]) and float(env.hp[0, 15]) == 40.0
+
+
+@pytest.mark.parametrize("script", [focus_fire, focus_fire_no_overkill])
+def test_scripts_play_the_same_battle_with_either_action(script):
+    """Within ``action_radius`` pointing at a unit selects that unit: both action forms replay one battle."""
+    envs = [make("m15v16", num_envs=2, seed=4, action=k, spawn_gap=6.0) for k in ("bicnet", "target")]
+    for _ in range(12):
+        for env in envs:
+            env.step(script(env))
+        assert torch.equal(envs[0].hp, envs[1].hp) and torch.allclose(envs[0].pos, envs[1].pos, atol=1e-3)
+
+
+def test_target_action_bad_input():
+    env = make("m15v16", action="target")
+    with pytest.raises(ValueError, match="must lie in \\[0, 25\\)"):
+        env.step({"agent": torch.full((1, 15), 25, dtype=torch.long)})
+    with pytest.raises(ValueError, match="integer tensor"):
+        env.step({"agent": torch.zeros(1, 15)})
+    with pytest.raises(ValueError, match="'action' must be one of"):
+        maestro.make_env("unit_combat", action="point")

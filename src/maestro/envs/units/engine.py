@@ -33,7 +33,9 @@ all units at once from the state at the start of the step:
 1. Orders. An agent's BiCNet action ``a = (kind, angle, distance) ∈ [-1, 1]^3`` points at the
    location ``p = x + d (cos θ, sin θ)`` with ``θ = π·angle`` (world frame) and
    ``d = (distance + 1)/2 · action_radius`` (7 tiles); ``kind > 0`` attacks the living enemy
-   nearest to ``p``, otherwise the unit moves toward ``p``. Bots follow the built-in AI (below).
+   nearest to ``p``, otherwise the unit moves toward ``p``. (``action="target"``, not the paper's: a
+   discrete hold / move in 8 directions / attack enemy ``j``, with masks; see the config.) Bots
+   follow the built-in AI (below).
 2. Attacks. Ranges are measured edge to edge: centre distance minus both units' radii (a disc of
    radius = the mean of the four BWAPI box extents: 8.75, 7.5, 16.5 px). An attacker out of range
    moves toward its target at top speed until it is in range (arriving ``ceil(gap / speed)``
@@ -233,7 +235,8 @@ class UnitCombatConfig:
     reward_scope: Literal["local", "team"] = "local"
     """``local``: eq. (2) over each agent's ``reward_radius`` circle, 0 once the agent is dead (the
     paper's); ``team``: the deaths of the whole map, the same for every agent, dead or alive (no
-    reward for dying early; see the module docstring)"""
+    reward for dying early; see the module docstring). Over the whole map ``moving`` and ``deaths``
+    count the same thing (no unit leaves the map), so ``team`` computes both from deaths"""
     win_reward: float = 1.0
     """eq. (3): terminal reward of a won battle"""
     nonwin_reward: float = -0.2
@@ -253,6 +256,14 @@ class UnitCombatConfig:
     every bot within a 96-px box of it, switches to the attacker when it has no target or its
     target is out of weapon range while the attacker is in range; a target so taken is kept while
     it lives and stays within the bot's sight range (BW chases an attacker it can see)"""
+    action: Literal["bicnet", "target"] = "bicnet"
+    """``bicnet``: BiCNet's 3-d continuous pointing action (the paper's, module docstring); ``target``:
+    a discrete action, not the paper's: ``0`` hold, ``1..8`` move one step's travel toward compass
+    direction ``k - 1`` (east, then every 45° toward +y), ``8 + j`` (``j = 1..M``) attack enemy
+    ``j - 1`` (chased if out of range, as the pointing action's attack), with legal-action masks
+    (every living agent may hold or move, and attack every living enemy; a dead agent only holds);
+    an illegal action holds. A probe of the learning check: whether naming a target, instead of
+    pointing at it, lets a learner find focus fire (docs/unit_combat.md)"""
     bot_acquisition: Literal["openbw", "sight"] = "openbw"
     """the bots' target acquisition range: OpenBW's (``max(units.dat, weapon range)``: 4 tiles for a
     Marine, 3 Zergling, 5 Wraith) or the sight range (7, 5, 7 tiles)"""
@@ -262,6 +273,8 @@ class UnitCombatConfig:
             raise ValueError(f"unit_combat: 'scenario' must be one of {sorted(SCENARIOS)}, got {self.scenario!r}")
         if self.bot_idle not in ("attack_move", "hold"):
             raise ValueError(f"unit_combat: 'bot_idle' must be one of ['attack_move', 'hold'], got {self.bot_idle!r}")
+        if self.action not in ("bicnet", "target"):
+            raise ValueError(f"unit_combat: 'action' must be one of ['bicnet', 'target'], got {self.action!r}")
         if self.bot_acquisition not in ("openbw", "sight"):
             raise ValueError(f"unit_combat: 'bot_acquisition' must be one of ['openbw', 'sight'], got {self.bot_acquisition!r}")
         if self.draw_reward is not None and (isinstance(self.draw_reward, bool) or not isinstance(self.draw_reward, (int, float)) or not math.isfinite(self.draw_reward)):
@@ -317,7 +330,7 @@ class UnitCombat(BatchedEnv):
         U = self.U
         self.spec = EnvSpec(
             "unit_combat",
-            {"agent": group_spec("agent", n, OWN_FEATURES + TOKEN_FEATURES * U, gspaces.Box(-1.0, 1.0, (3,), dtype=np.float32))},
+            {"agent": group_spec("agent", n, OWN_FEATURES + TOKEN_FEATURES * U, self._action_space(cfg, m), has_action_mask=cfg.action == "target")},
             max_steps=cfg.max_steps,
             state_shape=(cfg.state_grid**2,),
             info_keys=("win", "draw", "terminal_reward", "own_units", "enemy_units", "own_hp", "enemy_hp"),
@@ -364,6 +377,8 @@ class UnitCombat(BatchedEnv):
         self.max_shots = math.ceil(self.F / max(1.0, float(cd[self.can_hit].min()) - 1)) if bool(self.can_hit.any()) else 1
         self._arange = torch.arange(U, device=dev)
         self._formation = self._formation_offsets()
+        compass = torch.arange(8, device=dev, dtype=torch.float32) * (math.pi / 4)
+        self._compass = torch.cat([torch.zeros(1, 2, device=dev), torch.stack([compass.cos(), compass.sin()], -1)])  # (9, 2): hold, 8 moves
         B = num_envs
         self.pos = torch.zeros(B, U, 2, **f32)
         self.hp = torch.zeros(B, U, **f32)
@@ -378,6 +393,11 @@ class UnitCombat(BatchedEnv):
         self._refresh()
 
     # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _action_space(cfg: UnitCombatConfig, m: int) -> gspaces.Space:
+        """BiCNet's ``Box(-1, 1, (3,))`` or the ``target`` action's ``Discrete(9 + M)``."""
+        return gspaces.Box(-1.0, 1.0, (3,), dtype=np.float32) if cfg.action == "bicnet" else gspaces.Discrete(9 + m)
+
     def _formation_offsets(self) -> Tensor:
         """``(U, 2)`` offsets of each unit from its team's block centre; the front column faces the enemy."""
         out = torch.zeros(self.U, 2)
@@ -423,8 +443,15 @@ class UnitCombat(BatchedEnv):
     def decode_actions(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """BiCNet actions ``(B, N, 3)`` -> ``(attack (B, N) bool, target (B, N) global unit index, point (B, N, 2))``.
 
-        The target is the living enemy nearest to the pointed location (whatever ``attack`` says)."""
+        The target is the living enemy nearest to the pointed location (whatever ``attack`` says).
+        ``target`` actions ``(B, N)`` int64 decode as ``UnitCombatConfig.action`` says."""
         n = self.n
+        if self.cfg.action == "target":
+            j = (actions - 9).clamp(0, self.m - 1)
+            attack = (actions >= 9) & self.alive_units.gather(1, j + n)  # an attack on a dead enemy holds
+            step = (self.speed[:n] * self.F)[None, :, None]  # one step's travel
+            point = self.pos[:, :n] + step * self._compass[actions.clamp(max=8)] * (actions < 9)[..., None]
+            return attack, j + n, point
         theta = actions[..., 1] * math.pi
         reach = (actions[..., 2] + 1.0) * (0.5 * self.action_px)
         point = self.pos[:, :n] + reach[..., None] * torch.stack([theta.cos(), theta.sin()], -1)
@@ -434,6 +461,16 @@ class UnitCombat(BatchedEnv):
         d2 = ddx.mul_(ddx).addcmul_(ddy, ddy)  # (B, N, M) squared distance from the pointed location
         d2 = torch.where(self.alive_units[:, None, n:], d2, torch.full_like(d2, float("inf")))
         return actions[..., 0] > 0, d2.argmin(-1) + n, point
+
+    def action_mask(self) -> dict[str, Tensor] | None:
+        """``{"agent": (B, N, 9 + M) bool}`` for ``action="target"`` (hold always; moves and attacks on
+        living enemies for a living agent), else ``None``."""
+        if self.cfg.action != "target":
+            return None
+        n, B = self.n, self.num_envs
+        alive = self.alive_units
+        me = alive[:, :n, None]
+        return {"agent": torch.cat([torch.ones_like(me), me.expand(B, n, 8), me & alive[:, None, n:]], -1)}
 
     def bot_orders(self, dist: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The built-in AI: ``(attack (B, M) bool, target (B, M) global index, point (B, M, 2))`` (module
@@ -729,8 +766,11 @@ class UnitCombat(BatchedEnv):
 # ---------------------------------------------------------------------------------------- baselines
 def encode_attack(env: UnitCombat, target: Tensor) -> Tensor:
     """BiCNet actions ``(B, N, 3)`` that attack ``target`` (``(B, N)`` global unit indices): point at the
-    target (at most ``action_radius`` away; a farther target is pointed at along its direction)."""
+    target (at most ``action_radius`` away; a farther target is pointed at along its direction).
+    With ``action="target"``: the ``(B, N)`` int64 actions that name it."""
     n = env.n
+    if env.cfg.action == "target":
+        return target - n + 9
     rel = env.pos.gather(1, target[..., None].expand(-1, -1, 2)) - env.pos[:, :n]
     dist = rel.norm(dim=-1)
     angle = torch.atan2(rel[..., 1], rel[..., 0]) / math.pi
