@@ -370,3 +370,42 @@ def test_target_action_bad_input():
         env.step({"agent": torch.zeros(1, 15)})
     with pytest.raises(ValueError, match="'action' must be one of"):
         maestro.make_env("unit_combat", action="point")
+
+
+# ------------------------------------------------------------------ curriculum over the enemy count (not the paper's)
+def test_enemy_curriculum_schedule_and_spawn():
+    env = make("m15v16", num_envs=3, curriculum_enemies=6, curriculum_start=0.2, curriculum_end=0.7)
+    assert env.enemies == 16 and int(env.alive_units[:, 15:].sum(1).min()) == 16, "a fresh env stands at initial_progress 1"
+    assert [env.enemy_count(p) for p in (0.0, 0.2, 0.45, 0.7, 1.0)] == [6, 6, 11, 16, 16]  # 6 + 10 * (0.25 / 0.5) = 11
+    assert env.set_progress(0.1) == 6
+    env.reset()
+    alive = env.alive_units
+    assert alive[:, :15].all() and alive[:, 15:21].all() and not alive[:, 21:].any(), "the first 6 enemies of the formation"
+    env.step({"agent": stay(env)})
+    assert not env.alive_units[:, 21:].any() and float(env.hp[:, 21:].abs().sum()) == 0.0, "the others stay dead"
+    assert make("m15v16", curriculum_enemies=0).enemy_count(0.0) == 16, "0: no curriculum"
+
+
+def test_enemy_curriculum_battle_is_won_when_the_few_enemies_die():
+    env = make("m15v16", curriculum_enemies=1, initial_progress=0.0, spawn_gap=4.0)
+    assert int(env.alive_units[0, 15:].sum()) == 1
+    for _ in range(30):
+        out = env.step({"agent": encode_attack(env, torch.full((1, 15), 15))})
+        if bool(out.done[0]):
+            break
+    assert out.info["win"][0] == 1.0 and out.info["enemy_units"][0] == 0
+    env.reset()  # a reset of one copy must leave the unit constants alone
+    assert env.max_hp[15:].eq(40.0).all() and int(env.alive_units[0, 15:].sum()) == 1
+
+
+def test_check_env_with_the_enemy_curriculum():
+    check_env("unit_combat", num_envs=3, seed=1, scenario="w15v17", max_steps=15, curriculum_enemies=3, initial_progress=0.0)
+
+
+def test_enemy_curriculum_bad_input():
+    with pytest.raises(ValueError, match="'curriculum_enemies' must be an integer in \\[0, 13\\]"):
+        maestro.make_env("unit_combat", scenario="m10v13z", curriculum_enemies=14)
+    with pytest.raises(ValueError, match="'curriculum_end'"):
+        maestro.make_env("unit_combat", curriculum_enemies=3, curriculum_start=0.6, curriculum_end=0.5)
+    with pytest.raises(ValueError, match="'progress' must lie in"):
+        make("m15v16").set_progress(1.5)

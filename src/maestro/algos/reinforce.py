@@ -459,7 +459,9 @@ def train_reinforce(cfg: Config, env: Any, run: Run, model: ModelName) -> Policy
         extra: dict[str, float] = {}
         if callable(set_progress):
             extra["train/curriculum_progress"] = progress
-            set_progress(progress)
+            value = set_progress(progress)  # the traffic junction's add rate, unit combat's enemy count
+            if isinstance(value, (int, float)):
+                extra["train/curriculum_value"] = float(value)
         extra["train/lr"] = set_learning_rates(optimiser, [cfg.lr], linear(1.0, cfg.lr_end_factor, progress))[0]
         if not policy.discrete:
             sigma = sigma_at(cfg, progress)

@@ -264,6 +264,18 @@ class UnitCombatConfig:
     (every living agent may hold or move, and attack every living enemy; a dead agent only holds);
     an illegal action holds. A probe of the learning check: whether naming a target, instead of
     pointing at it, lets a learner find focus fire (docs/unit_combat.md)"""
+    curriculum_enemies: int = 0
+    """a curriculum over the enemy count, not the paper's (0: none, every battle has the scenario's
+    ``M`` enemies): a battle starts with ``k`` living enemies (the first ``k`` of the formation, its
+    back column thinned first), ``k`` rising linearly from ``curriculum_enemies`` to ``M`` between the
+    training fractions ``curriculum_start`` and ``curriculum_end``; a trainer that follows
+    ``set_progress`` (MS-MARL's) moves it, and a fresh env stands at ``initial_progress``"""
+    curriculum_start: float = 0.0
+    """training fraction where the enemy count starts to rise from ``curriculum_enemies``"""
+    curriculum_end: float = 0.5
+    """training fraction where the enemy count reaches the scenario's ``M``"""
+    initial_progress: float = 1.0
+    """the training fraction a fresh env starts at (1: the full scenario, as for evaluation)"""
     bot_acquisition: Literal["openbw", "sight"] = "openbw"
     """the bots' target acquisition range: OpenBW's (``max(units.dat, weapon range)``: 4 tiles for a
     Marine, 3 Zergling, 5 Wraith) or the sight range (7, 5, 7 tiles)"""
@@ -297,6 +309,15 @@ class UnitCombatConfig:
         for k in ("view_radius", "action_radius", "reward_radius"):
             if getattr(self, k) <= 0:
                 raise ValueError(f"unit_combat: {k!r} must be > 0, got {getattr(self, k)}")
+        m = SCENARIOS[self.scenario][3]
+        if isinstance(self.curriculum_enemies, bool) or not isinstance(self.curriculum_enemies, int) or not 0 <= self.curriculum_enemies <= m:
+            raise ValueError(f"unit_combat: 'curriculum_enemies' must be an integer in [0, {m}] for {self.scenario}, got {self.curriculum_enemies!r}")
+        for k in ("curriculum_start", "curriculum_end", "initial_progress"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+                raise ValueError(f"unit_combat: {k!r} must lie in [0, 1], got {v!r}")
+        if self.curriculum_end < self.curriculum_start:
+            raise ValueError(f"unit_combat: 'curriculum_end' ({self.curriculum_end}) must be >= 'curriculum_start' ({self.curriculum_start})")
         gap = self.spawn_gap or SCENARIOS[self.scenario][4]
         if gap * TILE + 600 > self.map_tiles * TILE:
             raise ValueError(f"unit_combat: spawn_gap {gap} tiles does not fit on a {self.map_tiles}-tile map")
@@ -377,6 +398,7 @@ class UnitCombat(BatchedEnv):
         self.max_shots = math.ceil(self.F / max(1.0, float(cd[self.can_hit].min()) - 1)) if bool(self.can_hit.any()) else 1
         self._arange = torch.arange(U, device=dev)
         self._formation = self._formation_offsets()
+        self.enemies = self.set_progress(cfg.initial_progress)
         compass = torch.arange(8, device=dev, dtype=torch.float32) * (math.pi / 4)
         self._compass = torch.cat([torch.zeros(1, 2, device=dev), torch.stack([compass.cos(), compass.sin()], -1)])  # (9, 2): hold, 8 moves
         B = num_envs
@@ -391,6 +413,26 @@ class UnitCombat(BatchedEnv):
         self._obs_cache: Tensor | None = None
         self._stale_rows: Tensor | None = None
         self._refresh()
+
+    def enemy_count(self, progress: float) -> int:
+        """Living enemies at the start of a battle at training fraction ``progress`` (``curriculum_enemies``)."""
+        cfg, m = self.cfg, self.m
+        progress = float(progress)
+        if not 0.0 <= progress <= 1.0:
+            raise ValueError(f"unit_combat: 'progress' must lie in [0, 1], got {progress}")
+        if cfg.curriculum_enemies == 0:
+            return m
+        if cfg.curriculum_end > cfg.curriculum_start:
+            frac = min(max((progress - cfg.curriculum_start) / (cfg.curriculum_end - cfg.curriculum_start), 0.0), 1.0)
+        else:
+            frac = 1.0 if progress >= cfg.curriculum_start else 0.0
+        return int(round(cfg.curriculum_enemies + (m - cfg.curriculum_enemies) * frac))
+
+    def set_progress(self, fraction: float) -> int:
+        """Set the training fraction (``[0, 1]``): battles that start from now on have
+        ``enemy_count(fraction)`` living enemies; returns that count."""
+        self.enemies = self.enemy_count(fraction)
+        return self.enemies
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
@@ -537,7 +579,10 @@ class UnitCombat(BatchedEnv):
         group_centre = centre + side[None] + cfg.group_noise * u_group  # (k, 2 teams, 2)
         pos = group_centre[:, self.team] + self._formation[None] + cfg.unit_noise * u_unit
         self.pos = self.pos.index_copy(0, rows, pos.clamp(0.0, self.map_px))
-        self.hp = self.hp.index_copy(0, rows, self.max_hp.expand(k, U).contiguous())
+        hp = self.max_hp.expand(k, U).clone()  # (clone: for k = 1 the expand is contiguous, a view of max_hp)
+        if self.enemies < self.m:  # the curriculum: the enemies past the first `enemies` start dead
+            hp[:, self.n + self.enemies :] = 0.0
+        self.hp = self.hp.index_copy(0, rows, hp)
         self.cd = self.cd.index_fill(0, rows, 0.0)
         self.target = self.target.index_fill(0, rows, -1)
         self.retaliating = self.retaliating.index_fill(0, rows, False)
