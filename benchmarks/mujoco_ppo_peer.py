@@ -67,6 +67,7 @@ def run_maestro(body: str, steps: int, seed: int, network: str, hidden: tuple[in
 def run_sb3(body: str, steps: int, seed: int) -> dict[str, Any]:
     import gymnasium as gym
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import configure
     from stable_baselines3.common.monitor import Monitor
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
@@ -76,9 +77,12 @@ def run_sb3(body: str, steps: int, seed: int) -> dict[str, Any]:
         clip_range=0.2, clip_range_vf=0.2, ent_coef=0.0, vf_coef=0.5, max_grad_norm=0.5, seed=seed, device="cpu",
         policy_kwargs={"net_arch": {"pi": [64, 64], "vf": [64, 64]}, "activation_fn": torch.nn.Tanh, "log_std_init": 0.0},
     )  # fmt: skip
+    logs = tempfile.TemporaryDirectory()  # SB3's default logger would leave a folder in the system temp dir
+    model.set_logger(configure(logs.name, []))
     t0 = time.perf_counter()
     model.learn(total_timesteps=steps)
     wall = time.perf_counter() - t0
+    logs.cleanup()
     episodes = [e["r"] for e in model.ep_info_buffer]
     venv.training, venv.norm_reward = False, False
     test = []

@@ -500,7 +500,7 @@ def test_discrete_actions_are_scalars_as_in_the_reference():
         par.step({"walker_1": 3})
 
 
-def test_supersuit_copies_are_independent_and_sb3_ppo_trains():
+def test_supersuit_copies_are_independent_and_sb3_ppo_trains(tmp_path):
     """PettingZoo's tutorial pipeline on a maestro env: SuperSuit's pettingzoo_env_to_vec_env_v1 +
     concat_vec_envs_v1 (8 cloudpickled copies, agents as vector entries) for Stable-Baselines3 PPO.
     Every reset (the first and each auto-reset) gives 8 distinct start states; PPO runs its updates."""
@@ -525,6 +525,7 @@ def test_supersuit_copies_are_independent_and_sb3_ppo_trains():
     again = ss.concat_vec_envs_v1(ss.pettingzoo_env_to_vec_env_v1(to_parallel_env("simple_spread", seed=1)), copies, num_cpus=0, base_class="stable_baselines3")
     assert np.array_equal(vec.venv.reset(seed=0)[0], again.venv.reset(seed=0)[0])
     model = sb3.PPO("MlpPolicy", vec, n_steps=32, batch_size=256, n_epochs=2, policy_kwargs={"net_arch": [16, 16]}, device="cpu")
+    model.set_logger(sb3.common.logger.configure(str(tmp_path), []))  # SB3's default logger makes a folder in the system temp dir
     before = [p.detach().clone() for p in model.policy.parameters()]
     model.learn(total_timesteps=3 * 32 * vec.num_envs)
     assert model.num_timesteps >= 3 * 32 * vec.num_envs
