@@ -73,7 +73,8 @@ Spawn (seeded, per copy): our team left of the map centre, the enemy right of it
 ``spawn_gap`` tiles apart (10 for m15v16 and w15v17, 12 for m10v13z); each team stands in a block
 of columns of at most 8 units, spaced one unit diameter + 8 px, the front column facing the
 enemy; each episode shifts each block by up to ±``group_noise`` px (16) and each unit by up to
-±``unit_noise`` px (4), uniformly per axis.
+±``unit_noise`` px (4), uniformly per axis. (``curriculum_enemies``, not the paper's: battles start
+with fewer living enemies, the back column thinned first, as a trainer's ``set_progress`` says.)
 
 Observation of agent ``i`` (``(B, N, 7 + 9U)`` float32, zeros for dead agents): own
 ``x/W, y/W`` (W = map width in px), ``hp/max_hp``, ``cooldown/weapon cooldown``, unit type
