@@ -149,3 +149,23 @@ def test_subspace_steps_keep_the_true_kl_and_start_with_the_authors_step():
     assert metrics["loss/local_kl_max"] <= cfg.max_kl + 1e-9  # the model's KL of every step
     assert metrics["loss/kl_max"] <= cfg.kl_factor * cfg.max_kl  # the true KL of every agent's result
     assert not torch.equal(policy_again.theta.detach(), policy.theta.detach())
+
+
+def test_advantage_norm_per_agent_or_pooled():
+    x = torch.tensor([[1.0, 3.0], [0.0, 0.4]])  # agent 0's advantages, agent 1's (smaller scale)
+    per_agent = matrpo.normalise_advantages(x, "agent")
+    assert torch.allclose(per_agent, torch.tensor([[-1.0, 1.0], [-1.0, 1.0]]), atol=1e-6), "each row to mean 0, std 1"
+    pooled = matrpo.normalise_advantages(x, "pooled")
+    mean, std = x.mean(), x.std(correction=0)
+    assert torch.allclose(pooled, (x - mean) / std, atol=1e-6) and pooled[1].abs().max() < pooled[0].abs().max()
+    with pytest.raises(ValueError, match="advantage_norm"):
+        matrpo.Config(advantage_norm="team")
+
+
+def test_decentralised_mode_refuses_pooled_advantage_statistics():
+    pytest.importorskip("ray")
+    from maestro.distributed import DistributedConfig, decentralised
+
+    env = maestro.make_env("simple_spread", num_envs=2, seed=0, n_agents=3, reward="agent0")
+    with pytest.raises(ValueError, match="advantage_norm='agent'"):
+        decentralised.train_decentralised(DistributedConfig(mode="decentralised"), matrpo.Config(advantage_norm="pooled"), env, None, 0)

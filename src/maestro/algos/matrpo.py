@@ -69,7 +69,8 @@ the authors' (one TRPO step on the Lagrangian with a Fisher-only quadratic model
 curvature ``rho d_q / M J^T J`` is not in the CG matrix), not the paper's unrecoverable closed form
 (eq. 19); multipliers start at 0 (the authors': 1, which is the same on their cyclically oriented
 ring); advantages normalised per agent with its own statistics (the authors pool all agents', which
-is information an agent should not have); GAE cut at episode ends (the authors run across them);
+is information an agent should not have; ``advantage_norm: pooled`` is theirs, and on navigation N=3,
+where only agent 1 is rewarded, it is the one that learns: docs/matrpo.md); GAE cut at episode ends (the authors run across them);
 step length ``sqrt(2 delta / d^T F d)`` (the authors' ``g^T d``: equal when CG converges); damping
 0.01, 10 CG iterations, every 5th sample for the Fisher, 2x128 SELU trunk with one linear head per
 agent (orthogonal init, head gain 0.001), value nets Adam 3e-4, 3 epochs of minibatches of 64, no
@@ -156,6 +157,12 @@ class Config(TrpoFamilyConfig):
     ``a_{k+1} = max(a_k + 1, growth * a_k - (growth - 1))``: 1, 2, 3, 5, 9, 17, ... for 2; 1, 2, 5, 17, 65
     for 4 (fewer refreshes: cheaper, a smaller subspace)."""
 
+    advantage_norm: Literal["agent", "pooled"] = "agent"
+    """``agent``: each agent's advantages standardised with its own statistics (maestro's default: an
+    agent uses nothing it would not have); ``pooled``: all agents' advantages with one mean and std, as
+    the authors' code does (it keeps the agents' relative scales: with only agent 1 rewarded, per-agent
+    statistics blow the others' collision-only advantages up to the same scale as agent 1's)."""
+
     SMOKE: ClassVar[Smoke] = Smoke(config={"rollout_steps": 4, "hidden": (8,), "vf_epochs": 1, "vf_minibatch": 4, "admm_rounds": 4})
     """``check_algo``'s settings: 4 steps x 4 copies per iteration, one tiny hidden layer, 4 ADMM rounds."""
 
@@ -167,6 +174,8 @@ class Config(TrpoFamilyConfig):
             raise ValueError(f"rho must be > 0, got {self.rho}")
         if self.subspace_growth < 1.0:
             raise ValueError(f"subspace_growth must be >= 1, got {self.subspace_growth}")
+        if self.advantage_norm not in ("agent", "pooled"):
+            raise ValueError(f"advantage_norm must be 'agent' or 'pooled', got {self.advantage_norm!r}")
         if self.edges and self.topology != "edges":
             raise ValueError(f"edges {list(self.edges)} were given with topology {self.topology!r}; set topology: edges")
 
@@ -391,6 +400,11 @@ def admm_update(cfg: Config, policy: JointPolicy, obs: Tensor, actions: Tensor, 
     }
 
 
+def normalise_advantages(x: Tensor, how: str) -> Tensor:
+    """``(N, M)`` advantages standardised per agent (``agent``) or over all agents at once (``pooled``)."""
+    return normalise_rows(x) if how == "agent" else normalise_rows(x.reshape(1, -1)).reshape(x.shape)
+
+
 @register_algo("matrpo", config=Config, capabilities=CAPABILITIES, summary="MATRPO: decentralised TRPO by ADMM consensus on likelihood ratios between ring neighbours (Li & He 2020)")
 def train_matrpo(cfg: Config, env: Any, run: Run) -> JointPolicy:
     """MATRPO (Li & He 2020, arXiv 2010.07916) until the run's budget is spent or it is stopped."""
@@ -413,7 +427,7 @@ def train_matrpo(cfg: Config, env: Any, run: Run) -> JointPolicy:
         steps = group_rounds(graph, edge_schedule(graph, cfg.admm_rounds, cfg.edge_order, order_generator))
         metrics = admm_update(
             cfg, agents.policy, agents.batch.obs.reshape(M, N, D), agents.batch.actions.reshape(M, N),
-            normalise_rows(agent_major(advantages)), graph, steps,
+            normalise_advantages(agent_major(advantages), cfg.advantage_norm), graph, steps,
         )
         metrics["loss/value"] = float(value_loss.mean())
         metrics["time/admm_s"] = time.perf_counter() - t1

@@ -232,6 +232,8 @@ def train_decentralised(dcfg: DistributedConfig, cfg: matrpo.Config, env: Any, r
     ray = require_ray()
     axis = AgentAxis.of(env.spec)
     N, A = axis.n_agents, axis.num_actions
+    if cfg.advantage_norm != "agent":
+        raise ValueError(f"distributed.mode=decentralised needs algo_config.advantage_norm='agent' (each agent's own statistics), got {cfg.advantage_norm!r}: pooled statistics would need every agent's advantages")
     graph = matrpo.comm_graph(cfg, N)
     T, B = cfg.rollout_steps, env.num_envs
     if str(env.device) != "cpu":
