@@ -46,3 +46,12 @@ def test_chebyshev():
     a = torch.tensor([[[0, 0], [3, 1]]])
     b = torch.tensor([[[1, 2], [3, 1], [-2, 0]]])
     assert chebyshev(a, b).tolist() == [[[2, 3, 2], [2, 0, 5]]]
+
+
+def test_ramp_is_a_clamped_linear_window():
+    import pytest
+
+    from maestro.envs.grid.common import ramp
+
+    assert [ramp(p, 0.2, 0.7) for p in (0.0, 0.2, 0.45, 0.7, 1.0)] == pytest.approx([0.0, 0.0, 0.5, 1.0, 1.0])
+    assert [ramp(p, 0.5, 0.5) for p in (0.49, 0.5)] == [0.0, 1.0], "a step where both ends coincide"

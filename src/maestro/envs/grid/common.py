@@ -60,6 +60,15 @@ def stream_uniform(key: Tensor, counter: Tensor, n: int) -> Tensor:
     return (h >> 8).to(torch.float32) * (1.0 / (1 << 24))
 
 
+def ramp(progress: float, start: float, end: float) -> float:
+    """A curriculum's fraction done at training fraction ``progress``: 0 before ``start``, 1 after
+    ``end``, linear in between (a step at ``start`` if both coincide). The traffic junction's add
+    rate and unit combat's enemy count follow it."""
+    if end > start:
+        return min(max((progress - start) / (end - start), 0.0), 1.0)
+    return 1.0 if progress >= start else 0.0
+
+
 def chebyshev(a: Tensor, b: Tensor) -> Tensor:
     """Pairwise L-inf distances: ``a (..., P, 2)``, ``b (..., Q, 2)`` -> ``(..., P, Q)`` (same dtype)."""
     d = (a[..., :, None, :] - b[..., None, :, :]).abs()

@@ -112,7 +112,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from maestro.envs.api import BatchedEnv, group_spec
-from maestro.envs.grid.common import new_keys, palette, stream_uniform
+from maestro.envs.grid.common import new_keys, palette, ramp, stream_uniform
 from maestro.envs.render import canvas, draw_disc, draw_line, fill_rect
 from maestro.registry import register_env
 from maestro.spec import EnvSpec
@@ -265,11 +265,7 @@ def add_rate(progress: float, cfg: TrafficJunctionConfig | None = None) -> float
     progress = float(progress)
     if not 0.0 <= progress <= 1.0:
         raise ValueError(f"traffic_junction: 'progress' must lie in [0, 1], got {progress}")
-    if p.curriculum_end > p.curriculum_start:
-        frac = min(max((progress - p.curriculum_start) / (p.curriculum_end - p.curriculum_start), 0.0), 1.0)
-    else:
-        frac = 1.0 if progress >= p.curriculum_start else 0.0
-    return p.add_rate_min + (p.add_rate_max - p.add_rate_min) * frac
+    return p.add_rate_min + (p.add_rate_max - p.add_rate_min) * ramp(progress, p.curriculum_start, p.curriculum_end)
 
 
 # ---------------------------------------------------------------------------------------- geometry

@@ -134,7 +134,7 @@ import torch
 from torch import Tensor
 
 from maestro.envs.api import BatchedEnv, group_spec
-from maestro.envs.grid.common import new_keys, stream_uniform
+from maestro.envs.grid.common import new_keys, ramp, stream_uniform
 from maestro.envs.render import canvas, draw_disc, draw_line, fill_rect
 from maestro.registry import register_env
 from maestro.spec import EnvSpec
@@ -402,6 +402,7 @@ class UnitCombat(BatchedEnv):
         self.enemies = self.set_progress(cfg.initial_progress)
         compass = torch.arange(8, device=dev, dtype=torch.float32) * (math.pi / 4)
         self._compass = torch.cat([torch.zeros(1, 2, device=dev), torch.stack([compass.cos(), compass.sin()], -1)])  # (9, 2): hold, 8 moves
+        self._move_step = (self.speed[:n] * self.F)[None, :, None]  # (1, N, 1): one step's travel of each agent
         B = num_envs
         self.pos = torch.zeros(B, U, 2, **f32)
         self.hp = torch.zeros(B, U, **f32)
@@ -423,11 +424,7 @@ class UnitCombat(BatchedEnv):
             raise ValueError(f"unit_combat: 'progress' must lie in [0, 1], got {progress}")
         if cfg.curriculum_enemies == 0:
             return m
-        if cfg.curriculum_end > cfg.curriculum_start:
-            frac = min(max((progress - cfg.curriculum_start) / (cfg.curriculum_end - cfg.curriculum_start), 0.0), 1.0)
-        else:
-            frac = 1.0 if progress >= cfg.curriculum_start else 0.0
-        return int(round(cfg.curriculum_enemies + (m - cfg.curriculum_enemies) * frac))
+        return int(round(cfg.curriculum_enemies + (m - cfg.curriculum_enemies) * ramp(progress, cfg.curriculum_start, cfg.curriculum_end)))
 
     def set_progress(self, fraction: float) -> int:
         """Set the training fraction (``[0, 1]``): battles that start from now on have
@@ -492,8 +489,7 @@ class UnitCombat(BatchedEnv):
         if self.cfg.action == "target":
             j = (actions - 9).clamp(0, self.m - 1)
             attack = (actions >= 9) & self.alive_units.gather(1, j + n)  # an attack on a dead enemy holds
-            step = (self.speed[:n] * self.F)[None, :, None]  # one step's travel
-            point = self.pos[:, :n] + step * self._compass[actions.clamp(max=8)] * (actions < 9)[..., None]
+            point = self.pos[:, :n] + self._move_step * self._compass[actions.clamp(max=8)] * (actions < 9)[..., None]
             return attack, j + n, point
         theta = actions[..., 1] * math.pi
         reach = (actions[..., 2] + 1.0) * (0.5 * self.action_px)
