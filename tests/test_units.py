@@ -243,8 +243,9 @@ def test_spawn_layout_is_seeded_and_ground_units_do_not_overlap():
     own, foe = a.pos[:, :10].mean(1), a.pos[:, 10:].mean(1)
     gap = (foe[:, 0] - own[:, 0]) / 32
     assert (gap > 12 - 1.5).all() and (gap < 12 + 1.5).all(), "group centres 12 tiles apart (m10v13z)"
-    d = a._dist + torch.eye(a.U) * 1e6
-    assert (d >= a.radius_sum - 1e-3).all()
+    d = torch.cdist(a.pos.double(), a.pos.double()).float() + torch.eye(a.U) * 1e6
+    assert (d >= a.radius_sum - 1e-3).all(), "centre distances of ground units at least the sum of radii"
+    assert torch.allclose(a.edge_distance(), (d - a.radius_sum).clamp(min=0.0) * (1 - torch.eye(a.U)), atol=1e-3)
 
 
 def test_bad_input():
@@ -409,3 +410,90 @@ def test_enemy_curriculum_bad_input():
         maestro.make_env("unit_combat", curriculum_enemies=3, curriculum_start=0.6, curriculum_end=0.5)
     with pytest.raises(ValueError, match="'progress' must lie in"):
         make("m15v16").set_progress(1.5)
+
+
+def reference_observation(env):
+    """The module docstring's observation written unit by unit (plain loops), for checking the batched one."""
+    n, U, R, W = env.n, env.U, env.view_px, env.map_px
+    types = env.type_onehot
+    out = torch.zeros(env.num_envs, n, 7 + 9 * U)
+    for b in range(env.num_envs):
+        alive = env.hp[b] > 0
+        for i in range(n):
+            if not alive[i]:
+                continue
+            xi, yi = env.pos[b, i].tolist()
+            out[b, i, :4] = torch.tensor([xi / W, yi / W, float(env.hp[b, i] / env.max_hp[i]), float(env.cd[b, i] / env.weapon_cooldown[i])])
+            out[b, i, 4:7] = types[i]
+            for u in range(U):
+                dx, dy = float(env.pos[b, u, 0]) - xi, float(env.pos[b, u, 1]) - yi
+                if u == i or not alive[u] or math.hypot(dx, dy) > R:
+                    continue
+                feats = [1.0, dx / R, dy / R, float(env.hp[b, u] / env.max_hp[u]), float(env.cd[b, u] / env.weapon_cooldown[u]), float(u >= n), *types[u].tolist()]
+                for f, v in enumerate(feats):
+                    out[b, i, 7 + f * U + u] = v
+    return out
+
+
+@pytest.mark.parametrize("scenario", ["m15v16", "w15v17"])
+def test_observation_matches_a_unit_by_unit_reference_mid_battle(scenario):
+    env = make(scenario, num_envs=3, seed=4)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(12):
+        out = env.step(maestro.envs.api.random_actions(env, g))
+    ref = reference_observation(env)
+    assert (env.hp[:, : env.n] <= 0).any() and ref[..., 7 : 7 + env.U].sum() > 50, "a battle with dead agents and many units in view"
+    torch.testing.assert_close(out.obs["agent"], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_observations_handed_out_are_never_overwritten_by_later_steps():
+    env = make("m15v16", num_envs=64, seed=2, max_steps=6)  # copies reset every 6 steps
+    g = torch.Generator().manual_seed(0)
+    held = []
+    for _ in range(20):
+        out = env.step(maestro.envs.api.random_actions(env, g))
+        a, f = out.obs["agent"], out.final_obs["agent"]
+        held.append((a, a.clone(), f, f.clone(), a[:, 0], a[:, 0].clone(), a.numpy(), a.numpy().copy(), out.state, out.state.clone()))
+    for a, a0, f, f0, v, v0, arr, arr0, s, s0 in held:
+        assert torch.equal(a, a0) and torch.equal(f, f0) and torch.equal(v, v0) and (arr == arr0).all() and torch.equal(s, s0)
+
+
+def test_output_pool_reuses_memory_only_once_nothing_holds_it():
+    from maestro.envs.buffers import OutputPool
+
+    pool = OutputPool(torch.device("cpu"), keep=2)
+    a = pool.empty(4, 5)
+    ptr = a.data_ptr()
+    view = a[1:]
+    del a
+    b = pool.empty(4, 5)
+    assert b.data_ptr() != ptr, "a view of the first tensor still lives"
+    del view
+    c = pool.empty(4, 5)
+    assert c.data_ptr() == ptr, "nothing holds the first buffer: its memory comes back"
+    arr = c.numpy()
+    del c
+    assert pool.empty(4, 5).data_ptr() not in (ptr, b.data_ptr()), "a NumPy view keeps the buffer too"
+    del arr
+    assert pool.empty(4, 5).data_ptr() == ptr
+    assert pool.empty(2, 3).shape == (2, 3) and pool.empty(2, dtype=torch.int64).dtype == torch.int64
+    with pytest.raises(ValueError, match="keep"):
+        OutputPool(torch.device("cpu"), keep=0)
+
+
+def test_env_pickles_and_deep_copies_and_the_copy_steps_the_same():
+    import copy
+    import pickle
+
+    env = make("m15v16", num_envs=4, seed=1)
+    g = torch.Generator().manual_seed(0)
+    env.step(maestro.envs.api.random_actions(env, g))
+    acts = maestro.envs.api.random_actions(env, g)
+    twins = (pickle.loads(pickle.dumps(env)), copy.deepcopy(env))
+    a = env.get_state()
+    ref = env.step(acts)
+    for twin in twins:
+        b = twin.get_state()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        out = twin.step(acts)
+        assert torch.equal(out.obs["agent"], ref.obs["agent"]) and torch.equal(out.reward["agent"], ref.reward["agent"])
