@@ -162,10 +162,17 @@ def test_advantage_norm_per_agent_or_pooled():
         matrpo.Config(advantage_norm="team")
 
 
-def test_decentralised_mode_refuses_pooled_advantage_statistics():
-    pytest.importorskip("ray")
-    from maestro.distributed import DistributedConfig, decentralised
+def test_pooled_statistics_from_the_agents_moments_are_the_union_statistics():
+    from maestro.core.trpo_family import advantage_moments, pooled_statistics
 
-    env = maestro.make_env("simple_spread", num_envs=2, seed=0, n_agents=3, reward="agent0")
-    with pytest.raises(ValueError, match="advantage_norm='agent'"):
-        decentralised.train_decentralised(DistributedConfig(mode="decentralised"), matrpo.Config(advantage_norm="pooled"), env, None, 0)
+    g = torch.Generator().manual_seed(0)
+    rows = [torch.randn(50, generator=g) * s + m for s, m in ((1.0, 0.0), (0.1, 2.0), (5.0, -1.0))]
+    mean, std = pooled_statistics([advantage_moments(r) for r in rows])
+    union = torch.cat(rows).double()
+    assert mean == pytest.approx(float(union.mean()), abs=1e-12) and std == pytest.approx(float(union.std(correction=0)), abs=1e-12)
+    assert advantage_moments(rows[0]).shape == (3,), "three numbers cross per agent, whatever the batch"
+    with pytest.raises(ValueError, match="no moments"):
+        pooled_statistics([])
+    with pytest.raises(ValueError, match="count"):
+        pooled_statistics([torch.zeros(3, dtype=torch.float64)])
+

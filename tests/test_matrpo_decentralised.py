@@ -50,7 +50,11 @@ def runs(tmp_path_factory):
 
         alone = train_recipe(load_recipe(path, ["distributed.mode=off"]), tmp / "in_process")
         apart = train_recipe(load_recipe(path), tmp / "decentralised", hooks=(kill_agent_1,))
-        yield alone, apart, killed, decentralised.COURIERS[-1]
+        courier = decentralised.COURIERS[-1]
+        pooled = ["algo_config.advantage_norm=pooled"]
+        pooled_alone = train_recipe(load_recipe(path, ["distributed.mode=off", *pooled]), tmp / "pooled_in_process")
+        pooled_apart = train_recipe(load_recipe(path, pooled), tmp / "pooled_decentralised")
+        yield alone, apart, killed, courier, (pooled_alone, pooled_apart, decentralised.COURIERS[-1])
     finally:
         ray.shutdown()
 
@@ -61,7 +65,7 @@ def _weights(res):
 
 
 def test_same_seed_same_parameters_with_a_killed_agent_restarted(runs):
-    alone, apart, killed, _ = runs
+    alone, apart, killed, *_ = runs
     assert killed["pid"] is not None and apart.env_steps == alone.env_steps == 48
     assert torch.equal(_weights(alone), _weights(apart))
     rows = [json.loads(line) for line in (apart.dir / "metrics.jsonl").read_text().splitlines()]
@@ -71,11 +75,11 @@ def test_same_seed_same_parameters_with_a_killed_agent_restarted(runs):
 
 
 def test_only_log_ratios_cross_in_the_admm_rounds(runs):
-    *_, courier = runs
+    _, _, _, courier, _ = runs
     log = courier.log  # the last iteration's calls
     methods = [entry[0] for entry in log]
     first, last = methods.index("local_step"), methods.index("finish")
-    assert set(methods[:first]) == {"act", "prepare"}
+    assert set(methods[:first]) == {"act", "prepare", "linearise"}
     assert set(methods[last:]) == {"finish", "state"}  # "state": the checkpoint and the returned policy gather the agents' parameters
     rounds = log[first:last]
     assert {m for m, *_ in rounds} == {"local_step", "exchange"}
@@ -100,3 +104,18 @@ def test_only_log_ratios_cross_in_the_admm_rounds(runs):
     assert all(a[1:] == (("tensor", (B, D)), ("tensor", (B, 5))) for a in acts)
     prepares = [a for m, _, a, _ in log[:first] if m == "prepare"]
     assert prepares and all(a == (("tensor", (4, B, D)), ("tensor", (4, B)), ("tensor", (4, B)), ("tensor", (4, B)), ("tensor", (4, B, N))) for a in prepares)
+
+    linearises = [(a, r) for m, _, a, r in log[:first] if m == "linearise"]
+    assert linearises and all(a == () and r is True for a, r in linearises), "own statistics: nothing crosses"
+
+
+def test_pooled_advantage_statistics_cross_as_three_numbers_and_give_the_in_process_parameters(runs):
+    own_stats, *_, (alone, apart, courier) = runs
+    assert apart.env_steps == alone.env_steps == 48
+    assert not torch.equal(_weights(alone), _weights(own_stats)), "pooled statistics change the run"
+    assert torch.equal(_weights(alone), _weights(apart)), "the pooled statistics are the in-process run's bit for bit"
+    log = courier.log
+    prepared = [r for m, _, _, r in log if m == "prepare"]
+    assert len(prepared) == N and all(set(r) == {"value_loss", "moments"} and r["moments"] == ("tensor", (3,)) for r in prepared)
+    sent = [a for m, _, a, _ in log if m == "linearise"]
+    assert len(sent) == N and all(len(a) == 2 and all(isinstance(v, float) for v in a) for a in sent) and len(set(sent)) == 1

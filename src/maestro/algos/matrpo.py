@@ -115,7 +115,7 @@ from maestro.core.consensus import CommGraph, admm_step, consensus_residual, edg
 from maestro.core.joint_policy import HeadsOnBatch, JointPolicy
 from maestro.core.run import Run
 from maestro.core.seeding import derived_seed, make_generator
-from maestro.core.trpo_family import TrpoAgents, TrpoFamilyConfig, agent_major, normalise_rows
+from maestro.core.trpo_family import TrpoAgents, TrpoFamilyConfig, advantage_moments, agent_major, normalise_rows, normalise_with, pooled_statistics
 from maestro.core.trust_region import batched_conjugate_gradient, batched_trust_region_step
 from maestro.registry import Smoke, register_algo
 
@@ -161,7 +161,9 @@ class Config(TrpoFamilyConfig):
     """``agent``: each agent's advantages standardised with its own statistics (maestro's default: an
     agent uses nothing it would not have); ``pooled``: all agents' advantages with one mean and std, as
     the authors' code does (it keeps the agents' relative scales: with only agent 1 rewarded, per-agent
-    statistics blow the others' collision-only advantages up to the same scale as agent 1's)."""
+    statistics blow the others' collision-only advantages up to the same scale as agent 1's). In the
+    decentralised mode ``pooled`` costs each agent three numbers an iteration (count, sum and sum of
+    squares of its advantages) and gives the same bits as in process."""
 
     SMOKE: ClassVar[Smoke] = Smoke(config={"rollout_steps": 4, "hidden": (8,), "vf_epochs": 1, "vf_minibatch": 4, "admm_rounds": 4})
     """``check_algo``'s settings: 4 steps x 4 copies per iteration, one tiny hidden layer, 4 ADMM rounds."""
@@ -401,8 +403,11 @@ def admm_update(cfg: Config, policy: JointPolicy, obs: Tensor, actions: Tensor, 
 
 
 def normalise_advantages(x: Tensor, how: str) -> Tensor:
-    """``(N, M)`` advantages standardised per agent (``agent``) or over all agents at once (``pooled``)."""
-    return normalise_rows(x) if how == "agent" else normalise_rows(x.reshape(1, -1)).reshape(x.shape)
+    """``(N, M)`` advantages standardised per agent (``agent``) or over all agents at once (``pooled``:
+    from each agent's ``advantage_moments``, three numbers, as the decentralised mode exchanges them)."""
+    if how == "agent":
+        return normalise_rows(x)
+    return normalise_with(x, *pooled_statistics([advantage_moments(row) for row in x]))
 
 
 @register_algo("matrpo", config=Config, capabilities=CAPABILITIES, summary="MATRPO: decentralised TRPO by ADMM consensus on likelihood ratios between ring neighbours (Li & He 2020)")

@@ -252,6 +252,34 @@ def normalise_rows(x: Tensor, eps: float = 1e-8) -> Tensor:
     return (x - mean) / (std + eps)
 
 
+def advantage_moments(x: Tensor) -> Tensor:
+    """``(3,)`` float64 ``[count, sum, sum of squares]`` of advantages ``x`` (any shape): all an agent
+    shares of its advantages for pooled statistics (``pooled_statistics``)."""
+    x = x.detach().reshape(-1).double()
+    return torch.stack([torch.tensor(float(x.numel()), dtype=torch.float64), x.sum(), (x * x).sum()])
+
+
+def pooled_statistics(moments: Sequence[Tensor]) -> tuple[float, float]:
+    """Mean and population std of the union of several agents' advantages from their
+    ``advantage_moments``, added up in the order given (float64), so that a driver adding the agents'
+    messages gets the in-process figure bit for bit."""
+    if not moments:
+        raise ValueError("pooled_statistics: no moments given")
+    total = moments[0].clone()
+    for m in moments[1:]:
+        total = total + m
+    n, s, sq = total.tolist()
+    if n <= 0:
+        raise ValueError(f"pooled_statistics: the count is {n}, expected > 0")
+    mean = s / n
+    return mean, max(sq / n - mean * mean, 0.0) ** 0.5
+
+
+def normalise_with(x: Tensor, mean: float, std: float, eps: float = 1e-8) -> Tensor:
+    """``(x - mean) / (std + eps)`` with given statistics (``pooled_statistics``)."""
+    return (x - mean) / (std + eps)
+
+
 def agent_major(x: Tensor) -> Tensor:
     """``(T, B, K)`` -> contiguous ``(K, T * B)``: per-agent rows of samples in time-major order."""
     return x.reshape(-1, x.shape[-1]).t().contiguous()

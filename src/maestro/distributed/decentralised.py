@@ -12,7 +12,12 @@ env gives it, its advantages, and its copies of the ADMM state of its own edges 
    so that the run is the in-process one bit for bit); the agent answers its own action ``(B,)``;
 2. **after the rollout** agent ``i`` gets its own reached observations and rewards ``(T, B, ...)``, the
    episode ends ``(T, B)`` and the executed joint actions ``(T, B, N)`` (public in the paper), fits
-   its value net and forms its advantages and local linearisation (``prepare``);
+   its value net and forms its advantages (``prepare``), standardises them and forms its local
+   linearisation (``linearise``). With ``advantage_norm: agent`` it uses its own statistics and
+   nothing crosses; with ``pooled`` (the authors' statistics) each agent sends three numbers, the
+   count, sum and sum of squares of its advantages, and gets back the pooled mean and std (two
+   numbers): aggregates, never the advantages, rewards or observations themselves. (A driver adds
+   them here; a ring could agree on them by average consensus instead, as on the log-ratios.)
 3. **ADMM** (``maestro.algos.matrpo``): per step of disjoint rounds (``consensus.group_rounds``) the
    driver asks the endpoints for their local steps (``local_step``: no argument, the agent computes
    its proximal target from its own edge copies) and routes each answer, the log-ratios ``x_q``
@@ -55,7 +60,17 @@ from maestro.core.consensus import consensus_residual, edge_schedule, edge_updat
 from maestro.core.joint_policy import AgentAxis, HeadsOnBatch, JointPolicy
 from maestro.core.run import env_restore, env_snapshot
 from maestro.core.seeding import derived_seed, make_generator
-from maestro.core.trpo_family import AgentBatch, AgentValues, agent_major, collect, normalise_rows, private_advantages
+from maestro.core.trpo_family import (
+    AgentBatch,
+    AgentValues,
+    advantage_moments,
+    agent_major,
+    collect,
+    normalise_rows,
+    normalise_with,
+    pooled_statistics,
+    private_advantages,
+)
 from maestro.distributed.config import DistributedConfig
 from maestro.distributed.genetic import LazyPolicy
 from maestro.distributed.ray_utils import WorkerPool, actor_options, require_ray
@@ -140,19 +155,31 @@ class MatrpoAgent:
             logits = self.policy.logits(self.policy.theta, obs.unsqueeze(0))[0, :, self.i]
         return gumbel_argmax(logits, uniform)
 
-    def prepare(self, final_obs: Tensor, reward: Tensor, terminated: Tensor, done: Tensor, actions: Tensor) -> dict[str, float]:
-        """Value fit, advantages and linearisation on the agent's own data; resets its edge copies."""
+    def prepare(self, final_obs: Tensor, reward: Tensor, terminated: Tensor, done: Tensor, actions: Tensor) -> dict[str, Any]:
+        """Value fit and advantages on the agent's own data; with ``advantage_norm: pooled`` the
+        answer carries the advantages' ``advantage_moments`` (count, sum, sum of squares)."""
         cfg = self.cfg
-        T, B, N = actions.shape
         own = AgentBatch(self.obs.unsqueeze(2), final_obs.unsqueeze(2), actions, reward.unsqueeze(-1), terminated, done)
         advantages, value_loss = private_advantages(self.values, own, cfg.gamma, cfg.gae_lambda, cfg.vf_epochs, cfg.vf_minibatch)
+        self.advantages, self.actions = agent_major(advantages), actions
+        out: dict[str, Any] = {"value_loss": float(value_loss[0])}
+        if cfg.advantage_norm == "pooled":
+            out["moments"] = advantage_moments(self.advantages)
+        return out
+
+    def linearise(self, mean: float | None = None, std: float | None = None) -> bool:
+        """Standardise the advantages (own statistics, or the pooled ``mean`` and ``std`` the driver
+        sends), build the local steps' linearisation and reset the agent's edge copies."""
+        T, B, N = self.actions.shape
         M = T * B
-        heads = HeadsOnBatch(self.policy, self.obs.reshape(1, M, -1), actions.reshape(1, M, N), cfg.fisher_every)
-        self.local = matrpo.make_local_steps(cfg, heads, normalise_rows(agent_major(advantages)))
+        x = normalise_rows(self.advantages) if mean is None else normalise_with(self.advantages, mean, std)
+        heads = HeadsOnBatch(self.policy, self.obs.reshape(1, M, -1), self.actions.reshape(1, M, N), self.cfg.fisher_every)
+        self.local = matrpo.make_local_steps(self.cfg, heads, x)
         self.z = torch.zeros(len(self.edges), M, N)
         self.multipliers = torch.zeros(len(self.edges), M, N)
         self.x = torch.zeros(M, N)
-        return {"value_loss": float(value_loss[0])}
+        del self.advantages, self.actions
+        return True
 
     def local_step(self) -> Tensor:
         """One local step toward the target of the agent's own edge copies; returns the new log-ratios ``(M, N)``."""
@@ -232,8 +259,6 @@ def train_decentralised(dcfg: DistributedConfig, cfg: matrpo.Config, env: Any, r
     ray = require_ray()
     axis = AgentAxis.of(env.spec)
     N, A = axis.n_agents, axis.num_actions
-    if cfg.advantage_norm != "agent":
-        raise ValueError(f"distributed.mode=decentralised needs algo_config.advantage_norm='agent' (each agent's own statistics), got {cfg.advantage_norm!r}: pooled statistics would need every agent's advantages")
     graph = matrpo.comm_graph(cfg, N)
     T, B = cfg.rollout_steps, env.num_envs
     if str(env.device) != "cpu":
@@ -286,6 +311,8 @@ def train_decentralised(dcfg: DistributedConfig, cfg: matrpo.Config, env: Any, r
         t0 = time.perf_counter()
         obs, stats = collect(env, axis, act, batch, obs)
         prepared = courier.call("prepare", {i: (batch.final_obs[:, :, i], batch.reward[:, :, i], batch.terminated, batch.done, batch.actions) for i in everyone})
+        stats_msg = pooled_statistics([prepared[i]["moments"] for i in everyone]) if cfg.advantage_norm == "pooled" else ()
+        courier.call("linearise", {i: stats_msg for i in everyone})
         t1 = time.perf_counter()
         steps = group_rounds(graph, edge_schedule(graph, cfg.admm_rounds, cfg.edge_order, order_generator))
         latest = torch.zeros(N, T * B, N)  # every agent's last log-ratios, as the driver routed them
