@@ -28,7 +28,8 @@ own executed change along the connected graph; then every local ratio *is* the j
 
 **One iteration.** (1) Sample ``T`` steps of ``B`` copies, each agent acting from its own head.
 (2) Per agent, privately: value net on its observation, GAE advantages ``A_i`` on its reward,
-normalised with its own statistics, value regression (``maestro.core.trpo_family``). (3) ADMM state
+value regression (``maestro.core.trpo_family``); the advantages standardised with the pooled
+statistics of all agents' (``advantage_norm``). (3) ADMM state
 reset (``x = 0``, edge estimates ``z = 0``, multipliers ``lambda = 0``), then ``K`` rounds (Table I:
 100/150/200/500). A round activates one edge ``(i, j)``; each endpoint ``q`` takes a *local step*
 from the state before the round, then both update the edge:
@@ -68,9 +69,9 @@ as the authors use it (``delta / N`` is what eq. 8 guarantees before consensus);
 the authors' (one TRPO step on the Lagrangian with a Fisher-only quadratic model: the penalty's
 curvature ``rho d_q / M J^T J`` is not in the CG matrix), not the paper's unrecoverable closed form
 (eq. 19); multipliers start at 0 (the authors': 1, which is the same on their cyclically oriented
-ring); advantages normalised per agent with its own statistics (the authors pool all agents', which
-is information an agent should not have; ``advantage_norm: pooled`` is theirs, and on navigation N=3,
-where only agent 1 is rewarded, it is the one that learns: docs/matrpo.md); GAE cut at episode ends (the authors run across them);
+ring); advantages standardised with all agents' pooled statistics, as the authors' code (``advantage_norm:
+pooled``, the default: on navigation N=3, where only agent 1 is rewarded, per-agent statistics do not
+learn, docs/matrpo.md; agents exchange three aggregate numbers for it); GAE cut at episode ends (the authors run across them);
 step length ``sqrt(2 delta / d^T F d)`` (the authors' ``g^T d``: equal when CG converges); damping
 0.01, 10 CG iterations, every 5th sample for the Fisher, 2x128 SELU trunk with one linear head per
 agent (orthogonal init, head gain 0.001), value nets Adam 3e-4, 3 epochs of minibatches of 64, no
@@ -157,13 +158,13 @@ class Config(TrpoFamilyConfig):
     ``a_{k+1} = max(a_k + 1, growth * a_k - (growth - 1))``: 1, 2, 3, 5, 9, 17, ... for 2; 1, 2, 5, 17, 65
     for 4 (fewer refreshes: cheaper, a smaller subspace)."""
 
-    advantage_norm: Literal["agent", "pooled"] = "agent"
-    """``agent``: each agent's advantages standardised with its own statistics (maestro's default: an
-    agent uses nothing it would not have); ``pooled``: all agents' advantages with one mean and std, as
-    the authors' code does (it keeps the agents' relative scales: with only agent 1 rewarded, per-agent
-    statistics blow the others' collision-only advantages up to the same scale as agent 1's). In the
-    decentralised mode ``pooled`` costs each agent three numbers an iteration (count, sum and sum of
-    squares of its advantages) and gives the same bits as in process."""
+    advantage_norm: Literal["agent", "pooled"] = "pooled"
+    """``pooled`` (default): all agents' advantages standardised with one mean and std, as the authors'
+    code does (it keeps the agents' relative scales: with only agent 1 rewarded, per-agent statistics
+    blow the others' collision-only advantages up to agent 1's scale, and on navigation N = 3 MATRPO
+    then does not learn; docs/matrpo.md). In the decentralised mode it costs each agent three numbers
+    an iteration (count, sum and sum of squares of its advantages) and gives the same bits as in
+    process. ``agent``: each agent's own statistics (nothing but log-ratios ever crosses)."""
 
     SMOKE: ClassVar[Smoke] = Smoke(config={"rollout_steps": 4, "hidden": (8,), "vf_epochs": 1, "vf_minibatch": 4, "admm_rounds": 4})
     """``check_algo``'s settings: 4 steps x 4 copies per iteration, one tiny hidden layer, 4 ADMM rounds."""
