@@ -18,7 +18,8 @@ Each algorithm runs ``--warmup`` iterations (not timed), then ``--iterations`` t
 of an iteration is the trainer's ``time/iteration_s`` (sampling, advantages, value fit and the policy
 update, ADMM rounds included; checkpoints and evaluation are off). MATRPO's share spent in the ADMM
 rounds (``time/admm_s``) is printed beside it. One torch thread; the figures depend on what else
-the machine runs, so algorithms alternate iteration by iteration when ``--interleave`` is given.
+the machine runs, so ``--rounds R`` measures the algorithms R times in turn (A B A B ...), each a
+fresh run, and reports the median over all timed iterations.
 """
 
 from __future__ import annotations
@@ -87,20 +88,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=100, help="steps per path T (Table I: 100)")
     parser.add_argument("--admm-rounds", type=int, default=0, help="MATRPO's rounds K (0: Table I's for the task)")
     parser.add_argument("--subspace-growth", type=float, default=2.0, help="matrpo+subspace: algo_config.subspace_growth")
+    parser.add_argument("--rounds", type=int, default=1, help="measure the algorithms this many times in turn (A B A B ...)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     results = []
     for task in args.tasks:
-        times = {}
-        for algo in args.algos:
-            t = time.perf_counter()
-            rows = iteration_times(algo, task, args.iterations, args.warmup, args.paths, args.steps, admm_rounds=args.admm_rounds, subspace_growth=args.subspace_growth)
-            times[algo] = {
-                "iteration_s": statistics.median(r["time/iteration_s"] for r in rows),
-                "admm_s": statistics.median(r.get("time/admm_s", 0.0) for r in rows),
-                "wall_s": time.perf_counter() - t,
+        rows: dict[str, list[dict[str, float]]] = {algo: [] for algo in args.algos}
+        wall: dict[str, float] = {algo: 0.0 for algo in args.algos}
+        for _ in range(args.rounds):
+            for algo in args.algos:
+                t = time.perf_counter()
+                rows[algo] += iteration_times(algo, task, args.iterations, args.warmup, args.paths, args.steps, admm_rounds=args.admm_rounds, subspace_growth=args.subspace_growth)
+                wall[algo] += time.perf_counter() - t
+        times = {
+            algo: {
+                "iteration_s": statistics.median(r["time/iteration_s"] for r in rows[algo]),
+                "admm_s": statistics.median(r.get("time/admm_s", 0.0) for r in rows[algo]),
+                "wall_s": wall[algo],
             }
+            for algo in args.algos
+        }
         base = times.get("trpo_central", {}).get("iteration_s")
         in_process = times.get("matrpo", {}).get("iteration_s")
         for algo, row in times.items():
