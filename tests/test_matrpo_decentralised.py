@@ -1,6 +1,8 @@
 """MATRPO with an actor per agent on a real local Ray (distributed.mode=decentralised): the same seed
 gives the in-process run's parameters bit for bit, even with an agent killed (SIGKILL) mid-run and
-restarted; in an ADMM round only log-ratio vectors cross, each to the neighbour on its edge."""
+restarted; in an ADMM round only log-ratio vectors cross, each to the neighbour on its edge; before
+the rounds, for pooled advantage statistics (the default), three numbers from each agent and two back,
+and nothing with each agent's own statistics."""
 
 import json
 import os
@@ -51,10 +53,10 @@ def runs(tmp_path_factory):
         alone = train_recipe(load_recipe(path, ["distributed.mode=off"]), tmp / "in_process")
         apart = train_recipe(load_recipe(path), tmp / "decentralised", hooks=(kill_agent_1,))
         courier = decentralised.COURIERS[-1]
-        pooled = ["algo_config.advantage_norm=pooled"]
-        pooled_alone = train_recipe(load_recipe(path, ["distributed.mode=off", *pooled]), tmp / "pooled_in_process")
-        pooled_apart = train_recipe(load_recipe(path, pooled), tmp / "pooled_decentralised")
-        yield alone, apart, killed, courier, (pooled_alone, pooled_apart, decentralised.COURIERS[-1])
+        own = ["algo_config.advantage_norm=agent"]
+        own_alone = train_recipe(load_recipe(path, ["distributed.mode=off", *own]), tmp / "own_in_process")
+        own_apart = train_recipe(load_recipe(path, own), tmp / "own_decentralised")
+        yield alone, apart, killed, courier, (own_alone, own_apart, decentralised.COURIERS[-1])
     finally:
         ray.shutdown()
 
@@ -105,17 +107,19 @@ def test_only_log_ratios_cross_in_the_admm_rounds(runs):
     prepares = [a for m, _, a, _ in log[:first] if m == "prepare"]
     assert prepares and all(a == (("tensor", (4, B, D)), ("tensor", (4, B)), ("tensor", (4, B)), ("tensor", (4, B)), ("tensor", (4, B, N))) for a in prepares)
 
-    linearises = [(a, r) for m, _, a, r in log[:first] if m == "linearise"]
-    assert linearises and all(a == () and r is True for a, r in linearises), "own statistics: nothing crosses"
-
-
-def test_pooled_advantage_statistics_cross_as_three_numbers_and_give_the_in_process_parameters(runs):
-    own_stats, *_, (alone, apart, courier) = runs
-    assert apart.env_steps == alone.env_steps == 48
-    assert not torch.equal(_weights(alone), _weights(own_stats)), "pooled statistics change the run"
-    assert torch.equal(_weights(alone), _weights(apart)), "the pooled statistics are the in-process run's bit for bit"
-    log = courier.log
-    prepared = [r for m, _, _, r in log if m == "prepare"]
+    # the pooled advantage statistics (the default): three numbers from each agent, two back
+    prepared = [r for m, _, _, r in log[:first] if m == "prepare"]
     assert len(prepared) == N and all(set(r) == {"value_loss", "moments"} and r["moments"] == ("tensor", (3,)) for r in prepared)
-    sent = [a for m, _, a, _ in log if m == "linearise"]
+    sent = [a for m, _, a, _ in log[:first] if m == "linearise"]
     assert len(sent) == N and all(len(a) == 2 and all(isinstance(v, float) for v in a) for a in sent) and len(set(sent)) == 1
+
+
+def test_own_advantage_statistics_cross_nothing_and_give_the_in_process_parameters(runs):
+    pooled, *_, (alone, apart, courier) = runs
+    assert apart.env_steps == alone.env_steps == 48
+    assert torch.equal(_weights(alone), _weights(apart))
+    assert not torch.equal(_weights(alone), _weights(pooled)), "the statistics change the run"
+    log = courier.log
+    assert [r for m, _, _, r in log if m == "prepare"] == [{"value_loss": r["value_loss"]} for m, _, _, r in log if m == "prepare"]
+    linearises = [(a, r) for m, _, a, r in log if m == "linearise"]
+    assert len(linearises) == N and all(a == () and r is True for a, r in linearises), "own statistics: nothing crosses"
