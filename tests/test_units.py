@@ -74,7 +74,7 @@ def test_marine_kills_zergling_in_six_shots_with_jittered_cooldowns():
     env = make("m10v13z")
     r = MARINE.radius + ZERGLING.radius
     place(env, {0: (1000, 1000), 10: (1000 + r + 10, 1000, 35, FAR)})  # zergling in range, never strikes
-    frame, shots, hp = 0, [], 35.0
+    shots, hp = [], 35.0
     for step in range(20):
         cd_before = float(env.cd[0, 0])
         out = env.step(attack(env, {0: 10}))

@@ -160,9 +160,9 @@ class MaestroParallelEnv(ParallelEnv):
             raise ValueError(f"to_parallel_env needs an env with num_envs=1, got num_envs={env.num_envs}")
         if render_mode == "human":
             raise ValueError(
-                f"to_parallel_env: render_mode='human' is not supported: it needs a window on a display server, and maestro's "
-                f"envs only draw (H, W, 3) arrays; use render_mode='rgb_array' and show or save the frames "
-                f"(maestro.envs.render.write_gif, or `maestro render RUN`)"
+                "to_parallel_env: render_mode='human' is not supported: it needs a window on a display server, and maestro's "
+                "envs only draw (H, W, 3) arrays; use render_mode='rgb_array' and show or save the frames "
+                "(maestro.envs.render.write_gif, or `maestro render RUN`)"
             )
         if render_mode not in _RENDER_MODES:
             raise ValueError(f"to_parallel_env: render_mode must be one of {_RENDER_MODES}, got {render_mode!r}")
