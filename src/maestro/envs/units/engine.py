@@ -396,7 +396,6 @@ class UnitCombat(BatchedEnv):
         self._any_collide = bool(self.collides.any())
         self._contact = torch.where(self.collides, self.radius_sum, 0.0)  # (U, U): contact distance of colliding pairs
         self._parking = torch.stack([-1e6 - 1e3 * torch.arange(U, device=dev, dtype=torch.float32), torch.full((U,), -1e6, device=dev)], -1)
-        self.not_self = ~torch.eye(U, dtype=torch.bool, device=dev)
         self._unit_const = torch.cat([team.float()[:, None], self.type_onehot], -1).T.contiguous()  # (4, U): enemy flag, type one-hot
         # most shots one unit can fire in a step: at frames 0, c, 2c, ... < F with the shortest jittered cooldown c
         self.max_shots = math.ceil(self.F / max(1.0, float(cd[self.can_hit].min()) - 1)) if bool(self.can_hit.any()) else 1
@@ -476,13 +475,8 @@ class UnitCombat(BatchedEnv):
             B, U = self.num_envs, self.U
             if self._pair_sets is None or self._pair_sets[0][0].shape[0] != B:
                 self._pair_sets = [[torch.empty(B, n, U, device=self.device) for _ in range(3)] for _ in range(2)]
-            dx, dy, dist = self._pair_sets[self._pair_flip]
+            self._dx, self._dy, self._dist = _pair_geometry(self.pos, n, out=self._pair_sets[self._pair_flip])
             self._pair_flip ^= 1
-            x, y = self.pos[..., 0].contiguous(), self.pos[..., 1].contiguous()  # (broadcast ops on unit-stride rows run ~2x faster)
-            torch.sub(x[:, None, :], x[:, :n, None], out=dx)
-            torch.sub(y[:, None, :], y[:, :n, None], out=dy)
-            torch.mul(dx, dx, out=dist).add_(dy * dy).sqrt_()
-            self._dx, self._dy, self._dist = dx, dy, dist
             self._obs_cache, self._stale_rows = None, None
             return
         dx, dy, dist = _pair_geometry(self.pos.index_select(0, rows), n)
@@ -849,12 +843,15 @@ class UnitCombat(BatchedEnv):
 
 
 # ---------------------------------------------------------------------------------------- baselines
-def _pair_geometry(pos: Tensor, rows: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``dx``, ``dy``, ``dist`` ``(B, rows, U)`` of positions ``(B, U, 2)``: where unit j is seen from unit i < rows."""
-    x, y = pos[..., 0].contiguous(), pos[..., 1].contiguous()
-    dx = x[:, None, :] - x[:, :rows, None]
-    dy = y[:, None, :] - y[:, :rows, None]
-    return dx, dy, (dx * dx).add_(dy * dy).sqrt_()
+def _pair_geometry(pos: Tensor, rows: int, out: list[Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """``dx``, ``dy``, ``dist`` ``(B, rows, U)`` of positions ``(B, U, 2)``: where unit j is seen from
+    unit i < rows; written into ``out`` (three such tensors) if given, else fresh."""
+    x, y = pos[..., 0].contiguous(), pos[..., 1].contiguous()  # (broadcast ops on unit-stride rows run ~2x faster)
+    dx, dy, dist = out if out is not None else (None, None, None)
+    dx = torch.sub(x[:, None, :], x[:, :rows, None], out=dx)
+    dy = torch.sub(y[:, None, :], y[:, :rows, None], out=dy)
+    dist = torch.mul(dx, dx, out=dist).add_(dy * dy).sqrt_()
+    return dx, dy, dist
 
 
 def encode_attack(env: UnitCombat, target: Tensor) -> Tensor:
