@@ -1,5 +1,5 @@
 """Train a grid of shipped recipes x seeds with ``maestro train`` (checkpointed), then one
-``maestro report`` over all of them (learning curves per recipe, mean and std over seeds, and the
+``maestro report`` over all of them (learning curves per recipe and per paper figure, mean and 95% CI over seeds, and the
 final values beside the paper's): one command for a paper's table or figure.
 
 Re-running the same command picks up where it stopped: a cell whose run finished is skipped, a cell

@@ -70,6 +70,13 @@ class PaperRef:
     also: dict[str, float] = field(default_factory=dict)
     """Other numbers of the same cell of the paper's table, by maestro metric (e.g.
     ``{eval/success: 0.56, eval/successful_return: 2972.2}``); ``maestro report`` puts each on a row."""
+    figure: str = ""
+    """The paper's figure this recipe is one curve of (e.g. ``"Li & He 2020, Fig. 2"``): ``maestro
+    report`` draws the recipes that name the same figure together, one panel per ``panel``."""
+    panel: str = ""
+    """The panel of ``figure`` the curve belongs to (e.g. ``"(a) navigation, N = 3"``)."""
+    label: str = ""
+    """The curve's legend entry in the figure (default: the recipe's algorithm)."""
 
 
 @dataclass(frozen=True)

@@ -1,24 +1,30 @@
-"""Reports over finished runs: learning curves (mean and spread over seeds) and paper-style tables.
+"""Reports over finished runs: learning curves (mean and 95% CI over seeds) and paper-style tables.
 
 A run directory holds ``config.yaml`` (the resolved recipe) and ``metrics.jsonl`` (one row per
 iteration or evaluation, keyed by the metric namespace of ``maestro.core.run``). Runs are grouped by
 recipe name; each group (the seeds of one recipe) gets a PNG of its curves against env steps
-(mean over seeds, with a band of one standard deviation) and a row in a Markdown table that puts
-the final value (mean and 95% CI over seeds; a training metric is averaged over the last 10% of
-the run) beside the paper's number when the recipe has one.
+(mean over seeds, with a band of the Student-t 95% confidence interval of the mean) and a row in a
+Markdown table that puts the final value (mean and 95% CI over seeds; a training metric is averaged
+over the last 10% of the run) beside the paper's number when the recipe has one.
+
+Recipes whose ``paper.figure`` names the same figure are also drawn together, as the paper drew
+them: one PNG per figure, a panel per ``paper.panel``, one curve per recipe (legend
+``paper.label``) on its ``paper.metric``, with a table of final values laid out as the figure
+(a row per panel, a column per curve).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from maestro.core.evaluate import mean_ci95
+from maestro.core.evaluate import mean_ci95, t_critical95
 
 
 @dataclass
@@ -82,24 +88,40 @@ def load_run(directory: str | Path) -> RunData:
     return RunData(d, config, rows, ev)
 
 
-def aggregate(runs: list[RunData], metric: str, points: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Mean and standard deviation over seeds of ``metric`` against env steps.
+def binned(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """``y`` averaged over the bin of each point of ``grid`` (bins split halfway between grid points;
+    the first and last reach half a spacing beyond the ends), interpolated where a bin holds no
+    point: an iteration's noisy training row becomes a short running mean, while a sparse series
+    (an evaluation every N steps) is only interpolated. ``x`` sorted; shapes ``(K,)`` -> ``(G,)``."""
+    if grid.size == 1:
+        return np.interp(grid, x, y)
+    half = 0.5 * (grid[1] - grid[0])
+    edges = np.concatenate([[grid[0] - half], 0.5 * (grid[1:] + grid[:-1]), [grid[-1] + half]])
+    which = np.searchsorted(edges, x, side="right") - 1
+    inside = (which >= 0) & (which < grid.size)
+    sums = np.bincount(which[inside], weights=y[inside], minlength=grid.size)
+    counts = np.bincount(which[inside], minlength=grid.size)
+    return np.where(counts > 0, sums / np.maximum(counts, 1), np.interp(grid, x, y))
 
-    Each run's series is linearly interpolated onto a common grid up to the shortest run's last
-    step. Returns ``(steps, mean, std, n_runs)``; a single run is returned as is (std 0).
+
+def aggregate(runs: list[RunData], metric: str, points: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Mean and Student-t 95% confidence half-width over seeds of ``metric`` against env steps.
+
+    Each run's series is averaged in bins around a common grid of ``points`` steps (``binned``) up
+    to the shortest run's last step. Returns ``(steps, mean, ci95, n_runs)``, each array ``(G,)``;
+    the half-width is ``t_{0.975, n-1} s / sqrt(n)`` at each step (0 for a single run).
     """
     series = [r.series(metric) for r in runs]
     series = [(x, y) for x, y in series if x.size]
     if not series:
         return np.zeros(0), np.zeros(0), np.zeros(0), 0
-    if len(series) == 1:
-        x, y = series[0]
-        return x, y, np.zeros_like(y), 1
     lo = max(x[0] for x, _ in series)
     hi = min(x[-1] for x, _ in series)
     grid = np.linspace(lo, hi, points) if hi > lo else np.asarray([hi])
-    ys = np.stack([np.interp(grid, x, y) for x, y in series])
-    return grid, ys.mean(0), ys.std(0), len(series)
+    ys = np.stack([binned(x, y, grid) for x, y in series])
+    n = len(series)
+    ci = t_critical95(n - 1) * ys.std(0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros_like(grid)
+    return grid, ys.mean(0), ci, n
 
 
 def curve_metrics(runs: list[RunData]) -> list[str]:
@@ -129,11 +151,11 @@ def plot_group(runs: list[RunData], out: Path) -> Path | None:
     rows = math.ceil(len(metrics) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.3 * rows), squeeze=False)
     for ax, m in zip(axes.flat, metrics):
-        x, mean, std, n = aggregate(runs, m)
+        x, mean, ci, n = aggregate(runs, m)
         ax.plot(x, mean, lw=1.8)
         if n > 1:
-            ax.fill_between(x, mean - std, mean + std, alpha=0.25)
-        ax.set_title(f"{m} ({n} seed{'s' if n != 1 else ''})", fontsize=9)
+            ax.fill_between(x, mean - ci, mean + ci, alpha=0.25)
+        ax.set_title(f"{m} ({n} seed{'s' if n != 1 else ''}, 95% CI)" if n > 1 else f"{m} (1 seed)", fontsize=9)
         ax.set_xlabel("env steps")
         ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
         ax.grid(alpha=0.3)
@@ -211,8 +233,82 @@ def table(groups: dict[str, list[RunData]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+Figure = dict[str, dict[str, list[tuple[str, list[RunData]]]]]
+"""``{figure: {panel: [(label, seeds of one recipe), ...]}}``."""
+
+
+def figures(groups: dict[str, list[RunData]]) -> Figure:
+    """The recipes grouped as the paper's figures: by ``paper.figure``, then ``paper.panel``
+    (panels in sorted order, "(a)" before "(b)"); a curve's label is ``paper.label`` or the algorithm."""
+    out: Figure = {}
+    for runs in groups.values():
+        paper = runs[0].config.get("paper") or {}
+        if paper.get("figure"):
+            label = paper.get("label") or str(runs[0].config.get("algo", runs[0].name))
+            out.setdefault(paper["figure"], {}).setdefault(paper.get("panel") or "", []).append((label, runs))
+    return {fig: dict(sorted(panels.items())) for fig, panels in out.items()}
+
+
+def _metric(runs: list[RunData]) -> str:
+    return (runs[0].config.get("paper") or {}).get("metric") or "eval/episode_return"
+
+
+def plot_figure(title: str, panels: dict[str, list[tuple[str, list[RunData]]]], out: Path) -> Path:
+    """One PNG: a panel per entry of ``panels``, each curve the mean over its seeds of its recipe's
+    ``paper.metric`` with the 95% CI band; a label keeps its colour across panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(label for curves in panels.values() for label, _ in curves))
+    colour = {label: f"C{i % 10}" for i, label in enumerate(labels)}
+    cols = min(4, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, (panel, curves) in zip(axes.flat, panels.items()):
+        for label, runs in curves:
+            x, mean, ci, n = aggregate(runs, _metric(runs))
+            ax.plot(x, mean, lw=1.8, color=colour[label], label=f"{label} ({n} seed{'s' if n != 1 else ''})")
+            if n > 1:
+                ax.fill_between(x, mean - ci, mean + ci, alpha=0.2, color=colour[label], lw=0)
+        ax.set_title(panel, fontsize=10)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(_metric(curves[0][1]), fontsize=8)
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    fig.suptitle(f"{title} (mean and 95% CI over seeds)", fontsize=11)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def figure_table(panels: dict[str, list[tuple[str, list[RunData]]]]) -> str:
+    """Markdown table laid out as the figure: a row per panel, a column per curve label, each cell
+    the final value (``final_value``) as mean ± 95% CI over the seeds, and how many seeds."""
+    labels = list(dict.fromkeys(label for curves in panels.values() for label, _ in curves))
+    lines = ["| panel | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for panel, curves in panels.items():
+        cells = dict.fromkeys(labels, "")
+        for label, runs in curves:
+            vals = [v for v in (final_value(r, _metric(runs)) for r in runs) if v is not None]
+            if vals:
+                mean, ci = mean_ci95(np.asarray(vals))
+                cells[label] = f"{mean:.4g} ± {ci:.2g} ({len(vals)} seed{'s' if len(vals) != 1 else ''})"
+            else:
+                cells[label] = "n/a"
+        lines.append(f"| {panel} | " + " | ".join(cells.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(paths: list[str | Path], out: str | Path) -> list[Path]:
-    """Curves (one PNG per recipe) and ``report.md`` for the runs at or below ``paths``; returns the files."""
+    """Curves (one PNG per recipe, and one per paper figure the recipes name) and ``report.md`` for
+    the runs at or below ``paths``; returns the files, ``report.md`` first."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = [load_run(d) for d in find_runs(paths)]
@@ -221,6 +317,10 @@ def write_report(paths: list[str | Path], out: str | Path) -> list[Path]:
         groups.setdefault(r.name, []).append(r)
     written: list[Path] = []
     md = ["# maestro report", "", table(groups)]
+    for title, panels in figures(groups).items():
+        png = plot_figure(title, panels, out / f"figure_{re.sub(r'[^A-Za-z0-9]+', '_', title).strip('_').lower()}.png")
+        written.append(png)
+        md += [f"## {title}", "", f"![{title}]({png.name})", "", f"Final values ({FINAL_TRAIN_FRACTION:.0%} of the run's end for a training metric):", "", figure_table(panels)]
     for name, rs in groups.items():
         png = plot_group(rs, out / f"{name}.png")
         if png is not None:

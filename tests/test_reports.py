@@ -1,0 +1,82 @@
+"""`maestro.reports`: binned curves, the 95% CI over seeds, and a paper figure drawn from the
+recipes that name it (runs written by hand, so the expected numbers are known)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import yaml
+
+from maestro.cli import main
+from maestro.reports import aggregate, binned, figures, load_run
+
+
+def test_binned_averages_each_bin_and_interpolates_empty_ones():
+    x = np.array([0.0, 1.0, 2.0, 9.0, 10.0])
+    y = np.array([1.0, 3.0, 5.0, 7.0, 9.0])
+    grid = np.array([0.0, 5.0, 10.0])  # bins [-2.5, 2.5), [2.5, 7.5), [7.5, 12.5]
+    out = binned(x, y, grid)
+    # first bin: mean of 1, 3, 5; middle bin empty: interpolated at 5 between (2, 5) and (9, 7); last: mean of 7, 9
+    np.testing.assert_allclose(out, [3.0, 5.0 + 2.0 * 3.0 / 7.0, 8.0])
+
+
+def write_run(root, name, seed, values, paper=None, algo="matrpo", steps_per_row=100):
+    d = root / name / f"s{seed}"
+    d.mkdir(parents=True)
+    cfg = {"name": name, "env": "simple_spread", "algo": algo, "seed": seed}
+    if paper is not None:
+        cfg["paper"] = paper
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    rows = [{"env_steps": (i + 1) * steps_per_row, "train/team_return": float(v)} for i, v in enumerate(values)]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d
+
+
+def test_aggregate_gives_the_student_t_interval_over_seeds(tmp_path):
+    # three seeds with constant curves 1, 2, 6: mean 3, s = sqrt(7), t_{0.975,2} = 4.3027
+    runs = [load_run(write_run(tmp_path, "r", s, [v] * 10)) for s, v in enumerate([1.0, 2.0, 6.0])]
+    x, mean, ci, n = aggregate(runs, "train/team_return", points=5)
+    assert n == 3 and x.shape == mean.shape == ci.shape == (5,)
+    np.testing.assert_allclose(x, np.linspace(100, 1000, 5))
+    np.testing.assert_allclose(mean, 3.0)
+    np.testing.assert_allclose(ci, 4.302653 * math.sqrt(7.0) / math.sqrt(3.0), rtol=1e-5)
+    # one seed: its curve, no band
+    _, mean1, ci1, n1 = aggregate(runs[:1], "train/team_return", points=5)
+    assert n1 == 1 and np.all(ci1 == 0) and np.allclose(mean1, 1.0)
+
+
+def paper(panel, label):
+    return {"reference": "Someone 2020", "metric": "train/team_return", "figure": "Someone 2020, Fig. 3", "panel": panel, "label": label}
+
+
+def test_recipes_naming_a_figure_are_drawn_together_with_a_table_laid_out_as_it(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in range(3):
+        write_run(runs, "task_b_ours", seed, [10.0 + seed] * 20, paper("(b) big task", "ours"))
+        write_run(runs, "task_a_ours", seed, [1.0 + seed] * 20, paper("(a) small task", "ours"))
+        write_run(runs, "task_a_theirs", seed, [-5.0] * 20, paper("(a) small task", "theirs"), algo="trpo_central")
+    write_run(runs, "unrelated", 0, [0.0] * 20, {"reference": "Other 2021", "metric": "train/team_return"})
+
+    groups = {}
+    for d in sorted(p.parent for p in runs.rglob("config.yaml")):
+        r = load_run(d)
+        groups.setdefault(r.name, []).append(r)
+    figs = figures(groups)
+    assert list(figs) == ["Someone 2020, Fig. 3"]  # the recipe naming no figure is not in one
+    panels = figs["Someone 2020, Fig. 3"]
+    assert list(panels) == ["(a) small task", "(b) big task"]  # sorted, whatever the order on disk
+    assert [label for label, _ in panels["(a) small task"]] == ["ours", "theirs"]
+
+    out = tmp_path / "rep"
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    png = out / "figure_someone_2020_fig_3.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    assert "## Someone 2020, Fig. 3" in md and f"]({png.name})" in md
+    # the figure's table: a row per panel, a column per label; seeds 1, 2, 3 -> 2 ± t * 1 / sqrt(3)
+    head = md.index("| panel | ours | theirs |")
+    table = md[head:].split("\n\n")[0].splitlines()
+    assert table[2] == f"| (a) small task | 2 ± {4.302653 / math.sqrt(3):.2g} (3 seeds) | -5 ± 0 (3 seeds) |"
+    assert table[3].startswith("| (b) big task | 11 ± ") and table[3].endswith("|  |")
