@@ -10,30 +10,40 @@ Trains, per seed, with the recipes of ``recipes/multitask``:
   does joint training beat it?);
 * a fine-tune of each multi-task run on the held-out size for ``--finetune-fraction`` of the budget;
 
-then evaluates every policy on every size (zero-shot on the held-out ones) with ``maestro eval``'s
-machinery (``load_run_policy`` with ``--set`` overrides, fixed seeds), writes a Markdown table with
-means and 95% CIs over seeds (``mean_ci95``), plots the skill distributions ``psi(t)`` per task of
-the multi-task runs, and reports wall-clock per run and per 100k env steps (to plan a full budget).
+then evaluates every finished policy on every size (zero-shot on the held-out ones) with ``maestro
+eval``'s machinery (``load_run_policy`` with ``--set`` overrides, fixed seeds), writes a Markdown
+table with means and 95% CIs over seeds (``mean_ci95``), plots the skill distributions ``psi(t)``
+per task of the multi-task runs, and reports wall-clock per run and per 100k env steps.
 
-    python benchmarks/multitask_generalisation.py --env-steps 2000000 --seeds 0 1 2 --out runs/bench_multitask
-    python benchmarks/multitask_generalisation.py --env-steps 4000 --seeds 0 --episodes 16   # end to end, tiny
+    nice -n 19 python benchmarks/multitask_generalisation.py --env-steps 2000000 --seeds 0 1 2 --out bench/multitask
+    python benchmarks/multitask_generalisation.py --env-steps 4000 --seeds 0 --episodes 16 --out /tmp/mt  # end to end, tiny
+    python benchmarks/multitask_generalisation.py --seeds 0 1 2 --out bench/multitask --report-only
 
-Runs are kept in ``--out`` (run directories as ``maestro train`` writes them); the report is
-``--out/report.md``, the figure ``--out/psi_<family>.png``.
+The full budget takes hours per run, so the benchmark is a grid of resumable cells (as
+``recipe_grid.py``): each training run is a cell ``<out>/<cell>/s<seed>/`` with checkpoints (replay
+buffers included), and re-running the same command skips the finished cells, resumes a stopped one
+from its newest checkpoint and starts the missing ones. Cells go seed-major, the comparison's own
+first (the multi-task run, the baselines, the single-task run, the fine-tune), the ablations last.
+A SIGTERM / Ctrl-C stops the cell at a checkpoint and the script with it. The report covers the
+cells finished so far (a row says over how many seeds it is); the wall-clock of a cell is the sum
+of its sittings (``<out>/cells.jsonl``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from maestro.core.checkpoint import CheckpointError, latest_valid
 from maestro.core.evaluate import evaluate, mean_ci95
-from maestro.recipes import env_factory, load_recipe, load_run_policy, train_recipe
+from maestro.recipes import env_factory, load_recipe, load_run_policy, resume_run, train_recipe
 
 FAMILIES = {
     "spread": {
@@ -59,15 +69,102 @@ FAMILIES = {
     },
 }
 ABLATIONS = {"full": [], "no_skills": ["algo_config.skills=false"], "no_mi": ["algo_config.mi_reward=false"], "no_ae": ["algo_config.autoencoder=false"]}
-QUIET = ["run.progress=false", "run.tensorboard=false", "run.eval_every=0", "run.eval_episodes=0", "run.checkpoint_every=0"]
 
 
-def train(recipe: str, name: str, seed: int, steps: int, out: Path, extra: list[str]) -> tuple[Path, float]:
-    """Train ``recipe`` as run ``name``; returns its directory and wall-clock seconds."""
-    r = load_recipe(recipe, [f"name={name}", f"seed={seed}", f"run.env_steps={steps}", *QUIET, *extra])
+@dataclass(frozen=True)
+class Cell:
+    """One training run of the grid (per seed): ``key`` names its directory, ``row`` its table row."""
+
+    key: str
+    row: str
+    recipe: str
+    overrides: tuple[str, ...]
+    steps: int
+    parent: str | None = None
+    """A fine-tune: the key of the cell whose finished run it starts from (``algo_config.init_from``)."""
+    evaluate: tuple[str, ...] = ()
+    """The task sizes its policy is evaluated on (labels of the family's ``sizes``)."""
+
+
+def grid(fam: dict, env_steps: int, finetune_fraction: float, ablations: list[str], extra: tuple[str, ...] = ()) -> list[Cell]:
+    """The cells of one seed in training order: the comparison's own first, the ablations last;
+    ``extra`` overrides go to every cell (``--set``)."""
+    ft_steps = max(1, int(env_steps * finetune_fraction))
+    held = fam["sizes"][fam["held_out"]]
+
+    def multitask(ab: str) -> list[Cell]:
+        key = f"multitask_{ab}"
+        return [
+            Cell(key, f"multitask ({ab})", fam["train"], tuple(ABLATIONS[ab]), env_steps, evaluate=tuple(fam["sizes"])),
+            Cell(f"{key}_finetune", f"multitask ({ab}), fine-tuned", fam["train"],
+                 (*ABLATIONS[ab], "algo_config.tasks=[]", f"algo_config.warmup_steps={min(2000, ft_steps // 4)}", *held),
+                 ft_steps, parent=key, evaluate=(fam["held_out"],)),
+        ]
+
+    cells = multitask("full")[:1]
+    cells += [Cell(Path(b).name, f"{load_recipe(b).algo}, {fam['held_out']} alone", b, (), env_steps, evaluate=(fam["held_out"],)) for b in fam["baselines"]]
+    if fam["single"]:
+        cells.append(Cell("multitask_single", f"multitask, {fam['largest']} alone", fam["single"], (), env_steps, evaluate=(fam["largest"],)))
+    cells += multitask("full")[1:]
+    for ab in ablations:
+        if ab != "full":
+            cells += multitask(ab)
+    return [replace(c, overrides=(*c.overrides, *extra)) for c in cells]
+
+
+def cell_dir(out: Path, cell: Cell, seed: int) -> Path:
+    return out / cell.key / f"s{seed}"
+
+
+def run_of(out: Path, cell: Cell, seed: int) -> Path | None:
+    """The cell's newest run directory, or None."""
+    runs = sorted(d.parent for d in cell_dir(out, cell, seed).glob("*/*/config.yaml"))
+    return runs[-1] if runs else None
+
+
+def trained_steps(run_dir: Path | None) -> int:
+    """Env steps of the run's newest valid checkpoint (0: none)."""
+    if run_dir is None:
+        return 0
+    try:
+        _, payload, _ = latest_valid(run_dir / "checkpoints")
+    except CheckpointError:
+        return 0
+    return int(payload["run"]["env_steps"])
+
+
+def train_cell(out: Path, cell: Cell, seed: int) -> bool:
+    """Train (or resume) one cell to its budget; False when a signal stopped it (the script stops too)."""
+    run_dir = run_of(out, cell, seed)
+    done = trained_steps(run_dir)
+    if done >= cell.steps:
+        return True
+    budget = [f"run.env_steps={cell.steps}", f"run.checkpoint_every={max(1, cell.steps // 10)}", "run.keep_checkpoints=2"]
     t0 = time.perf_counter()
-    result = train_recipe(r, out)
-    return result.dir, time.perf_counter() - t0
+    if done > 0:
+        result = resume_run(run_dir, budget, progress=False)
+    else:
+        extra = list(cell.overrides)
+        if cell.parent is not None:
+            parent = run_of(out, replace(cell, key=cell.parent), seed)
+            extra.append(f"algo_config.init_from={parent}")
+        recipe = load_recipe(cell.recipe, [f"name=bench_{cell.key}", f"seed={seed}", *budget, *extra])
+        result = train_recipe(recipe, cell_dir(out, cell, seed), progress=False)
+    sec = time.perf_counter() - t0
+    with open(out / "cells.jsonl", "a") as f:
+        f.write(json.dumps({"cell": cell.key, "seed": seed, "from": done, "to": result.env_steps, "wall_s": round(sec, 1), "stopped": result.stopped}) + "\n")
+    print(f"[seed {seed}] {cell.row}: {done:,} -> {result.env_steps:,} env steps in {sec:.0f} s", flush=True)
+    return not result.stopped
+
+
+def wall_clock(out: Path) -> dict[tuple[str, int], float]:
+    """Seconds spent on each (cell, seed), summed over its sittings."""
+    total: dict[tuple[str, int], float] = {}
+    path = out / "cells.jsonl"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        r = json.loads(line)
+        total[(r["cell"], r["seed"])] = total.get((r["cell"], r["seed"]), 0.0) + r["wall_s"]
+    return total
 
 
 def evaluate_on(run_dir: Path, overrides: list[str], episodes: int, seed: int) -> float:
@@ -112,7 +209,7 @@ def cell(values: list[float]) -> str:
     return f"{m:.2f} ± {ci:.2f}" if len(values) > 1 else f"{m:.2f}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--family", choices=sorted(FAMILIES), default="spread")
     p.add_argument("--env-steps", type=int, default=2_000_000, help="budget of every training run (all tasks together)")
@@ -122,55 +219,48 @@ def main() -> None:
     p.add_argument("--eval-seed", type=int, default=12345)
     p.add_argument("--ablations", nargs="*", default=list(ABLATIONS), choices=list(ABLATIONS))
     p.add_argument("--out", default="runs/bench_multitask")
-    args = p.parse_args()
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every cell (as maestro train --set), e.g. run.num_envs=16")
+    p.add_argument("--report-only", action="store_true", help="evaluate the finished cells and write the report; train nothing")
+    args = p.parse_args(argv)
     fam, out = FAMILIES[args.family], Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    cells = grid(fam, args.env_steps, args.finetune_fraction, args.ablations, tuple(args.set))
+    if not args.report_only:
+        for seed in args.seeds:
+            for c in cells:
+                if not train_cell(out, c, seed):
+                    print(f"stopped in {c.key} seed {seed}; run the same command again to resume", flush=True)
+                    return 1
+
     results: dict[str, dict[str, list[float]]] = {}  # row -> task -> per-seed returns
     clock: dict[str, list[tuple[float, int]]] = {}  # row -> (seconds, env steps)
+    spent = wall_clock(out)
     first_full: Path | None = None
-
-    def record(row: str, task: str, value: float) -> None:
-        results.setdefault(row, {}).setdefault(task, []).append(value)
-
-    ft_steps = max(1, int(args.env_steps * args.finetune_fraction))
     for seed in args.seeds:
-        for ab in args.ablations:
-            row = f"multitask ({ab})"
-            run_dir, sec = train(fam["train"], f"bench_{args.family}_{ab}", seed, args.env_steps, out, ABLATIONS[ab])
-            clock.setdefault(row, []).append((sec, args.env_steps))
-            print(f"[seed {seed}] {row}: {sec:.0f} s", flush=True)
-            if ab == "full" and first_full is None:
+        for c in cells:
+            run_dir = run_of(out, c, seed)
+            if trained_steps(run_dir) < c.steps:
+                continue  # not finished: left out of the report
+            if c.key == "multitask_full" and first_full is None:
                 first_full = run_dir
-            for task, over in fam["sizes"].items():
-                record(row, task, evaluate_on(run_dir, over, args.episodes, args.eval_seed))
-            held = fam["sizes"][fam["held_out"]]
-            ft_dir, sec = train(fam["train"], f"bench_{args.family}_{ab}_finetune", seed, ft_steps, out, [*ABLATIONS[ab], "algo_config.tasks=[]", f"algo_config.init_from={run_dir}", f"algo_config.warmup_steps={min(2000, ft_steps // 4)}", *held])
-            clock.setdefault(f"{row}, fine-tuned", []).append((sec, ft_steps))
-            record(f"{row}, fine-tuned", fam["held_out"], evaluate_on(ft_dir, held, args.episodes, args.eval_seed))
-        if fam["single"]:
-            row = f"multitask, {fam['largest']} alone"
-            run_dir, sec = train(fam["single"], f"bench_{args.family}_single", seed, args.env_steps, out, [])
-            clock.setdefault(row, []).append((sec, args.env_steps))
-            record(row, fam["largest"], evaluate_on(run_dir, fam["sizes"][fam["largest"]], args.episodes, args.eval_seed))
-        for base in fam["baselines"]:
-            row = f"{load_recipe(base).algo}, {fam['held_out']} alone"
-            run_dir, sec = train(base, f"bench_{args.family}_{Path(base).name}", seed, args.env_steps, out, [])
-            clock.setdefault(row, []).append((sec, args.env_steps))
-            print(f"[seed {seed}] {row}: {sec:.0f} s", flush=True)
-            record(row, fam["held_out"], evaluate_on(run_dir, fam["sizes"][fam["held_out"]], args.episodes, args.eval_seed))
+            for task in c.evaluate:
+                results.setdefault(c.row, {}).setdefault(task, []).append(evaluate_on(run_dir, fam["sizes"][task], args.episodes, args.eval_seed))
+            if (c.key, seed) in spent:
+                clock.setdefault(c.row, []).append((spent[(c.key, seed)], c.steps))
 
     tasks = list(fam["sizes"])
     lines = [
-        f"# Multi-task generalisation ({args.family}): {args.env_steps:,} env steps per run, fine-tune {ft_steps:,}, seeds {args.seeds}, {args.episodes} episodes per task",
+        f"# Multi-task generalisation ({args.family}): {args.env_steps:,} env steps per run, fine-tune {max(1, int(args.env_steps * args.finetune_fraction)):,}, seeds {args.seeds}, {args.episodes} episodes per task",
         "",
-        f"Mean episode return (deterministic actions), ± the 95% CI over seeds; trained on {', '.join(sorted(fam['trained_on']))}, the other sizes zero-shot; held out for the baselines: {fam['held_out']}.",
+        f"Mean episode return (deterministic actions), ± the 95% CI over seeds (n: seeds finished); trained on {', '.join(sorted(fam['trained_on']))}, the other sizes zero-shot; held out for the baselines: {fam['held_out']}.",
         "",
-        "| policy | " + " | ".join(tasks) + " | s per 100k steps |",
-        "|---|" + "---|" * (len(tasks) + 1),
+        "| policy | n | " + " | ".join(tasks) + " | s per 100k steps |",
+        "|---|---|" + "---|" * (len(tasks) + 1),
     ]
     for row, per_task in results.items():
-        rate = np.mean([1e5 * s / n for s, n in clock[row]])
-        lines.append(f"| {row} | " + " | ".join(cell(per_task.get(t, [])) for t in tasks) + f" | {rate:.0f} |")
+        n = max(len(v) for v in per_task.values())
+        rate = f"{np.mean([1e5 * s / k for s, k in clock[row]]):.0f}" if row in clock else "-"
+        lines.append(f"| {row} | {n} | " + " | ".join(cell(per_task.get(t, [])) for t in tasks) + f" | {rate} |")
     lines += ["", "Wall-clock per run (s): " + "; ".join(f"{row}: {np.mean([s for s, _ in c]):.0f}" for row, c in clock.items())]
     if first_full is not None:
         fig = out / f"psi_{args.family}.png"
@@ -179,7 +269,8 @@ def main() -> None:
     (out / "report.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps({"results": results, "clock": clock}, indent=2))
     print("\n".join(lines))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -4,6 +4,7 @@ through ``maestro.core.evaluate`` as any ``Policy`` does."""
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 def _load(name):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # (dataclasses look their module up there)
     spec.loader.exec_module(mod)
     return mod
 
@@ -94,3 +96,32 @@ def test_genetic_benchmark_scratch_cells_need_no_frozen_prey(tmp_path, monkeypat
     [run] = genetic.run_dirs(tmp_path / "bench" / "scratch_single_s0")
     assert "name: distributed_maddpg_both_from_scratch" in (run / "config.yaml").read_text()
     assert "| scratch | single | 1 |" in capsys.readouterr().out
+
+
+def test_multitask_benchmark_resumes_its_cells_and_reports_the_finished_ones(tmp_path, capsys):
+    mt = _load("multitask_generalisation")
+    fam = mt.FAMILIES["spread"]
+    out = tmp_path / "bench"
+    out.mkdir()
+    small = ("run.num_envs=4",)  # an iteration: 4 copies x 25 steps x 3 tasks = 300 env steps
+    cells = mt.grid(fam, 600, 0.5, ["full"], small)
+    assert [c.key for c in cells] == ["multitask_full", "mappo_spread6", "maddpg_spread6", "multitask_single", "multitask_full_finetune"]
+    # a sitting stopped half-way through the first cell (its run holds a checkpoint at 300 steps)
+    assert mt.train_cell(out, mt.replace(cells[0], steps=300), 0)
+    first = mt.run_of(out, cells[0], 0)
+    assert mt.trained_steps(first) == 300
+    args = ["--env-steps", "600", "--finetune-fraction", "0.5", "--seeds", "0", "--ablations", "full", "--episodes", "4", "--set", small[0], "--out", str(out)]
+    assert mt.main(args) == 0
+    sittings = [json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()]
+    assert [(s["cell"], s["from"], s["to"]) for s in sittings] == [
+        ("multitask_full", 0, 300), ("multitask_full", 300, 600), ("mappo_spread6", 0, 600), ("maddpg_spread6", 0, 600),
+        ("multitask_single", 0, 600), ("multitask_full_finetune", 0, 300),
+    ]
+    assert mt.run_of(out, cells[0], 0) == first  # resumed in place, not started again
+    ft = mt.run_of(out, cells[-1], 0)
+    assert f"init_from: {first}" in (ft / "config.yaml").read_text()  # the fine-tune starts from the finished run
+    report = (out / "report.md").read_text()
+    assert "| multitask (full) | 1 |" in report and "| multitask (full), fine-tuned | 1 |" in report
+    # a second call trains nothing and writes the same table
+    assert mt.main(args) == 0
+    assert len((out / "cells.jsonl").read_text().splitlines()) == len(sittings)
