@@ -18,38 +18,16 @@ from typing import Any
 import torch
 
 import maestro
-from maestro.core.evaluate import evaluate, summarise
-from maestro.envs.api import random_actions
+from maestro.core.evaluate import ScriptedPolicy, evaluate, random_policy, summarise
+from maestro.envs.particle.common import heuristic
 from maestro.recipes import env_factory, load_recipe
 
 EVAL_SEED = 2024
 
 
-class RandomPolicy:
-    """Uniform random legal actions."""
-
-    def __init__(self, env: Any) -> None:
-        self.env = env
-
-    def act(self, obs, state=None, hidden=None, *, action_mask=None, deterministic=False, generator=None, alive=None):
-        return random_actions(self.env, generator), hidden
-
-
-class HeuristicPolicy:
-    """The env's scripted policy (``maestro.envs.particle.common.heuristic``)."""
-
-    def __init__(self, env: Any, name: str) -> None:
-        from maestro.envs.particle.common import heuristic
-
-        self.env, self.fn = env, heuristic(name)
-
-    def act(self, obs, state=None, hidden=None, *, action_mask=None, deterministic=False, generator=None, alive=None):
-        return self.fn(self.env), hidden
-
-
 def reference_return(kind: str, episodes: int) -> float:
     env = maestro.make_env("simple_spread", num_envs=episodes, seed=EVAL_SEED, n_agents=3)
-    policy = RandomPolicy(env) if kind == "random" else HeuristicPolicy(env, "simple_spread")
+    policy = random_policy() if kind == "random" else ScriptedPolicy(lambda e, g: heuristic("simple_spread")(e))
     return summarise(evaluate(policy, env, seed=EVAL_SEED))["episode_return/agent"][0]
 
 

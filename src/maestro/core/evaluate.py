@@ -17,7 +17,33 @@ import torch
 from torch import Tensor
 
 from maestro.core.episodes import episode_metrics
-from maestro.envs.api import BatchedEnv
+from maestro.envs.api import BatchedEnv, random_actions
+
+
+class ScriptedPolicy:
+    """A policy that reads its env instead of its observations: a scripted baseline or random play.
+
+    ``fn(env, generator)`` returns the actions ``{group: (B, N_g)}`` for the env's current state
+    (e.g. ``maestro.envs.particle.common.heuristic``, or ``random_actions``). ``evaluate`` binds the
+    policy to the env it plays (``bind``), so one policy serves any env of its family.
+    """
+
+    def __init__(self, fn: Callable[[BatchedEnv, torch.Generator | None], dict[str, Tensor]], env: BatchedEnv | None = None) -> None:
+        self.fn, self.env = fn, env
+
+    def bind(self, env: BatchedEnv) -> "ScriptedPolicy":
+        return ScriptedPolicy(self.fn, env)
+
+    def act(self, obs: Any, state: Any = None, hidden: Any = None, *, action_mask: Any = None, deterministic: bool = False,
+            generator: torch.Generator | None = None, alive: Any = None) -> tuple[dict[str, Tensor], Any]:
+        if self.env is None:
+            raise RuntimeError("ScriptedPolicy: bind(env) before act (evaluate does)")
+        return self.fn(self.env, generator), hidden
+
+
+def random_policy() -> ScriptedPolicy:
+    """Uniform random legal actions (``maestro.envs.api.random_actions``), a reference for returns."""
+    return ScriptedPolicy(random_actions)
 
 
 @torch.no_grad()
