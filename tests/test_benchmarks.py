@@ -122,6 +122,11 @@ def test_multitask_benchmark_resumes_its_cells_and_reports_the_finished_ones(tmp
     assert f"init_from: {first}" in (ft / "config.yaml").read_text()  # the fine-tune starts from the finished run
     report = (out / "report.md").read_text()
     assert "| multitask (full) | 1 |" in report and "| multitask (full), fine-tuned | 1 |" in report
+    # the scale: random play and the scripted heuristic on every size (the heuristic far above random)
+    refs = {row.split(" | ")[0].strip("| "): [float(x) for x in row.split(" | ")[2:8]] for row in report.splitlines() if "(reference)" in row}
+    assert set(refs) == {"random (reference)", "heuristic (reference)"}
+    assert all(h > r + 5.0 for h, r in zip(refs["heuristic (reference)"], refs["random (reference)"])), refs
+    assert "Share of the gap from random play" in report
     # a second call trains nothing and writes the same table
     assert mt.main(args) == 0
     assert len((out / "cells.jsonl").read_text().splitlines()) == len(sittings)
