@@ -269,3 +269,36 @@ def test_cli_zero_shot_eval_on_unseen_sizes_and_fine_tune(tmp_path, capsys):
     assert not torch.equal(src.state_dict()["actors.agent.out.net.2.weight"], tuned.state_dict()["actors.agent.out.net.2.weight"])
     bad = ["--set", "algo_config.hidden=8", "--set", f"algo_config.init_from={run_dir}"]
     assert main(["train", "multitask/spread_finetune6", *base, *tiny, *bad, "--no-progress"]) != 0
+
+
+def test_the_critic_reads_each_other_agents_action_on_its_token():
+    S, A, L, Fd, n = 2, 3, 3, 7, 5
+    tokens = torch.randn(S, A, A + L, Fd)
+    act = torch.tensor([[0, 1, 2], [4, 3, 0]])
+    out = mt.with_actions(tokens, act, n)
+    assert out.shape == (S, A, A + L, Fd + n) and torch.equal(out[..., :Fd], tokens)
+    for s in range(S):
+        for i in range(A):
+            others = [j for j in range(A) if j != i]  # the token order of EntityObs: self, the others, landmarks
+            expect = torch.zeros(A + L, n)
+            for slot, j in enumerate(others, start=1):
+                expect[slot, act[s, j]] = 1.0
+            assert torch.equal(out[s, i, :, Fd:], expect), (s, i)
+
+
+@pytest.mark.parametrize("rl_relations", [False, True])
+def test_the_rl_losses_reach_phi_only_with_rl_relations(rl_relations):
+    learner = _learner(rl_relations=rl_relations)
+    i = 1
+    d = mt.sample_batch(learner.envs[i], learner.bufs[i], 16, learner.generator)
+    critic, policy, _ = mt.td_and_policy_losses(learner.cfg, learner.policy, learner.nets, learner.slices[i], d, learner.generator)
+    (critic + policy).backward()
+    grads = [p.grad for p in learner.policy.relation.parameters() if p.grad is not None]
+    assert bool(grads) == rl_relations and (not grads or sum(float(g.abs().sum()) for g in grads) > 0)
+    assert all(p.grad is None for p in learner.policy.encoder.parameters())  # psi learns from eqs. (5)-(6) only
+    # and a round steps phi only then (the MI and auto-encoder step is off here)
+    learner2 = _learner(rl_relations=rl_relations, mi_reward=False, autoencoder=False)
+    before = [p.detach().clone() for p in learner2.policy.relation.parameters()]
+    learner2._step_policy_critic()
+    moved = any(not torch.equal(a, b) for a, b in zip(before, learner2.policy.relation.parameters()))
+    assert moved == rl_relations

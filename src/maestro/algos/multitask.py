@@ -15,7 +15,9 @@ The parts, with the notes' symbols (``t`` a task, ``s`` an agent's local observa
 * relation network ``k = M_phi(s, z)``, deterministic (eq. 3's choice): the attention weights of the
   agent over the entities it sees, its query built from its own token and ``z``;
 * role policy ``pi_theta_i(a | s, k)`` per role (env group) and one critic ``Q_alpha(s, a, k)``, both
-  pooling the entities with ``k`` (``maestro.nn.relation`` explains this reading of "relationships").
+  pooling the entities with ``k`` (``maestro.nn.relation`` explains this reading of "relationships");
+  the critic also reads the actions of the other agents in view, on their tokens (``critic_actions``,
+  the default): MADDPG's centralised critic, which the notes build on, in a form that takes any N.
 
 Updates (Algorithm 1), every ``update_every`` env steps once ``warmup_steps`` are stored, with
 minibatches of ``batch_size`` transitions from every task's own replay buffer ``D_t``:
@@ -153,8 +155,23 @@ class Config:
     """Discount factor."""
     tau: float = 1.0
     """Target update after each round: ``theta' <- tau theta + (1 - tau) theta'`` (1: Algorithm 1's copy)."""
+    critic_actions: bool = True
+    """The critic reads the other agents' actions: each other agent's token carries the one-hot of
+    its action (zeros on the observer's own token and on landmarks; an entity out of view gets no
+    attention, so its action is not read). ``Q(s, a_i, k | a_-i) - V`` is then COMA's
+    counterfactual advantage (Foerster et al. 2018), MADDPG's centralised critic read through the
+    relations; False: Q of the agent's local observation and own action only (a reading of the
+    notes' ``Q(s, a, k)`` in which every other agent is part of the environment)."""
     policy_gradient: Literal["sampled", "expected"] = "sampled"
     """``sampled``: Algorithm 1's ``grad log pi(a|s,k) (Q - V)`` at the buffer's action; ``expected``: summed over actions."""
+    rl_relations: bool = False
+    """Let the critic and policy losses train ``phi`` too (the relations of the current state carry
+    their gradient; those of the next state stay fixed), beside the MI reward. Not the notes' (they
+    fix the relationships in the policy and critic steps)."""
+    pg_normalise: bool = True
+    """Divide a minibatch's advantages ``Q - V`` by their standard deviation (``"expected"``: by their
+    policy-weighted root mean square) before the gradient (module docstring); False: the raw ``Q - V``,
+    so that ``"expected"`` is the exact gradient of ``E_pi[Q]``, the objective MADDPG's actor ascends."""
     entropy_coef: float = 0.01
     """Weight of the policies' entropy bonus (not in the notes; 0 removes it)."""
     max_grad_norm: float = 10.0
@@ -201,7 +218,7 @@ class Config:
                 raise ValueError(f"tasks[{i}] must be a mapping of env config overrides, got {t!r}")
 
 
-ARCH_KEYS = ("n_skills", "skills", "hidden", "heads", "key_dim", "value_dim", "task_hidden")
+ARCH_KEYS = ("n_skills", "skills", "hidden", "heads", "key_dim", "value_dim", "task_hidden", "critic_actions")
 """The ``Config`` fields that shape the networks (a fine-tuned run must agree on them)."""
 
 
@@ -385,7 +402,9 @@ class Nets(nn.Module):
     def __init__(self, policy: Policy) -> None:
         super().__init__()
         a = policy.arch
-        self.critic = RelationalHead(int(a["token_dim"]), int(a["heads"]), max(a["n_actions"].values()), a["hidden"], a["value_dim"])
+        n_act = max(a["n_actions"].values())
+        critic_tokens = int(a["token_dim"]) + (n_act if a.get("critic_actions") else 0)
+        self.critic = RelationalHead(critic_tokens, int(a["heads"]), n_act, a["hidden"], a["value_dim"])
         self.decoder = TaskDecoder(int(a["n_skills"]), len(a["desc_keys"]), a["task_hidden"])
         self.target_critic = copy.deepcopy(self.critic)
         self.target_actors = copy.deepcopy(policy.actors)
@@ -441,18 +460,33 @@ def _pad_logits(logits: dict[str, Tensor], n: int) -> Tensor:
     return torch.cat([F.pad(z, (0, n - z.shape[-1]), value=MASKED) for z in logits.values()], -2)
 
 
+def with_actions(tokens: Tensor, act: Tensor, n_act: int) -> Tensor:
+    """The critic's tokens when it reads the others' actions (``Config.critic_actions``): tokens
+    ``(S, A, E, F)`` and actions ``(S, A)`` -> ``(S, A, E, F + n_act)``, observer ``i``'s token of
+    agent ``j != i`` (slot ``1 + j - [j > i]``: own token first, then the other agents in the env's
+    order, ``EntityObs``) extended by ``one_hot(a_j)``, every other token by zeros."""
+    S, A, E, _ = tokens.shape
+    others = torch.tensor([[j for j in range(A) if j != i] for i in range(A)], dtype=torch.long, device=tokens.device).reshape(A, A - 1)
+    seen = F.one_hot(act, n_act).to(tokens.dtype)[:, others]  # (S, A, A - 1, n): agent i's view of the others' actions
+    extra = F.pad(seen, (0, 0, 1, E - A))  # slot 0 (itself) and the landmarks: zeros
+    return torch.cat([tokens, extra], -1)
+
+
 def td_and_policy_losses(cfg: Config, policy: Policy, nets: Nets, slices: dict[str, tuple[int, int]], d: dict[str, Tensor], generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
     """Algorithm 1's critic and policy losses on one task's minibatch ``d`` (``sample_batch``), with the
     relations ``k = M_phi(s, z)`` held fixed. Returns ``(critic loss, policy loss, mean Q)``."""
     n_act = nets.critic.out.out_dim
-    with torch.no_grad():
+    with torch.set_grad_enabled(cfg.rl_relations):
         rel = policy.relations(d["tokens"], d["mask"], policy.skill_input(d["skill"]))
+    with torch.no_grad():
         rel_next = policy.relations(d["next_tokens"], d["next_mask"], policy.skill_input(d["skill"]))
         logits_next = _pad_logits(policy.logits(d["next_tokens"], rel_next, slices, nets.target_actors), n_act)
         a_next = categorical_sample(logits_next, generator)  # a+ ~ pi_target(. | s+, k+)
-        q_next = _critic(nets.target_critic, d["next_tokens"], rel_next).gather(-1, a_next[..., None]).squeeze(-1)
+        next_q_tokens = with_actions(d["next_tokens"], a_next, n_act) if cfg.critic_actions else d["next_tokens"]
+        q_next = _critic(nets.target_critic, next_q_tokens, rel_next).gather(-1, a_next[..., None]).squeeze(-1)
         y = d["reward"] + cfg.gamma * (1.0 - d["terminated"][:, None]) * q_next
-    q_all = _critic(nets.critic, d["tokens"], rel)  # (S, A, n)
+    q_tokens = with_actions(d["tokens"], d["act"], n_act) if cfg.critic_actions else d["tokens"]
+    q_all = _critic(nets.critic, q_tokens, rel)  # (S, A, n): Q(s, ., k | the others' buffer actions)
     q = q_all.gather(-1, d["act"][..., None]).squeeze(-1)
     critic_loss = (q - y).pow(2).mean()
 
@@ -462,10 +496,12 @@ def td_and_policy_losses(cfg: Config, policy: Policy, nets: Nets, slices: dict[s
     v = (pi.detach() * q_fixed).sum(-1, keepdim=True)  # V = sum_a pi(a|s,k) Q(s,a,k)
     if cfg.policy_gradient == "sampled":
         adv = (q_fixed.gather(-1, d["act"][..., None]) - v).squeeze(-1)
-        pg = -(logp.gather(-1, d["act"][..., None]).squeeze(-1) * adv / (adv.std() + 1e-6)).mean()
+        scale = adv.std() + 1e-6 if cfg.pg_normalise else 1.0
+        pg = -(logp.gather(-1, d["act"][..., None]).squeeze(-1) * adv / scale).mean()
     else:
         adv = (q_fixed - v).masked_fill(pi == 0, 0.0)
-        pg = -(pi * adv).sum(-1).mean() / ((pi.detach() * adv.pow(2)).sum(-1).mean().sqrt() + 1e-6)
+        scale = (pi.detach() * adv.pow(2)).sum(-1).mean().sqrt() + 1e-6 if cfg.pg_normalise else 1.0
+        pg = -(pi * adv).sum(-1).mean() / scale
     entropy = -(pi * logp).sum(-1).mean()
     return critic_loss, pg - cfg.entropy_coef * entropy, q.detach().mean()
 
@@ -530,7 +566,7 @@ class Learner:
             "actor": torch.optim.Adam(self.policy.actors.parameters(), lr=cfg.lr),
             "critic": torch.optim.Adam(self.nets.critic.parameters(), lr=cfg.critic_lr),
         }
-        if cfg.skills and (cfg.mi_reward or cfg.autoencoder):
+        if (cfg.skills and (cfg.mi_reward or cfg.autoencoder)) or cfg.rl_relations:
             params = list(self.policy.relation.parameters()) + list(self.policy.encoder.parameters()) + list(self.nets.decoder.parameters())
             self.opts["relation"] = torch.optim.Adam(params, lr=cfg.relation_lr)
         self.bufs = [ReplayBuffer(capacity, replay_fields(t), self.device) for t in self.envs]
@@ -594,7 +630,7 @@ class Learner:
             return
         for _ in range(due * cfg.round_updates):
             self._step_policy_critic()
-        if "relation" in self.opts:
+        if cfg.skills and (cfg.mi_reward or cfg.autoencoder):
             self._step_relation()
         soft_update(self.nets.target_critic, self.nets.critic, cfg.tau)
         soft_update(self.nets.target_actors, self.policy.actors, cfg.tau)
@@ -612,13 +648,16 @@ class Learner:
             d = sample_batch(env, buf, cfg.batch_size, self.generator)
             c, p, q = td_and_policy_losses(cfg, self.policy, self.nets, sl, d, self.generator)
             c_loss, p_loss, q_mean = c_loss + c, p_loss + p, q_mean + q
-        for name, loss, params in (("critic", c_loss, self.nets.critic.parameters()), ("actor", p_loss, self.policy.actors.parameters())):
-            opt = self.opts[name]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+        groups = [("critic", list(self.nets.critic.parameters())), ("actor", list(self.policy.actors.parameters()))]
+        if cfg.rl_relations:
+            groups.append(("relation", list(self.policy.relation.parameters())))
+        for name, _ in groups:
+            self.opts[name].zero_grad(set_to_none=True)
+        (c_loss + p_loss).backward()  # the critic's parameters get the critic loss, the actors' the policy loss (Q is detached there)
+        for name, params in groups:
             if cfg.max_grad_norm > 0:
-                nn.utils.clip_grad_norm_(list(params), cfg.max_grad_norm)
-            opt.step()
+                nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            self.opts[name].step()
         self.counters["updates"] += 1
         T = len(self.envs)
         self._log(critic=c_loss / T, policy=p_loss / T, q=q_mean / T)
