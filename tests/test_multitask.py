@@ -94,10 +94,12 @@ def _tokens(M, E, F=7, seed=0):
     return tok
 
 
+@pytest.mark.parametrize("context_layers", [0, 1])
 @pytest.mark.parametrize("E", [3, 11])
-def test_relation_net_and_heads_are_equivariant_over_other_entities_for_any_number(E):
+def test_relation_net_and_heads_are_equivariant_over_other_entities_for_any_number(E, context_layers):
     torch.manual_seed(0)
-    rel_net, head = RelationNet(7, 3, hidden=16, heads=2, key_dim=4), RelationalHead(7, 2, 5, hidden=16, value_dim=8)
+    rel_net = RelationNet(7, 3, hidden=16, heads=2, key_dim=4)
+    head = RelationalHead(7, 2, 5, hidden=16, value_dim=8, context_layers=context_layers)
     tok, mask = _tokens(6, E), torch.ones(6, E, dtype=torch.bool)
     mask[:, -1] = False
     skill = torch.eye(3)[torch.tensor([0, 1, 2, 0, 1, 2])]
@@ -106,10 +108,16 @@ def test_relation_net_and_heads_are_equivariant_over_other_entities_for_any_numb
     perm = torch.cat([torch.zeros(1, dtype=torch.long), 1 + torch.randperm(E - 1)])  # the observer stays first
     k_p = rel_net(tok[:, perm], mask[:, perm], skill)
     assert torch.allclose(k_p, k[..., perm], atol=1e-6)  # relations permute with the entities
-    out, out_p = head(tok, k), head(tok[:, perm], k_p)
+    out, out_p = head(tok, k, mask), head(tok[:, perm], k_p, mask[:, perm])
     assert out.shape == (6, 5) and torch.allclose(out, out_p, atol=1e-5)  # logits / Q do not change
     batch_perm = torch.randperm(6)  # and agents are treated alike: permuting observers permutes outputs
-    assert torch.allclose(head(tok[batch_perm], k[batch_perm]), out[batch_perm], atol=1e-6)
+    assert torch.allclose(head(tok[batch_perm], k[batch_perm], mask[batch_perm]), out[batch_perm], atol=1e-6)
+    hidden_entity = tok.clone()
+    hidden_entity[:, -1] += 5.0  # what an observer does not see changes nothing (the self-attention is masked too)
+    assert torch.allclose(head(hidden_entity, k, mask), out, atol=1e-6)
+    if context_layers:
+        with pytest.raises(ValueError, match="mask"):
+            head(tok, k)
 
 
 def test_network_sizes_do_not_depend_on_the_number_of_agents():

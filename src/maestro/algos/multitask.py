@@ -143,6 +143,10 @@ class Config:
     """Width of each head's query and keys in ``M_phi``."""
     value_dim: int = 16
     """Width of each head's pooled entity values in the policies and the critic."""
+    context_layers: int = 0
+    """Transformer encoder layers among the entities in the policies and the critic before the
+    relations pool them (``maestro.nn.relation.RelationalHead``; 0: none, the entities are pooled
+    as embedded one by one)."""
     task_hidden: int = 32
     """Hidden width of the task encoder and decoder."""
     lr: float = 1e-3
@@ -218,7 +222,7 @@ class Config:
                 raise ValueError(f"tasks[{i}] must be a mapping of env config overrides, got {t!r}")
 
 
-ARCH_KEYS = ("n_skills", "skills", "hidden", "heads", "key_dim", "value_dim", "task_hidden", "critic_actions")
+ARCH_KEYS = ("n_skills", "skills", "hidden", "heads", "key_dim", "value_dim", "task_hidden", "critic_actions", "context_layers")
 """The ``Config`` fields that shape the networks (a fine-tuned run must agree on them)."""
 
 
@@ -261,7 +265,8 @@ class Policy(nn.Module):
         self.skill_dim = int(a["n_skills"]) if a["skills"] else 0
         self.relation = RelationNet(F_, self.skill_dim, a["hidden"], H, a["key_dim"])
         self.encoder = TaskEncoder(torch.tensor(a["desc_scale"], dtype=torch.float32), int(a["n_skills"]), a["task_hidden"])
-        self.actors = nn.ModuleDict({g: RelationalHead(F_, H, int(n), a["hidden"], a["value_dim"], out_gain=0.01) for g, n in a["n_actions"].items()})
+        layers = int(a.get("context_layers", 0))
+        self.actors = nn.ModuleDict({g: RelationalHead(F_, H, int(n), a["hidden"], a["value_dim"], out_gain=0.01, context_layers=layers) for g, n in a["n_actions"].items()})
         self._view: BatchedEnv | None = None
 
     # ---------------------------------------------------------------- the env it reads
@@ -315,9 +320,9 @@ class Policy(nn.Module):
         k = self.relation(tokens.reshape(S * A, E, F_), mask.reshape(S * A, E), skill_in.reshape(*lead, S * A, self.skill_dim))
         return k.view(*lead, S, A, *k.shape[-2:])
 
-    def logits(self, tokens: Tensor, relations: Tensor, slices: dict[str, tuple[int, int]], actors: nn.ModuleDict | None = None) -> dict[str, Tensor]:
+    def logits(self, tokens: Tensor, relations: Tensor, slices: dict[str, tuple[int, int]], mask: Tensor, actors: nn.ModuleDict | None = None) -> dict[str, Tensor]:
         """Per group the logits ``(..., S, N_g, n_g)`` of ``pi_i(. | s, k)``: tokens ``(S, A, E, F)``,
-        relations ``(..., S, A, H, E)``."""
+        relations ``(..., S, A, H, E)``, entity mask ``(S, A, E)``."""
         actors = self.actors if actors is None else actors
         S, _, E, F_ = tokens.shape
         lead = relations.shape[:-4]
@@ -325,7 +330,7 @@ class Policy(nn.Module):
         for g, (o, n) in slices.items():
             tok = tokens[:, o : o + n].reshape(S * n, E, F_)
             rel = relations[..., o : o + n, :, :].reshape(*lead, S * n, *relations.shape[-2:])
-            out[g] = actors[g](tok, rel).view(*lead, S, n, -1)
+            out[g] = actors[g](tok, rel, mask[:, o : o + n].reshape(S * n, E)).view(*lead, S, n, -1)
         return out
 
     # ---------------------------------------------------------------- the policy interface
@@ -352,7 +357,7 @@ class Policy(nn.Module):
         if tuple(skill.shape) != (B, A):
             raise ValueError(f"multitask policy: hidden skills have shape {tuple(skill.shape)}, expected ({B}, {A}) (B, A)")
         rel = self.relations(tokens, mask, self.skill_input(skill))
-        logits = self.logits(tokens, rel, group_slices(env))
+        logits = self.logits(tokens, rel, group_slices(env), mask)
         return {g: categorical_sample(z, generator, deterministic) for g, z in logits.items()}, hidden
 
     def policy_state(self) -> dict[str, Any]:
@@ -404,7 +409,7 @@ class Nets(nn.Module):
         a = policy.arch
         n_act = max(a["n_actions"].values())
         critic_tokens = int(a["token_dim"]) + (n_act if a.get("critic_actions") else 0)
-        self.critic = RelationalHead(critic_tokens, int(a["heads"]), n_act, a["hidden"], a["value_dim"])
+        self.critic = RelationalHead(critic_tokens, int(a["heads"]), n_act, a["hidden"], a["value_dim"], context_layers=int(a.get("context_layers", 0)))
         self.decoder = TaskDecoder(int(a["n_skills"]), len(a["desc_keys"]), a["task_hidden"])
         self.target_critic = copy.deepcopy(self.critic)
         self.target_actors = copy.deepcopy(policy.actors)
@@ -480,17 +485,17 @@ def td_and_policy_losses(cfg: Config, policy: Policy, nets: Nets, slices: dict[s
         rel = policy.relations(d["tokens"], d["mask"], policy.skill_input(d["skill"]))
     with torch.no_grad():
         rel_next = policy.relations(d["next_tokens"], d["next_mask"], policy.skill_input(d["skill"]))
-        logits_next = _pad_logits(policy.logits(d["next_tokens"], rel_next, slices, nets.target_actors), n_act)
+        logits_next = _pad_logits(policy.logits(d["next_tokens"], rel_next, slices, d["next_mask"], nets.target_actors), n_act)
         a_next = categorical_sample(logits_next, generator)  # a+ ~ pi_target(. | s+, k+)
         next_q_tokens = with_actions(d["next_tokens"], a_next, n_act) if cfg.critic_actions else d["next_tokens"]
-        q_next = _critic(nets.target_critic, next_q_tokens, rel_next).gather(-1, a_next[..., None]).squeeze(-1)
+        q_next = _critic(nets.target_critic, next_q_tokens, rel_next, d["next_mask"]).gather(-1, a_next[..., None]).squeeze(-1)
         y = d["reward"] + cfg.gamma * (1.0 - d["terminated"][:, None]) * q_next
     q_tokens = with_actions(d["tokens"], d["act"], n_act) if cfg.critic_actions else d["tokens"]
-    q_all = _critic(nets.critic, q_tokens, rel)  # (S, A, n): Q(s, ., k | the others' buffer actions)
+    q_all = _critic(nets.critic, q_tokens, rel, d["mask"])  # (S, A, n): Q(s, ., k | the others' buffer actions)
     q = q_all.gather(-1, d["act"][..., None]).squeeze(-1)
     critic_loss = (q - y).pow(2).mean()
 
-    logp = torch.log_softmax(_pad_logits(policy.logits(d["tokens"], rel, slices), n_act), -1)
+    logp = torch.log_softmax(_pad_logits(policy.logits(d["tokens"], rel, slices, d["mask"]), n_act), -1)
     pi = logp.exp()
     q_fixed = q_all.detach().masked_fill(pi == 0, 0.0)
     v = (pi.detach() * q_fixed).sum(-1, keepdim=True)  # V = sum_a pi(a|s,k) Q(s,a,k)
@@ -506,10 +511,10 @@ def td_and_policy_losses(cfg: Config, policy: Policy, nets: Nets, slices: dict[s
     return critic_loss, pg - cfg.entropy_coef * entropy, q.detach().mean()
 
 
-def _critic(critic: RelationalHead, tokens: Tensor, rel: Tensor) -> Tensor:
-    """``Q(s, ., k)`` ``(S, A, n)`` of tokens ``(S, A, E, F)`` and relations ``(S, A, H, E)``."""
+def _critic(critic: RelationalHead, tokens: Tensor, rel: Tensor, mask: Tensor) -> Tensor:
+    """``Q(s, ., k)`` ``(S, A, n)`` of tokens ``(S, A, E, F)``, relations ``(S, A, H, E)`` and entity mask ``(S, A, E)``."""
     S, A = tokens.shape[:2]
-    return critic(tokens.reshape(S * A, *tokens.shape[2:]), rel.reshape(S * A, *rel.shape[2:])).view(S, A, -1)
+    return critic(tokens.reshape(S * A, *tokens.shape[2:]), rel.reshape(S * A, *rel.shape[2:]), mask.reshape(S * A, -1)).view(S, A, -1)
 
 
 def mi_loss(cfg: Config, policy: Policy, nets: Nets, slices: dict[str, tuple[int, int]], d: dict[str, Tensor], desc: Tensor, generator: torch.Generator) -> Tensor:
@@ -526,12 +531,12 @@ def mi_loss(cfg: Config, policy: Policy, nets: Nets, slices: dict[str, tuple[int
     n_act = nets.critic.out.out_dim
     rel_own = policy.relations(tokens, mask, policy.skill_input(d["skill"]))  # (S, A, H, E), gradient to phi
     with torch.no_grad():
-        desired = categorical_sample(_pad_logits(policy.logits(tokens, rel_own.detach(), slices), n_act), generator)  # (S, A)
+        desired = categorical_sample(_pad_logits(policy.logits(tokens, rel_own.detach(), slices, mask), n_act), generator)  # (S, A)
     logits_skill = policy.encoder(desc[None]).expand(N, -1)  # (N, K), gradient to psi
     z = gumbel_softmax(logits_skill, cfg.gumbel_temperature, hard=True, generator=generator)
     rel_n = policy.relations(tokens, mask, z[:, None, None, :].expand(N, S, A, z.shape[-1]))  # (N, S, A, H, E)
-    logp_own = torch.log_softmax(_pad_logits(policy.logits(tokens, rel_own, slices, nets.target_actors), n_act), -1)
-    logp_n = torch.log_softmax(_pad_logits(policy.logits(tokens, rel_n, slices, nets.target_actors), n_act), -1)
+    logp_own = torch.log_softmax(_pad_logits(policy.logits(tokens, rel_own, slices, mask, nets.target_actors), n_act), -1)
+    logp_n = torch.log_softmax(_pad_logits(policy.logits(tokens, rel_n, slices, mask, nets.target_actors), n_act), -1)
     own = logp_own.gather(-1, desired[..., None]).squeeze(-1)  # (S, A)
     samples = logp_n.gather(-1, desired.expand(N, S, A)[..., None]).squeeze(-1)  # (N, S, A)
     return -mi_reward(own, samples).mean()

@@ -81,29 +81,47 @@ class RelationNet(nn.Module):
 class RelationalHead(nn.Module):
     """A network on ``(s, k)``: the observer's own token and the entities pooled by given relations.
 
-    ``forward(tokens (M, E, F), relations (..., M, H, E)) -> (..., M, out_dim)``: each head ``h``
-    pools its own value embedding of the entities, ``sum_e k[h, e] v_h(token_e)``; the pooled vectors
-    and an embedding of the observer's own token go through an MLP. The role policies (``out_dim`` =
-    actions, logits) and the critic (``Q(s, ., k)`` for every discrete action) are this network.
-    Relations may carry leading sample dims; the tokens are embedded once.
+    ``forward(tokens (M, E, F), relations (..., M, H, E), mask (M, E) bool) -> (..., M, out_dim)``:
+    each head ``h`` pools its own value embedding of the entities, ``sum_e k[h, e] v_h(token_e)``; the
+    pooled vectors and an embedding of the observer's own token go through an MLP. The role policies
+    (``out_dim`` = actions, logits) and the critic (``Q(s, ., k)`` for every discrete action) are this
+    network. Relations may carry leading sample dims; the tokens are embedded once.
+
+    ``context_layers > 0`` first passes the embedded entities through that many Transformer encoder
+    layers (self-attention among the entities the observer sees, ``H`` heads, no dropout; the
+    ``mask`` is then required), so that an entity's value can depend on the others (a landmark
+    already near another agent): EPC's policies (Long et al. 2020) attend among entities before
+    pooling; the relations still decide the pooling. Permutation-equivariant over the entities as
+    before (no positional encoding; the observer's token says "self").
     """
 
-    def __init__(self, token_dim: int, heads: int, out_dim: int, hidden: int = 64, value_dim: int = 32, out_gain: float = 1.0) -> None:
+    def __init__(self, token_dim: int, heads: int, out_dim: int, hidden: int = 64, value_dim: int = 32, out_gain: float = 1.0, context_layers: int = 0) -> None:
         super().__init__()
-        self.token_dim, self.heads, self.value_dim = token_dim, heads, value_dim
-        self.values = MLP(token_dim, (hidden,), heads * value_dim)
-        self.own = MLP(token_dim, (hidden,), hidden)
+        self.token_dim, self.heads, self.value_dim, self.context_layers = token_dim, heads, value_dim, context_layers
+        width = token_dim
+        if context_layers:
+            self.embed = nn.Linear(token_dim, hidden)
+            layer = nn.TransformerEncoderLayer(hidden, heads, dim_feedforward=2 * hidden, dropout=0.0, batch_first=True)
+            self.context = nn.TransformerEncoder(layer, context_layers, enable_nested_tensor=False)
+            width = hidden
+        self.values = MLP(width, (hidden,), heads * value_dim)
+        self.own = MLP(width, (hidden,), hidden)
         self.out = MLP(hidden + heads * value_dim, (hidden,), out_dim, out_gain=out_gain)
 
-    def forward(self, tokens: Tensor, relations: Tensor) -> Tensor:
-        _check_tokens(tokens, None, self.token_dim, "RelationalHead")
+    def forward(self, tokens: Tensor, relations: Tensor, mask: Tensor | None = None) -> Tensor:
+        _check_tokens(tokens, mask, self.token_dim, "RelationalHead")
         M, E, _ = tokens.shape
         if relations.dim() < 3 or tuple(relations.shape[-3:]) != (M, self.heads, E):
             raise ValueError(f"RelationalHead: relations have shape {tuple(relations.shape)}, expected (..., {M}, {self.heads}, {E}) (..., M, H, E)")
         lead = relations.shape[:-3]
-        v = torch.relu(self.values(tokens)).view(M, E, self.heads, self.value_dim).transpose(1, 2)  # (M, H, E, dv)
+        x = tokens
+        if self.context_layers:
+            if mask is None:
+                raise ValueError("RelationalHead: context_layers > 0 needs the entity mask (M, E)")
+            x = self.context(self.embed(tokens), src_key_padding_mask=~mask)  # (M, E, hidden)
+        v = torch.relu(self.values(x)).view(M, E, self.heads, self.value_dim).transpose(1, 2)  # (M, H, E, dv)
         pooled = (relations.unsqueeze(-1) * v).sum(-2).reshape(*lead, M, self.heads * self.value_dim)
-        own = torch.relu(self.own(tokens[:, 0])).expand(*lead, M, self.out.in_dim - self.heads * self.value_dim)
+        own = torch.relu(self.own(x[:, 0])).expand(*lead, M, self.out.in_dim - self.heads * self.value_dim)
         return self.out(torch.cat([own, pooled], -1))
 
 
