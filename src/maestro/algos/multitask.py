@@ -479,7 +479,8 @@ def with_actions(tokens: Tensor, act: Tensor, n_act: int) -> Tensor:
 
 def td_and_policy_losses(cfg: Config, policy: Policy, nets: Nets, slices: dict[str, tuple[int, int]], d: dict[str, Tensor], generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
     """Algorithm 1's critic and policy losses on one task's minibatch ``d`` (``sample_batch``), with the
-    relations ``k = M_phi(s, z)`` held fixed. Returns ``(critic loss, policy loss, mean Q)``."""
+    relations ``k = M_phi(s, z)`` held fixed (unless ``rl_relations``: then those of the current state
+    pass the gradient to ``phi``). Returns ``(critic loss, policy loss, mean Q)``."""
     n_act = nets.critic.out.out_dim
     with torch.set_grad_enabled(cfg.rl_relations):
         rel = policy.relations(d["tokens"], d["mask"], policy.skill_input(d["skill"]))
