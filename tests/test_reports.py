@@ -80,3 +80,15 @@ def test_recipes_naming_a_figure_are_drawn_together_with_a_table_laid_out_as_it(
     table = md[head:].split("\n\n")[0].splitlines()
     assert table[2] == f"| (a) small task | 2 ± {4.302653 / math.sqrt(3):.2g} (3 seeds) | -5 ± 0 (3 seeds) |"
     assert table[3].startswith("| (b) big task | 11 ± ") and table[3].endswith("|  |")
+
+
+def test_a_figure_draws_paper_curve_and_tabulates_paper_metric(tmp_path):
+    from maestro.reports import _curve, _metric, figure_table
+
+    p = {**paper("(a) small task", "ours"), "metric": "eval/episode_return", "curve": "train/team_return"}
+    runs = [load_run(write_run(tmp_path, "r", s, [float(s)] * 10, p)) for s in range(2)]
+    assert _curve(runs) == "train/team_return" and _metric(runs) == "eval/episode_return"
+    x, mean, _, n = aggregate(runs, _curve(runs), points=3)
+    assert n == 2 and np.allclose(mean, 0.5)
+    # the runs never evaluated: the table says so instead of showing the curve's end as the result
+    assert "| (a) small task | n/a |" in figure_table({"(a) small task": [("ours", runs)]})

@@ -77,6 +77,9 @@ class PaperRef:
     """The panel of ``figure`` the curve belongs to (e.g. ``"(a) navigation, N = 3"``)."""
     label: str = ""
     """The curve's legend entry in the figure (default: the recipe's algorithm)."""
+    curve: str = ""
+    """The metric the figure draws against env steps (default: ``metric``; e.g. ``train/episode_return``
+    for a recipe that evaluates only at its end)."""
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ over the last 10% of the run) beside the paper's number when the recipe has one.
 
 Recipes whose ``paper.figure`` names the same figure are also drawn together, as the paper drew
 them: one PNG per figure, a panel per ``paper.panel``, one curve per recipe (legend
-``paper.label``) on its ``paper.metric``, with a table of final values laid out as the figure
-(a row per panel, a column per curve).
+``paper.label``) of its ``paper.curve`` (default ``paper.metric``), with a table of final values
+of ``paper.metric`` laid out as the figure (a row per panel, a column per curve).
 """
 
 from __future__ import annotations
@@ -250,12 +250,18 @@ def figures(groups: dict[str, list[RunData]]) -> Figure:
 
 
 def _metric(runs: list[RunData]) -> str:
+    """The recipe's ``paper.metric`` (what its final value reports)."""
     return (runs[0].config.get("paper") or {}).get("metric") or "eval/episode_return"
+
+
+def _curve(runs: list[RunData]) -> str:
+    """What the figure draws for the recipe: ``paper.curve``, else ``paper.metric``."""
+    return (runs[0].config.get("paper") or {}).get("curve") or _metric(runs)
 
 
 def plot_figure(title: str, panels: dict[str, list[tuple[str, list[RunData]]]], out: Path) -> Path:
     """One PNG: a panel per entry of ``panels``, each curve the mean over its seeds of its recipe's
-    ``paper.metric`` with the 95% CI band; a label keeps its colour across panels."""
+    ``paper.curve`` (default ``paper.metric``) with the 95% CI band; a label keeps its colour across panels."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -268,13 +274,13 @@ def plot_figure(title: str, panels: dict[str, list[tuple[str, list[RunData]]]], 
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
     for ax, (panel, curves) in zip(axes.flat, panels.items()):
         for label, runs in curves:
-            x, mean, ci, n = aggregate(runs, _metric(runs))
+            x, mean, ci, n = aggregate(runs, _curve(runs))
             ax.plot(x, mean, lw=1.8, color=colour[label], label=f"{label} ({n} seed{'s' if n != 1 else ''})")
             if n > 1:
                 ax.fill_between(x, mean - ci, mean + ci, alpha=0.2, color=colour[label], lw=0)
         ax.set_title(panel, fontsize=10)
         ax.set_xlabel("env steps")
-        ax.set_ylabel(_metric(curves[0][1]), fontsize=8)
+        ax.set_ylabel(_curve(curves[0][1]), fontsize=8)
         ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
