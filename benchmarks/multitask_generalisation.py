@@ -41,10 +41,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from maestro.core.checkpoint import CheckpointError, latest_valid
+from maestro.core.checkpoint import checkpointed_env_steps
 from maestro.core.evaluate import ScriptedPolicy, evaluate, mean_ci95, random_policy
 from maestro.envs.particle.common import heuristic
-from maestro.recipes import env_factory, load_recipe, load_run_policy, resume_run, train_recipe
+from maestro.recipes import env_factory, load_recipe, load_run_policy, newest_run, resume_run, train_recipe
 
 FAMILIES = {
     "spread": {
@@ -119,19 +119,12 @@ def cell_dir(out: Path, cell: Cell, seed: int) -> Path:
 
 def run_of(out: Path, cell: Cell, seed: int) -> Path | None:
     """The cell's newest run directory, or None."""
-    runs = sorted(d.parent for d in cell_dir(out, cell, seed).glob("*/*/config.yaml"))
-    return runs[-1] if runs else None
+    return newest_run(cell_dir(out, cell, seed))
 
 
 def trained_steps(run_dir: Path | None) -> int:
-    """Env steps of the run's newest valid checkpoint (0: none)."""
-    if run_dir is None:
-        return 0
-    try:
-        _, payload, _ = latest_valid(run_dir / "checkpoints")
-    except CheckpointError:
-        return 0
-    return int(payload["run"]["env_steps"])
+    """Env steps of the run's newest valid checkpoint (0: no run or no checkpoint)."""
+    return (checkpointed_env_steps(run_dir) if run_dir is not None else None) or 0
 
 
 def train_cell(out: Path, cell: Cell, seed: int) -> bool:

@@ -28,23 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-from maestro.core.checkpoint import CheckpointError, latest_valid
-from maestro.recipes import list_recipes, load_recipe
-
-
-def run_dir_of(cell: Path) -> Path | None:
-    """The run directory inside a cell's ``--out`` (``<name>/<time>-s<seed>``), or None."""
-    found = sorted(p.parent for p in cell.glob("*/*/config.yaml"))
-    return found[-1] if found else None
-
-
-def checkpointed_steps(run_dir: Path) -> int | None:
-    """Env steps of the run's newest valid checkpoint, or None when it has none (nothing to resume)."""
-    try:
-        _, payload, _ = latest_valid(run_dir / "checkpoints")
-    except CheckpointError:
-        return None
-    return int(payload["run"]["env_steps"])
+from maestro.core.checkpoint import checkpointed_env_steps
+from maestro.recipes import list_recipes, load_recipe, newest_run
 
 
 def maestro(*args: str) -> int:
@@ -70,8 +55,8 @@ def main() -> None:
         for seed in args.seeds:  # seed-major: every recipe gets seed 0 before any gets seed 1
             for recipe in dict.fromkeys(recipes):
                 cell = args.out / recipe.split("/")[-1] / f"s{seed}"
-                run_dir = run_dir_of(cell)
-                steps = None if run_dir is None else checkpointed_steps(run_dir)
+                run_dir = newest_run(cell)
+                steps = None if run_dir is None else checkpointed_env_steps(run_dir)
                 if steps is not None and steps >= load_recipe(run_dir / "config.yaml").run.env_steps:
                     continue  # finished
                 if steps is None:

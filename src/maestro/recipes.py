@@ -303,6 +303,14 @@ def find_run_dir(arg: str | Path) -> Path:
     return runs[-1]
 
 
+def newest_run(path: str | Path) -> Path | None:
+    """``find_run_dir(path)``, or None where ``path`` holds no run yet (a grid cell not started)."""
+    try:
+        return find_run_dir(path)
+    except RunDirError:
+        return None
+
+
 def env_factory(recipe: Recipe):
     """``make(num_envs, seed) -> env``: the recipe's env with its config on its device."""
     from maestro.registry import env_entry

@@ -106,6 +106,16 @@ def latest_valid(directory: str | Path, map_location: str | torch.device = "cpu"
     raise CheckpointError(f"no checkpoint in {directory}")
 
 
+def checkpointed_env_steps(run_dir: str | Path) -> int | None:
+    """Env steps of the newest valid checkpoint in ``run_dir/checkpoints``, or None when there is none
+    (nothing to resume from): how far a run got, for scripts that resume a grid of runs."""
+    try:
+        _, payload, _ = latest_valid(Path(run_dir) / "checkpoints")
+    except CheckpointError:
+        return None
+    return int(payload["run"]["env_steps"])
+
+
 def newest_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", what: str = "checkpoint") -> dict[str, Any]:
     """The content of the checkpoint file ``path``, or of the newest valid checkpoint of the run
     directory ``path`` (or, below it, of the run whose checkpoints changed last).
