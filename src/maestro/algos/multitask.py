@@ -17,7 +17,10 @@ The parts, with the notes' symbols (``t`` a task, ``s`` an agent's local observa
 * role policy ``pi_theta_i(a | s, k)`` per role (env group) and one critic ``Q_alpha(s, a, k)``, both
   pooling the entities with ``k`` (``maestro.nn.relation`` explains this reading of "relationships");
   the critic also reads the actions of the other agents in view, on their tokens (``critic_actions``,
-  the default): MADDPG's centralised critic, which the notes build on, in a form that takes any N.
+  the default): MADDPG's centralised critic, which the notes build on, in a form that takes any N;
+  both first pass the entities through a Transformer encoder layer (``context_layers``, not in the
+  notes; EPC's policies attend among entities too), so that what an entity means can depend on the
+  others before the relations pool them.
 
 Updates (Algorithm 1), every ``update_every`` env steps once ``warmup_steps`` are stored, with
 minibatches of ``batch_size`` transitions from every task's own replay buffer ``D_t``:
@@ -143,10 +146,12 @@ class Config:
     """Width of each head's query and keys in ``M_phi``."""
     value_dim: int = 16
     """Width of each head's pooled entity values in the policies and the critic."""
-    context_layers: int = 0
+    context_layers: int = 1
     """Transformer encoder layers among the entities in the policies and the critic before the
     relations pool them (``maestro.nn.relation.RelationalHead``; 0: none, the entities are pooled
-    as embedded one by one)."""
+    as embedded one by one). One layer is what brought the learner near MADDPG on navigation N = 3
+    (docs/multitask.md); without it the policy sees the entities only through a weighted mean
+    whose weights (the relations) it does not train."""
     task_hidden: int = 32
     """Hidden width of the task encoder and decoder."""
     lr: float = 1e-3
