@@ -334,8 +334,17 @@ def test_allreduce_worker_killed_mid_chunk(local_ray, recipe_file, tmp_path, mod
 
     def hook(run):
         if run.iteration == 2 and state["pid"] is None:
-            state["pid"] = ray_utils.ACTIVE[-1].pids()[0]
-            threading.Timer(0.3, os.kill, (state["pid"], signal.SIGKILL)).start()  # during the next chunks
+            pool = ray_utils.ACTIVE[-1]
+            state["pid"] = pool.pids()[0]
+            call = pool.call
+
+            def call_and_kill(method, *args, **kw):  # the kill lands once the next chunk is under way, whatever the machine's speed
+                if method == "train_chunk" and "timer" not in state:
+                    state["timer"] = threading.Timer(0.02, os.kill, (state["pid"], signal.SIGKILL))
+                    state["timer"].start()
+                return call(method, *args, **kw)
+
+            pool.call = call_and_kill
 
     res = train_recipe(recipe, tmp_path / "runs", hooks=(hook,))
     assert state["pid"] is not None and res.env_steps >= 480
