@@ -29,7 +29,17 @@ import time
 from pathlib import Path
 
 from maestro.core.checkpoint import checkpointed_env_steps
-from maestro.recipes import list_recipes, load_recipe, newest_run
+from maestro.recipes import list_recipes, newest_run, parse_yaml
+
+
+def read_field(path: Path, *keys: str) -> object:
+    """One field of a recipe or a run's ``config.yaml``, read as plain YAML: the grid outlives many
+    sittings and pulls, so it leaves validating recipes to the ``maestro train`` it starts (whose
+    code is the current one; this process's may be older than a recipe's keys)."""
+    d = parse_yaml(Path(path).read_text())
+    for k in keys:
+        d = d[k]
+    return d
 
 
 def maestro(*args: str) -> int:
@@ -57,13 +67,13 @@ def main() -> None:
                 cell = args.out / recipe.split("/")[-1] / f"s{seed}"
                 run_dir = newest_run(cell)
                 steps = None if run_dir is None else checkpointed_env_steps(run_dir)
-                if steps is not None and steps >= load_recipe(run_dir / "config.yaml").run.env_steps:
+                if steps is not None and steps >= int(read_field(run_dir / "config.yaml", "run", "env_steps")):
                     continue  # finished
                 if steps is None:
                     run_dir = None  # stopped before its first checkpoint: start the cell again
                 t0 = time.time()
                 if run_dir is None:
-                    extra = args.set if args.set_only_algo in (None, load_recipe(recipe).algo) else []
+                    extra = args.set if args.set_only_algo in (None, read_field(known[recipe], "algo")) else []
                     code = maestro("train", recipe, f"--set=seed={seed}", *(f"--set={s}" for s in extra), "--out", str(cell), "--no-progress")
                 else:
                     code = maestro("train", "--resume", str(run_dir), "--no-progress")
