@@ -90,6 +90,7 @@ task (groups concatenated in group order), ``E`` entities, ``F`` token features,
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -470,14 +471,19 @@ def _pad_logits(logits: dict[str, Tensor], n: int) -> Tensor:
     return torch.cat([F.pad(z, (0, n - z.shape[-1]), value=MASKED) for z in logits.values()], -2)
 
 
+@functools.lru_cache(maxsize=None)
+def _others(A: int, device: torch.device) -> Tensor:
+    """``(A, A - 1)``: row ``i`` the other agents in the env's order (built once per team size)."""
+    return torch.tensor([[j for j in range(A) if j != i] for i in range(A)], dtype=torch.long, device=device).reshape(A, A - 1)
+
+
 def with_actions(tokens: Tensor, act: Tensor, n_act: int) -> Tensor:
     """The critic's tokens when it reads the others' actions (``Config.critic_actions``): tokens
     ``(S, A, E, F)`` and actions ``(S, A)`` -> ``(S, A, E, F + n_act)``, observer ``i``'s token of
     agent ``j != i`` (slot ``1 + j - [j > i]``: own token first, then the other agents in the env's
     order, ``EntityObs``) extended by ``one_hot(a_j)``, every other token by zeros."""
     S, A, E, _ = tokens.shape
-    others = torch.tensor([[j for j in range(A) if j != i] for i in range(A)], dtype=torch.long, device=tokens.device).reshape(A, A - 1)
-    seen = F.one_hot(act, n_act).to(tokens.dtype)[:, others]  # (S, A, A - 1, n): agent i's view of the others' actions
+    seen = F.one_hot(act, n_act).to(tokens.dtype)[:, _others(A, tokens.device)]  # (S, A, A - 1, n): agent i's view of the others' actions
     extra = F.pad(seen, (0, 0, 1, E - A))  # slot 0 (itself) and the landmarks: zeros
     return torch.cat([tokens, extra], -1)
 

@@ -137,36 +137,59 @@ def curve_metrics(runs: list[RunData]) -> list[str]:
     return sorted(keys, key=lambda m: (not m.startswith("train"), m))
 
 
-def plot_group(runs: list[RunData], out: Path) -> Path | None:
-    """One PNG with a panel per curve metric for the seeds of one recipe."""
+def _seeds(n: int) -> str:
+    return f"{n} seed{'s' if n != 1 else ''}"
+
+
+def _panels(n: int, max_cols: int, width: float, height: float) -> tuple[Any, Any]:
+    """A matplotlib figure (Agg) and its ``(rows, cols)`` axes for ``n`` panels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = curve_metrics(runs)
-    if not metrics:
-        return None
-    cols = min(3, len(metrics))
-    rows = math.ceil(len(metrics) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.3 * rows), squeeze=False)
-    for ax, m in zip(axes.flat, metrics):
-        x, mean, ci, n = aggregate(runs, m)
-        ax.plot(x, mean, lw=1.8)
-        if n > 1:
-            ax.fill_between(x, mean - ci, mean + ci, alpha=0.25)
-        ax.set_title(f"{m} ({n} seed{'s' if n != 1 else ''}, 95% CI)" if n > 1 else f"{m} (1 seed)", fontsize=9)
-        ax.set_xlabel("env steps")
-        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(metrics) :]:
+    cols = min(max_cols, n)
+    rows = math.ceil(n / cols)
+    return plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+
+
+def _draw(ax: Any, runs: list[RunData], metric: str, band_alpha: float, colour: str | None = None, label: str | None = None) -> int:
+    """``metric``'s mean over ``runs`` against env steps on ``ax``, with its 95% CI band over two or
+    more seeds (``aggregate``); ``label`` gets `` (n seeds)``. Returns the number of seeds."""
+    x, mean, ci, n = aggregate(runs, metric)
+    ax.plot(x, mean, lw=1.8, color=colour, label=None if label is None else f"{label} ({_seeds(n)})")
+    if n > 1:
+        ax.fill_between(x, mean - ci, mean + ci, alpha=band_alpha, color=colour, **({"lw": 0} if colour else {}))
+    ax.set_xlabel("env steps")
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
+    ax.grid(alpha=0.3)
+    return n
+
+
+def _save(fig: Any, axes: Any, used: int, title: str, out: Path, **title_kw: Any) -> Path:
+    """Blank the unused panels, title and write the figure to ``out`` (PNG)."""
+    import matplotlib.pyplot as plt
+
+    for ax in list(axes.flat)[used:]:
         ax.axis("off")
-    fig.suptitle(runs[0].name)
+    fig.suptitle(title, **title_kw)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def plot_group(runs: list[RunData], out: Path) -> Path | None:
+    """One PNG with a panel per curve metric for the seeds of one recipe."""
+    metrics = curve_metrics(runs)
+    if not metrics:
+        return None
+    fig, axes = _panels(len(metrics), 3, 4.5, 3.3)
+    for ax, m in zip(axes.flat, metrics):
+        n = _draw(ax, runs, m, 0.25)
+        ax.set_title(f"{m} ({_seeds(n)}, 95% CI)" if n > 1 else f"{m} (1 seed)", fontsize=9)
+    return _save(fig, axes, len(metrics), runs[0].name, out)
 
 
 FINAL_TRAIN_FRACTION = 0.1
@@ -191,6 +214,17 @@ def final_value(run: RunData, metric: str) -> float | None:
     return float(y[-1])
 
 
+def final_values(runs: list[RunData], metric: str) -> list[float]:
+    """``final_value`` of every run that logged ``metric``."""
+    return [v for v in (final_value(r, metric) for r in runs) if v is not None]
+
+
+def mean_ci_cell(values: list[float]) -> str:
+    """``mean ± 95% CI`` of per-seed values, as the tables print it."""
+    mean, ci = mean_ci95(np.asarray(values))
+    return f"{mean:.4g} ± {ci:.2g}"
+
+
 def steps_cell(steps: list[int]) -> str:
     """The env steps the seeds reached: one number, or ``min–max`` if they stopped at different points."""
     if not steps:
@@ -213,17 +247,16 @@ def table(groups: dict[str, list[RunData]]) -> str:
     for name, runs in groups.items():
         cfg = runs[0].config
         paper = cfg.get("paper") or {}
-        metric = paper.get("metric") or "eval/episode_return"
+        metric = _metric(runs)
         steps = steps_cell([r.rows[-1]["env_steps"] for r in runs if r.rows])
         # the recipe's metric, then the other numbers of the same cell of the paper's table
         for i, (m, pv) in enumerate([(metric, paper.get("value")), *(paper.get("also") or {}).items()]):
-            vals = [v for v in (final_value(r, m) for r in runs) if v is not None]
+            vals = final_values(runs, m)
             if i == 0 and not vals and m == "eval/episode_return":
                 m = "train/episode_return"
-                vals = [v for v in (final_value(r, m) for r in runs) if v is not None]
+                vals = final_values(runs, m)
             if vals:
-                mean, ci = mean_ci95(np.asarray(vals))
-                ours = f"{mean:.4g} ± {ci:.2g}" + ("" if len(vals) == len(runs) else f" ({len(vals)} of {len(runs)} seeds)")
+                ours = mean_ci_cell(vals) + ("" if len(vals) == len(runs) else f" ({len(vals)} of {len(runs)} seeds)")
             else:
                 ours = "n/a"
             lines.append(
@@ -262,36 +295,16 @@ def _curve(runs: list[RunData]) -> str:
 def plot_figure(title: str, panels: dict[str, list[tuple[str, list[RunData]]]], out: Path) -> Path:
     """One PNG: a panel per entry of ``panels``, each curve the mean over its seeds of its recipe's
     ``paper.curve`` (default ``paper.metric``) with the 95% CI band; a label keeps its colour across panels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels = list(dict.fromkeys(label for curves in panels.values() for label, _ in curves))
     colour = {label: f"C{i % 10}" for i, label in enumerate(labels)}
-    cols = min(4, len(panels))
-    rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = _panels(len(panels), 4, 4.2, 3.4)
     for ax, (panel, curves) in zip(axes.flat, panels.items()):
         for label, runs in curves:
-            x, mean, ci, n = aggregate(runs, _curve(runs))
-            ax.plot(x, mean, lw=1.8, color=colour[label], label=f"{label} ({n} seed{'s' if n != 1 else ''})")
-            if n > 1:
-                ax.fill_between(x, mean - ci, mean + ci, alpha=0.2, color=colour[label], lw=0)
+            _draw(ax, runs, _curve(runs), 0.2, colour=colour[label], label=label)
         ax.set_title(panel, fontsize=10)
-        ax.set_xlabel("env steps")
         ax.set_ylabel(_curve(curves[0][1]), fontsize=8)
-        ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
-        ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.axis("off")
-    fig.suptitle(f"{title} (mean and 95% CI over seeds)", fontsize=11)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, axes, len(panels), f"{title} (mean and 95% CI over seeds)", out, fontsize=11)
 
 
 def figure_table(panels: dict[str, list[tuple[str, list[RunData]]]]) -> str:
@@ -302,10 +315,9 @@ def figure_table(panels: dict[str, list[tuple[str, list[RunData]]]]) -> str:
     for panel, curves in panels.items():
         cells = dict.fromkeys(labels, "")
         for label, runs in curves:
-            vals = [v for v in (final_value(r, _metric(runs)) for r in runs) if v is not None]
+            vals = final_values(runs, _metric(runs))
             if vals:
-                mean, ci = mean_ci95(np.asarray(vals))
-                cells[label] = f"{mean:.4g} ± {ci:.2g} ({len(vals)} seed{'s' if len(vals) != 1 else ''})"
+                cells[label] = f"{mean_ci_cell(vals)} ({_seeds(len(vals))})"
             else:
                 cells[label] = "n/a"
         lines.append(f"| {panel} | " + " | ".join(cells.values()) + " |")
