@@ -16,12 +16,22 @@ low priority, and by two processes at once given different ``--seeds``::
 
 Runs go to ``<out>/<recipe basename>/s<seed>/<name>/<time>-s<seed>/``; the report to
 ``<out>/report/``. The wall-clock of each cell's sitting is appended to ``<out>/cells.jsonl``.
+
+``--archive DIR`` keeps what a report needs of each finished cell (``config.yaml``, ``metrics.jsonl``,
+``eval.json``; no checkpoints) under ``DIR`` with the same layout, plus ``cells.jsonl``, and counts an
+archived cell as done: the archive is small enough to commit (``benchmarks/results/``), so a grid
+longer than one machine's life is filled over several, and ``maestro report DIR`` redraws its figures
+and tables from it::
+
+    nice -n 19 python benchmarks/recipe_grid.py --recipes 'master_slave/walker2d_*' --seeds 0 1 2 \
+        --out bench/master_slave --archive benchmarks/results/master_slave
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
+import gzip
 import json
 import subprocess
 import sys
@@ -42,6 +52,26 @@ def read_field(path: Path, *keys: str) -> object:
     return d
 
 
+ARCHIVED = ("metrics.jsonl", "eval.json", "config.yaml")  # config last: it marks the cell archived
+
+
+def archive_run(run_dir: Path, out: Path, archive: Path) -> Path:
+    """Copy the report's files of ``run_dir`` (below ``out``) to the same place below ``archive``,
+    the metrics gzipped (``maestro report`` reads either); each file is written beside and renamed,
+    so an interrupted copy leaves no half file."""
+    dest = archive / run_dir.relative_to(out)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ARCHIVED:
+        if (run_dir / name).is_file():
+            data = (run_dir / name).read_bytes()
+            if name.endswith(".jsonl"):
+                name, data = name + ".gz", gzip.compress(data, mtime=0)
+            tmp = dest / (name + ".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(dest / name)
+    return dest
+
+
 def maestro(*args: str) -> int:
     return subprocess.call([sys.executable, "-m", "maestro.cli", *args])
 
@@ -53,6 +83,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra override for every cell (e.g. run.env_steps=100000 for a short pass)")
     ap.add_argument("--set-only-algo", default=None, metavar="ALGO", help="apply --set only to the recipes of this algorithm (e.g. matrpo)")
+    ap.add_argument("--archive", type=Path, default=None, metavar="DIR", help="keep each finished cell's config, metrics and eval under DIR (committable) and skip cells already there")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
 
@@ -61,13 +92,19 @@ def main() -> None:
     if not recipes:
         sys.exit(f"no recipe matches {args.recipes}; see `maestro list`")
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.archive is not None:
+        args.archive.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         for seed in args.seeds:  # seed-major: every recipe gets seed 0 before any gets seed 1
             for recipe in dict.fromkeys(recipes):
                 cell = args.out / recipe.split("/")[-1] / f"s{seed}"
+                if args.archive is not None and newest_run(args.archive / cell.relative_to(args.out)) is not None:
+                    continue  # finished on this machine or an earlier one
                 run_dir = newest_run(cell)
                 steps = None if run_dir is None else checkpointed_env_steps(run_dir)
                 if steps is not None and steps >= int(read_field(run_dir / "config.yaml", "run", "env_steps")):
+                    if args.archive is not None:
+                        archive_run(run_dir, args.out, args.archive)
                     continue  # finished
                 if steps is None:
                     run_dir = None  # stopped before its first checkpoint: start the cell again
@@ -77,11 +114,16 @@ def main() -> None:
                     code = maestro("train", recipe, f"--set=seed={seed}", *(f"--set={s}" for s in extra), "--out", str(cell), "--no-progress")
                 else:
                     code = maestro("train", "--resume", str(run_dir), "--no-progress")
-                with open(args.out / "cells.jsonl", "a") as f:
-                    f.write(json.dumps({"recipe": recipe, "seed": seed, "resumed": run_dir is not None, "exit": code, "wall_s": round(time.time() - t0, 1)}) + "\n")
+                row = json.dumps({"recipe": recipe, "seed": seed, "resumed": run_dir is not None, "exit": code, "wall_s": round(time.time() - t0, 1)}) + "\n"
+                for log in [args.out] + ([args.archive] if args.archive is not None else []):
+                    with open(log / "cells.jsonl", "a") as f:
+                        f.write(row)
                 if code != 0:
                     sys.exit(f"{recipe} seed {seed} stopped with exit code {code}; re-run this command to resume it")
-    maestro("report", *[str(args.out / r.split("/")[-1]) for r in dict.fromkeys(recipes) if (args.out / r.split("/")[-1]).exists()], "--out", str(args.out / "report"))
+                if args.archive is not None:
+                    archive_run(newest_run(cell), args.out, args.archive)
+    root = args.out if args.archive is None else args.archive
+    maestro("report", *[str(root / r.split("/")[-1]) for r in dict.fromkeys(recipes) if (root / r.split("/")[-1]).exists()], "--out", str(args.out / "report"))
 
 
 if __name__ == "__main__":

@@ -130,3 +130,44 @@ def test_multitask_benchmark_resumes_its_cells_and_reports_the_finished_ones(tmp
     # a second call trains nothing and writes the same table
     assert mt.main(args) == 0
     assert len((out / "cells.jsonl").read_text().splitlines()) == len(sittings)
+
+
+def test_recipe_grid_archives_finished_cells_and_skips_them_on_a_new_machine(tmp_path, monkeypatch):
+    """A cell finished on one machine is archived (config, metrics, eval; no checkpoints) and is not
+    trained again by a grid that starts with an empty ``--out`` beside the archive."""
+    grid = _load("recipe_grid")
+    calls = []
+
+    def fake_maestro(*args):
+        calls.append(args)
+        if args[0] == "train":
+            out = Path(args[args.index("--out") + 1])
+            seed = int(next(a for a in args if a.startswith("--set=seed="))[len("--set=seed="):])
+            run = out / "name" / f"t-s{seed}"
+            (run / "checkpoints").mkdir(parents=True)
+            (run / "checkpoints" / "big.pt").write_bytes(b"x" * 100)
+            (run / "config.yaml").write_text(f"run:\n  env_steps: 10\nseed: {seed}\n")
+            (run / "metrics.jsonl").write_text(json.dumps({"env_steps": 10, "train/episode_return": 1.0}) + "\n")
+        return 0
+
+    monkeypatch.setattr(grid, "maestro", fake_maestro)
+    archive = tmp_path / "results"
+    argv = ["recipe_grid.py", "--recipes", "ms_marl/combat_commnet", "--seeds", "0", "1", "--archive", str(archive)]
+    monkeypatch.setattr(sys, "argv", argv + ["--out", str(tmp_path / "machine1")])
+    grid.main()
+    trains = [c for c in calls if c[0] == "train"]
+    assert len(trains) == 2
+    for seed in (0, 1):
+        kept = archive / "combat_commnet" / f"s{seed}" / "name" / f"t-s{seed}"
+        assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "metrics.jsonl.gz"]
+    assert len((archive / "cells.jsonl").read_text().splitlines()) == 2
+    assert calls[-1][0] == "report" and str(archive) in calls[-1][1]
+
+    calls.clear()  # a new machine: nothing under --out, the archive committed beside the code
+    monkeypatch.setattr(sys, "argv", argv + ["--out", str(tmp_path / "machine2")])
+    grid.main()
+    assert [c[0] for c in calls] == ["report"]
+    # and the report reads the archived, gzipped metrics as it reads a live run's
+    from maestro.reports import load_run
+
+    assert load_run(archive / "combat_commnet" / "s0" / "name" / "t-s0").rows == [{"env_steps": 10, "train/episode_return": 1.0}]

@@ -15,6 +15,7 @@ of ``paper.metric`` laid out as the figure (a row per panel, a column per curve)
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import re
@@ -71,15 +72,17 @@ def find_runs(paths: list[str | Path]) -> list[Path]:
 
 
 def load_run(directory: str | Path) -> RunData:
-    """Load ``config.yaml``, ``metrics.jsonl`` and (if ``maestro eval`` ran) ``eval.json``."""
+    """Load ``config.yaml``, ``metrics.jsonl`` (or ``metrics.jsonl.gz``, as an archive of finished
+    runs keeps it) and (if ``maestro eval`` ran) ``eval.json``."""
     from maestro.recipes import parse_yaml
 
     d = Path(directory)
     config = parse_yaml((d / "config.yaml").read_text()) or {}
     rows = []
-    mpath = d / "metrics.jsonl"
-    if mpath.exists():
-        for line in mpath.read_text().splitlines():
+    mpath, zpath = d / "metrics.jsonl", d / "metrics.jsonl.gz"
+    text = mpath.read_text() if mpath.exists() else gzip.decompress(zpath.read_bytes()).decode() if zpath.exists() else ""
+    if text:
+        for line in text.splitlines():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
