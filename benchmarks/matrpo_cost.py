@@ -9,6 +9,7 @@ settings.
     .venv/bin/python benchmarks/matrpo_cost.py --algos trpo_central trpo_independent matrpo --json out.json
     .venv/bin/python benchmarks/matrpo_cost.py --algos trpo_central matrpo matrpo+subspace
     .venv/bin/python benchmarks/matrpo_cost.py --algos matrpo matrpo@decentralised --admm-rounds 20
+    .venv/bin/python benchmarks/matrpo_cost.py --algos trpo_central matrpo+subspace --set refresh_samples=fisher
 
 ``matrpo+subspace`` is MATRPO with ``local_step: subspace``; ``matrpo@decentralised`` is
 ``distributed.mode=decentralised`` (a Ray actor per agent on an embedded local cluster), reported also
@@ -30,6 +31,7 @@ import statistics
 import time
 
 import torch
+import yaml
 
 TASKS = {
     # name: (env, env_config, max_kl, admm_rounds, rho)   (Table I)
@@ -44,7 +46,7 @@ TASKS = {
 
 def iteration_times(
     algo: str, task: str, iterations: int, warmup: int, paths: int = 100, steps: int = 100, seed: int = 0, admm_rounds: int = 0,
-    subspace_growth: float = 2.0,
+    subspace_growth: float = 2.0, overrides: dict[str, object] | None = None,
 ) -> list[dict[str, float]]:
     """Per timed iteration, ``time/iteration_s`` and (MATRPO) ``time/admm_s``; ``algo@decentralised`` runs on Ray."""
     import maestro
@@ -55,7 +57,7 @@ def iteration_times(
     algo, _, mode = algo.partition("@")
     algo, _, local_step = algo.partition("+")
     entry = algo_entry(algo)
-    extra = {"admm_rounds": admm_rounds or rounds, "rho": rho, "local_step": local_step or "trpo", "subspace_growth": subspace_growth} if algo == "matrpo" else {}
+    extra = {"admm_rounds": admm_rounds or rounds, "rho": rho, "local_step": local_step or "trpo", "subspace_growth": subspace_growth, **(overrides or {})} if algo == "matrpo" else {}
     cfg = entry.config(rollout_steps=steps, max_kl=max_kl, **extra)
     env = maestro.make_env(env_name, num_envs=paths, seed=seed, **env_cfg)
     rows: list[dict[str, float]] = []
@@ -88,10 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=100, help="steps per path T (Table I: 100)")
     parser.add_argument("--admm-rounds", type=int, default=0, help="MATRPO's rounds K (0: Table I's for the task)")
     parser.add_argument("--subspace-growth", type=float, default=2.0, help="matrpo+subspace: algo_config.subspace_growth")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a MATRPO setting for every matrpo algo (e.g. refresh_samples=fisher)")
     parser.add_argument("--rounds", type=int, default=1, help="measure the algorithms this many times in turn (A B A B ...)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    overrides = {k: yaml.safe_load(v) for k, _, v in (item.partition("=") for item in args.set)}
     results = []
     for task in args.tasks:
         rows: dict[str, list[dict[str, float]]] = {algo: [] for algo in args.algos}
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             for algo in args.algos:
                 t = time.perf_counter()
-                rows[algo] += iteration_times(algo, task, args.iterations, args.warmup, args.paths, args.steps, admm_rounds=args.admm_rounds, subspace_growth=args.subspace_growth)
+                rows[algo] += iteration_times(algo, task, args.iterations, args.warmup, args.paths, args.steps, admm_rounds=args.admm_rounds, subspace_growth=args.subspace_growth, overrides=overrides)
                 wall[algo] += time.perf_counter() - t
         times = {
             algo: {

@@ -149,6 +149,26 @@ def test_subspace_steps_keep_the_true_kl_and_start_with_the_authors_step():
     assert metrics["loss/local_kl_max"] <= cfg.max_kl + 1e-9  # the model's KL of every step
     assert metrics["loss/kl_max"] <= cfg.kl_factor * cfg.max_kl  # the true KL of every agent's result
     assert not torch.equal(policy_again.theta.detach(), policy.theta.detach())
+    x, kl = heads.log_ratios_and_kl(policy_again.theta.detach(), torch.arange(4))
+    assert metrics["loss/kl"] == pytest.approx(float(kl.mean()), rel=1e-5)
+    assert metrics["loss/surrogate_gain"] == pytest.approx(float((advantages * (x.sum(-1).exp() - 1)).mean()), rel=1e-4, abs=1e-9)
+
+
+def test_a_refresh_with_one_cg_iteration_adds_the_gradient_direction():
+    """``refresh_cg_iterations: 1``: conjugate gradient's first iterate is the scaled gradient, so an
+    agent's first basis direction is the Lagrangian's gradient, H-normalised."""
+    policy, obs, actions, advantages = _batch(n_agents=3)
+    cfg = matrpo.Config(**{**SMALL, "local_step": "subspace", "refresh_cg_iterations": 1})
+    heads = HeadsOnBatch.of_batch(policy, obs, actions, cfg.fisher_every)
+    steps = matrpo.make_local_steps(cfg, heads, advantages)
+    steps.step([0, 1], torch.zeros(2, obs.shape[0], 3), torch.tensor([2.0, 2.0]))
+    M = obs.shape[0]
+    grad = heads.log_ratio_vjp(torch.tensor([0, 1]), -(advantages[:2].unsqueeze(-1) / M).expand(2, M, 3))
+    for q in (0, 1):
+        u = steps.basis[q][0]
+        assert torch.allclose(u / u.norm(), -grad[q] / grad[q].norm(), atol=1e-5)
+    with pytest.raises(ValueError, match="refresh_cg_iterations"):
+        matrpo.Config(refresh_cg_iterations=-1)
 
 
 def test_advantage_norm_per_agent_or_pooled():

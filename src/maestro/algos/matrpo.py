@@ -158,6 +158,9 @@ class Config(TrpoFamilyConfig):
     ``a_{k+1} = max(a_k + 1, growth * a_k - (growth - 1))``: 1, 2, 3, 5, 9, 17, ... for 2; 1, 2, 5, 17, 65
     for 4 (fewer refreshes: cheaper, a smaller subspace)."""
 
+    refresh_cg_iterations: int = 0
+    """``local_step: subspace``: conjugate-gradient iterations of a refresh (``0``: ``cg_iterations``)."""
+
     advantage_norm: Literal["agent", "pooled"] = "pooled"
     """``pooled`` (default): all agents' advantages standardised with one mean and std, as the authors'
     code does (it keeps the agents' relative scales: with only agent 1 rewarded, per-agent statistics
@@ -175,6 +178,8 @@ class Config(TrpoFamilyConfig):
             raise ValueError(f"admm_rounds must be >= 1, got {self.admm_rounds}")
         if not self.rho > 0:
             raise ValueError(f"rho must be > 0, got {self.rho}")
+        if self.refresh_cg_iterations < 0:
+            raise ValueError(f"refresh_cg_iterations must be >= 0 (0: cg_iterations), got {self.refresh_cg_iterations}")
         if self.subspace_growth < 1.0:
             raise ValueError(f"subspace_growth must be >= 1, got {self.subspace_growth}")
         if self.advantage_norm not in ("agent", "pooled"):
@@ -212,6 +217,7 @@ class LocalSteps:
         self.accepted = 0
         self.kl_max = 0.0
         self.kl_sum = 0.0
+        self.final: tuple[Tensor, Tensor] | None = None  # final_theta's log-ratios (K, M, N) and KL (K,), where it computed them for every row
 
     def step(self, nodes: list[int], targets: Tensor, penalties: Tensor) -> Tensor:
         """One local TRPO step of each agent in ``nodes`` toward its ``targets`` ``(k, M, N)`` with proximal
@@ -278,7 +284,7 @@ class SubspaceSteps(LocalSteps):
         M = heads.num_samples
         grad = heads.log_ratio_vjp(index, -(self.advantages[index].unsqueeze(-1) / M + weights * targets))
         fvp = heads.fisher_product(index, cfg.cg_damping)
-        direction = batched_conjugate_gradient(fvp, -grad, cfg.cg_iterations)
+        direction = batched_conjugate_gradient(fvp, -grad, cfg.refresh_cg_iterations or cfg.cg_iterations)
         metric = fvp(direction)
         for k, q in enumerate(nodes):  # Gram-Schmidt in the H-metric against the agent's basis
             d, hd = direction[k], metric[k]
@@ -352,9 +358,11 @@ class SubspaceSteps(LocalSteps):
             step = theta[index] - old
             scale = torch.ones(len(rows), device=theta.device)
             for _ in range(self.cfg.max_backtracks):
-                _, kl = self.heads.log_ratios_and_kl(old + scale[:, None] * step, index)
+                x, kl = self.heads.log_ratios_and_kl(old + scale[:, None] * step, index)
                 bad = ~(torch.isfinite(kl) & (kl <= self.cfg.kl_factor * self.cfg.max_kl))
                 if not bool(bad.any()):
+                    if len(rows) == theta.shape[0]:
+                        self.final = (x, kl)
                     break
                 scale = torch.where(bad, 0.5 * scale, scale)
             else:
@@ -390,11 +398,13 @@ def admm_update(cfg: Config, policy: JointPolicy, obs: Tensor, actions: Tensor, 
     with torch.no_grad():
         theta = local.final_theta()
         policy.theta.copy_(theta)
-        _, kl = heads.log_ratios_and_kl(theta, torch.arange(N, device=obs.device))
+        x, kl = local.final if local.final is not None else heads.log_ratios_and_kl(theta, torch.arange(N, device=obs.device))
+        gain = (advantages * torch.expm1(x.sum(-1))).mean(-1)  # each agent's surrogate gain on its own advantages
     return {
         "loss/consensus_residual": float(consensus_residual(state.x, graph)),
         "loss/consensus_disagreement": float((state.x[graph.edges[:, 0]] - state.x[graph.edges[:, 1]]).abs().mean()),
         "loss/kl": float(kl.mean()),
+        "loss/surrogate_gain": float(gain.mean()),
         "loss/kl_max": float(kl.max()),
         "loss/local_kl_max": local.kl_max,
         "loss/local_kl": local.kl_sum / max(local.steps, 1),

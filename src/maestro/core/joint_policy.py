@@ -332,7 +332,8 @@ class HeadsOnBatch:
         """The linearisation restricted to ``rows`` (cached per set of rows): all samples, and the Fisher subsample."""
         key = tuple(rows.tolist())
         if key not in self._rows:
-            lin = self.lin.rows(rows)
+            every_row = len(key) == self.lin.theta.shape[0] and key == tuple(range(len(key)))
+            lin = self.lin if every_row else self.lin.rows(rows)  # (all rows in order: no copy)
             sub = lin.samples(self.fisher_every)
             sub = type(sub)(sub.theta, tuple(x.contiguous() for x in sub.inputs), tuple(d if d is None else d.contiguous() for d in sub.derivatives), sub.output.contiguous())
             old = self.old_log_probs[rows]

@@ -204,10 +204,11 @@ class MatrpoAgent:
         with torch.no_grad():
             theta = local.final_theta()
             self.policy.theta.copy_(theta)
-            _, kl = local.heads.log_ratios_and_kl(theta, torch.zeros(1, dtype=torch.long))
+            x, kl = local.heads.log_ratios_and_kl(theta, torch.zeros(1, dtype=torch.long))
+            gain = (local.advantages * torch.expm1(x.sum(-1))).mean(-1)
         self._save(iteration)
         del self.local
-        return {"kl": float(kl[0]), "local_kl_max": local.kl_max, "local_kl_sum": local.kl_sum, "local_steps": local.steps, "local_accepted": local.accepted}
+        return {"kl": float(kl[0]), "surrogate_gain": float(gain[0]), "local_kl_max": local.kl_max, "local_kl_sum": local.kl_sum, "local_steps": local.steps, "local_accepted": local.accepted}
 
 
 class IterationLost(RuntimeError):
@@ -330,6 +331,7 @@ def train_decentralised(dcfg: DistributedConfig, cfg: matrpo.Config, env: Any, r
             **stats,
             "loss/kl": sum(done[i]["kl"] for i in everyone) / N,
             "loss/kl_max": max(done[i]["kl"] for i in everyone),
+            "loss/surrogate_gain": sum(done[i]["surrogate_gain"] for i in everyone) / N,
             "loss/local_kl_max": max(done[i]["local_kl_max"] for i in everyone),
             "loss/local_kl": sum(done[i]["local_kl_sum"] for i in everyone) / steps_total,
             "loss/local_step_accepted": sum(done[i]["local_accepted"] for i in everyone) / steps_total,
