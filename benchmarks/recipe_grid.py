@@ -21,7 +21,8 @@ Runs go to ``<out>/<recipe basename>/s<seed>/<name>/<time>-s<seed>/``; the repor
 ``eval.json``; no checkpoints) under ``DIR`` with the same layout, plus ``cells.jsonl``, and counts an
 archived cell as done: the archive is small enough to commit (``benchmarks/results/``), so a grid
 longer than one machine's life is filled over several, and ``maestro report DIR`` redraws its figures
-and tables from it::
+and tables from it. A cell stopped part-way (SIGTERM to the grid: its ``maestro train`` writes a last
+checkpoint) is archived with that checkpoint, and the same command on another machine resumes it::
 
     nice -n 19 python benchmarks/recipe_grid.py --recipes 'master_slave/walker2d_*' --seeds 0 1 2 \
         --out bench/master_slave --archive benchmarks/results/master_slave
@@ -33,12 +34,13 @@ import argparse
 import fnmatch
 import gzip
 import json
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from maestro.core.checkpoint import checkpointed_env_steps
+from maestro.core.checkpoint import checkpointed_env_steps, latest_valid
 from maestro.recipes import list_recipes, newest_run, parse_yaml
 
 
@@ -55,25 +57,70 @@ def read_field(path: Path, *keys: str) -> object:
 ARCHIVED = ("metrics.jsonl", "eval.json", "config.yaml")  # config last: it marks the cell archived
 
 
-def archive_run(run_dir: Path, out: Path, archive: Path) -> Path:
-    """Copy the report's files of ``run_dir`` (below ``out``) to the same place below ``archive``,
-    the metrics gzipped (``maestro report`` reads either); each file is written beside and renamed,
-    so an interrupted copy leaves no half file."""
+def _write(path: Path, data: bytes) -> None:
+    """Write beside and rename: an interrupted copy leaves no half file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def archive_run(run_dir: Path, out: Path, archive: Path, checkpoint: bool = False) -> Path:
+    """Copy the report's files of ``run_dir`` (below ``out``) to the same place below ``archive``, the
+    metrics gzipped (``maestro report`` reads either). ``checkpoint``: the cell is unfinished, and its
+    newest valid checkpoint goes along (``checkpoints/`` in the archive, older ones dropped) so that
+    another machine resumes it; a finished cell's archive holds no ``checkpoints/``."""
     dest = archive / run_dir.relative_to(out)
-    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "checkpoints").mkdir(parents=True, exist_ok=True)
+    if checkpoint:
+        newest, _, _ = latest_valid(run_dir / "checkpoints")
+        _write(dest / "checkpoints" / newest.name, newest.read_bytes())
     for name in ARCHIVED:
         if (run_dir / name).is_file():
             data = (run_dir / name).read_bytes()
             if name.endswith(".jsonl"):
                 name, data = name + ".gz", gzip.compress(data, mtime=0)
-            tmp = dest / (name + ".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(dest / name)
+            _write(dest / name, data)
+    for old in (dest / "checkpoints").iterdir():
+        if not checkpoint or old.name != newest.name:
+            old.unlink()
+    if not checkpoint:
+        (dest / "checkpoints").rmdir()
     return dest
 
 
+def restore_run(archived: Path, archive: Path, out: Path) -> Path:
+    """An unfinished archived cell copied back below ``out`` (config, metrics, its checkpoint), ready for ``--resume``."""
+    dest = out / archived.relative_to(archive)
+    (dest / "checkpoints").mkdir(parents=True, exist_ok=True)
+    for ckpt in (archived / "checkpoints").iterdir():
+        _write(dest / "checkpoints" / ckpt.name, ckpt.read_bytes())
+    if (archived / "metrics.jsonl.gz").is_file():
+        _write(dest / "metrics.jsonl", gzip.decompress((archived / "metrics.jsonl.gz").read_bytes()))
+    for name in ("eval.json", "config.yaml"):
+        if (archived / name).is_file():
+            _write(dest / name, (archived / name).read_bytes())
+    return dest
+
+
+_child: list[subprocess.Popen] = []
+_stopping: list[bool] = []
+
+
 def maestro(*args: str) -> int:
-    return subprocess.call([sys.executable, "-m", "maestro.cli", *args])
+    """Run ``python -m maestro.cli ARGS`` and wait for it."""
+    with subprocess.Popen([sys.executable, "-m", "maestro.cli", *args]) as child:
+        _child[:] = [child]
+        code = child.wait()
+        _child.clear()
+    return code
+
+
+def _stop(signum: int, frame: object) -> None:
+    """SIGTERM to the grid: passed on to the running ``maestro train`` (which writes a last checkpoint
+    and exits); the grid then archives that unfinished cell and stops."""
+    _stopping.append(True)
+    for child in _child:
+        child.send_signal(signum)
 
 
 def main() -> None:
@@ -86,6 +133,7 @@ def main() -> None:
     ap.add_argument("--archive", type=Path, default=None, metavar="DIR", help="keep each finished cell's config, metrics and eval under DIR (committable) and skip cells already there")
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, _stop)
 
     known = list_recipes()
     recipes = [r for pat in args.recipes for r in known if fnmatch.fnmatchcase(r, pat)]
@@ -98,10 +146,14 @@ def main() -> None:
         for seed in args.seeds:  # seed-major: every recipe gets seed 0 before any gets seed 1
             for recipe in dict.fromkeys(recipes):
                 cell = args.out / recipe.split("/")[-1] / f"s{seed}"
-                if args.archive is not None and newest_run(args.archive / cell.relative_to(args.out)) is not None:
+                archived = None if args.archive is None else newest_run(args.archive / cell.relative_to(args.out))
+                if archived is not None and not (archived / "checkpoints").exists():
                     continue  # finished on this machine or an earlier one
                 run_dir = newest_run(cell)
                 steps = None if run_dir is None else checkpointed_env_steps(run_dir)
+                if archived is not None and (steps or 0) < (checkpointed_env_steps(archived) or 0):
+                    run_dir = restore_run(archived, args.archive, args.out)  # started on another machine
+                    steps = checkpointed_env_steps(run_dir)
                 if steps is not None and steps >= int(read_field(run_dir / "config.yaml", "run", "env_steps")):
                     if args.archive is not None:
                         archive_run(run_dir, args.out, args.archive)
@@ -118,10 +170,14 @@ def main() -> None:
                 for log in [args.out] + ([args.archive] if args.archive is not None else []):
                     with open(log / "cells.jsonl", "a") as f:
                         f.write(row)
-                if code != 0:
-                    sys.exit(f"{recipe} seed {seed} stopped with exit code {code}; re-run this command to resume it")
-                if args.archive is not None:
-                    archive_run(newest_run(cell), args.out, args.archive)
+                latest = newest_run(cell)
+                if args.archive is not None and latest is not None:
+                    if code == 0:  # the budget was reached: the cell is finished
+                        archive_run(latest, args.out, args.archive)
+                    elif checkpointed_env_steps(latest) is not None:
+                        archive_run(latest, args.out, args.archive, checkpoint=True)
+                if code != 0 or _stopping:
+                    sys.exit(f"{recipe} seed {seed} stopped (exit code {code}); re-run this command to resume it")
     root = args.out if args.archive is None else args.archive
     maestro("report", *[str(root / r.split("/")[-1]) for r in dict.fromkeys(recipes) if (root / r.split("/")[-1]).exists()], "--out", str(args.out / "report"))
 

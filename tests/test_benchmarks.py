@@ -134,40 +134,61 @@ def test_multitask_benchmark_resumes_its_cells_and_reports_the_finished_ones(tmp
 
 def test_recipe_grid_archives_finished_cells_and_skips_them_on_a_new_machine(tmp_path, monkeypatch):
     """A cell finished on one machine is archived (config, metrics, eval; no checkpoints) and is not
-    trained again by a grid that starts with an empty ``--out`` beside the archive."""
+    trained again by a grid that starts with an empty ``--out`` beside the archive; a cell stopped
+    part-way is archived with its newest checkpoint and resumed from it on the next machine."""
+    from maestro.core.checkpoint import checkpoint_name, save_atomic
+    from maestro.reports import load_run
+
     grid = _load("recipe_grid")
     calls = []
 
+    def checkpoint(run, steps):
+        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+        save_atomic({"run": {"env_steps": steps}, "state": {}}, run / "checkpoints" / checkpoint_name(steps))
+
     def fake_maestro(*args):
         calls.append(args)
-        if args[0] == "train":
-            out = Path(args[args.index("--out") + 1])
-            seed = int(next(a for a in args if a.startswith("--set=seed="))[len("--set=seed="):])
-            run = out / "name" / f"t-s{seed}"
-            (run / "checkpoints").mkdir(parents=True)
-            (run / "checkpoints" / "big.pt").write_bytes(b"x" * 100)
-            (run / "config.yaml").write_text(f"run:\n  env_steps: 10\nseed: {seed}\n")
-            (run / "metrics.jsonl").write_text(json.dumps({"env_steps": 10, "train/episode_return": 1.0}) + "\n")
+        if args[0] != "train":
+            return 0
+        if args[1] == "--resume":  # finishes the run it is given
+            run = Path(args[2])
+            assert (run / "metrics.jsonl").read_text().count("\n") == 1, "the metrics so far came back with the checkpoint"
+            checkpoint(run, 10)
+            return 0
+        out = Path(args[args.index("--out") + 1])
+        seed = int(next(a for a in args if a.startswith("--set=seed="))[len("--set=seed="):])
+        run = out / "name" / f"t-s{seed}"
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(f"run:\n  env_steps: 10\nseed: {seed}\n")
+        (run / "metrics.jsonl").write_text(json.dumps({"env_steps": 5, "train/episode_return": 1.0}) + "\n")
+        checkpoint(run, 5)
+        if seed == 1:  # stopped by SIGTERM half-way
+            return 143
+        checkpoint(run, 10)
         return 0
 
     monkeypatch.setattr(grid, "maestro", fake_maestro)
     archive = tmp_path / "results"
     argv = ["recipe_grid.py", "--recipes", "ms_marl/combat_commnet", "--seeds", "0", "1", "--archive", str(archive)]
     monkeypatch.setattr(sys, "argv", argv + ["--out", str(tmp_path / "machine1")])
-    grid.main()
-    trains = [c for c in calls if c[0] == "train"]
-    assert len(trains) == 2
-    for seed in (0, 1):
-        kept = archive / "combat_commnet" / f"s{seed}" / "name" / f"t-s{seed}"
-        assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "metrics.jsonl.gz"]
+    with pytest.raises(SystemExit, match="seed 1 stopped"):
+        grid.main()
+    assert [c[0] for c in calls] == ["train", "train"]
+    done = archive / "combat_commnet" / "s0" / "name" / "t-s0"
+    assert sorted(p.name for p in done.iterdir()) == ["config.yaml", "metrics.jsonl.gz"]
+    assert load_run(done).rows == [{"env_steps": 5, "train/episode_return": 1.0}]  # the report reads the gzipped metrics
+    part = archive / "combat_commnet" / "s1" / "name" / "t-s1"
+    assert [p.name for p in (part / "checkpoints").iterdir()] == [checkpoint_name(5)]
     assert len((archive / "cells.jsonl").read_text().splitlines()) == 2
-    assert calls[-1][0] == "report" and str(archive) in calls[-1][1]
 
     calls.clear()  # a new machine: nothing under --out, the archive committed beside the code
     monkeypatch.setattr(sys, "argv", argv + ["--out", str(tmp_path / "machine2")])
     grid.main()
-    assert [c[0] for c in calls] == ["report"]
-    # and the report reads the archived, gzipped metrics as it reads a live run's
-    from maestro.reports import load_run
+    assert [c[:2] for c in calls] == [("train", "--resume"), ("report", str(archive / "combat_commnet"))]
+    assert Path(calls[0][2]) == tmp_path / "machine2" / "combat_commnet" / "s1" / "name" / "t-s1"
+    assert not (part / "checkpoints").exists(), "finished now: its archive drops the checkpoint"
 
-    assert load_run(archive / "combat_commnet" / "s0" / "name" / "t-s0").rows == [{"env_steps": 10, "train/episode_return": 1.0}]
+    calls.clear()
+    monkeypatch.setattr(sys, "argv", argv + ["--out", str(tmp_path / "machine3")])
+    grid.main()
+    assert [c[0] for c in calls] == ["report"]
