@@ -18,6 +18,7 @@ then the median ratios maestro/SB3.
 
     python benchmarks/mujoco_ppo_peer.py --steps 20000 --rounds 1        # a smoke run
     python benchmarks/mujoco_ppo_peer.py --steps 1000000 --rounds 3      # the issue's benchmark
+    python benchmarks/mujoco_ppo_peer.py --steps 1000000 --rounds 1 --first-round 2   # a third round after two
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--body", default="walker2d", choices=sorted(BODIES))
     p.add_argument("--steps", type=int, default=1_000_000)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--first-round", type=int, default=0, help="start at this round (its seed), e.g. 2 to add a third round to two already run")
     p.add_argument("--network", default="mlp", choices=["mlp", "stem_backbone_head"])
     p.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
     p.add_argument("--json", default="")
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.body} ({BODIES[args.body]}), {args.steps} env steps per run, {args.rounds} rounds, {os.cpu_count()} cores")
     print("| round | learner | load (1 min) | wall s | env steps/s | train return (last 20 episodes) | test return (10 episodes) |")
     print("|---|---|---|---|---|---|---|")
-    for r in range(args.rounds):
+    for r in range(args.first_round, args.first_round + args.rounds):
         order = ["maestro", "sb3"] if r % 2 == 0 else ["sb3", "maestro"]
         for who in order:
             load = os.getloadavg()[0]
