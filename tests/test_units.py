@@ -320,6 +320,28 @@ def test_check_env_with_the_target_action():
     check_env("unit_combat", num_envs=3, seed=1, scenario="m10v13z", max_steps=15, action="target")
 
 
+def test_wrapped_angle_is_periodic_and_unbounded():
+    """``angle="wrap"``: the angle's Box is unbounded and an angle and the same angle plus 2 (a full
+    turn) play the same battle; the other components keep their bounds."""
+    check_env("unit_combat", num_envs=2, seed=1, scenario="m15v16", max_steps=10, angle="wrap")
+    space = make(angle="wrap").spec.groups["agent"].action_space
+    assert math.isinf(space.high[1]) and space.high[0] == space.high[2] == 1.0
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(4, 1, 15, 3, generator=gen) * 2 - 1
+    turned = a.clone()
+    turned[..., 1] += torch.tensor([2.0, -4.0, 6.0, 2.0]).reshape(4, 1, 1)
+    outs = []
+    for acts in (a, turned):
+        env = make(angle="wrap", num_envs=1, seed=3)
+        outs.append([env.step({"agent": step}) for step in acts])
+    for x, y in zip(*outs):
+        assert torch.allclose(x.obs["agent"], y.obs["agent"], atol=1e-3) and torch.equal(x.reward["agent"], y.reward["agent"])
+    with pytest.raises(ValueError, match="agent"):
+        make(angle="wrap").step({"agent": torch.tensor([[[1.5, 0.0, 0.0]] * 15])})
+    with pytest.raises(ValueError, match="angle"):
+        make(angle="loop")
+
+
 def test_target_action_holds_moves_one_step_and_attacks_the_named_enemy():
     env = make("m15v16", action="target")
     assert env.spec.groups["agent"].action_space.n == 9 + 16 and env.spec.groups["agent"].has_action_mask

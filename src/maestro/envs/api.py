@@ -163,7 +163,8 @@ def validate_actions(spec: EnvSpec, actions: Any, num_envs: int, device: torch.d
 
 
 def random_actions(env: "BatchedEnv", generator: torch.Generator | None = None) -> dict[str, Tensor]:
-    """Uniformly random legal actions for every copy and agent (respecting action masks)."""
+    """Uniformly random legal actions for every copy and agent (respecting action masks); an unbounded
+    Box dimension draws from N(0, 1), a half-bounded one the bound plus or minus Exp(1), as gymnasium's ``Box.sample``."""
     acts: dict[str, Tensor] = {}
     masks = env.action_mask()
     B, dev = env.num_envs, env.device
@@ -179,8 +180,13 @@ def random_actions(env: "BatchedEnv", generator: torch.Generator | None = None) 
             box: gspaces.Box = gs.action_space  # type: ignore[assignment]
             lo = torch.as_tensor(box.low, dtype=torch.float32, device=dev)
             hi = torch.as_tensor(box.high, dtype=torch.float32, device=dev)
-            u = torch.rand((B, gs.n_agents, gs.action_dim), device=dev, generator=generator)
+            shape = (B, gs.n_agents, gs.action_dim)
+            u = torch.rand(shape, device=dev, generator=generator)
             acts[g] = lo + (hi - lo) * u
+            if not bool(torch.isfinite(lo).all() and torch.isfinite(hi).all()):  # as gymnasium's Box.sample
+                z = torch.randn(shape, device=dev, generator=generator)
+                e = -torch.log1p(-u)  # Exp(1) from the same uniforms
+                acts[g] = torch.where(torch.isfinite(lo) & torch.isfinite(hi), acts[g], torch.where(torch.isfinite(lo), lo + e, torch.where(torch.isfinite(hi), hi - e, z)))
     return acts
 
 

@@ -266,6 +266,12 @@ class UnitCombatConfig:
     (every living agent may hold or move, and attack every living enemy; a dead agent only holds);
     an illegal action holds. A probe of the learning check: whether naming a target, instead of
     pointing at it, lets a learner find focus fire (docs/unit_combat.md)"""
+    angle: Literal["clip", "wrap"] = "clip"
+    """the BiCNet action's angle component: ``clip``, BiCNet's box ``[-1, 1]`` (a Gaussian policy's
+    sample is clipped to it, so both bounds, ``θ = ±π``, point west, and a mean that drifts past a
+    bound stops exploring the angle); ``wrap``, not the paper's: the angle's Box is unbounded and
+    ``θ = π·angle`` wraps around the circle, so every real number is a direction and a policy's
+    sample is never clipped in that component (a probe of the learning check, docs/unit_combat.md)"""
     curriculum_enemies: int = 0
     """a curriculum over the enemy count, not the paper's (0: none, every battle has the scenario's
     ``M`` enemies): a battle starts with ``k`` living enemies (the first ``k`` of the formation, its
@@ -289,6 +295,8 @@ class UnitCombatConfig:
             raise ValueError(f"unit_combat: 'bot_idle' must be one of ['attack_move', 'hold'], got {self.bot_idle!r}")
         if self.action not in ("bicnet", "target"):
             raise ValueError(f"unit_combat: 'action' must be one of ['bicnet', 'target'], got {self.action!r}")
+        if self.angle not in ("clip", "wrap"):
+            raise ValueError(f"unit_combat: 'angle' must be one of ['clip', 'wrap'], got {self.angle!r}")
         if self.bot_acquisition not in ("openbw", "sight"):
             raise ValueError(f"unit_combat: 'bot_acquisition' must be one of ['openbw', 'sight'], got {self.bot_acquisition!r}")
         if self.draw_reward is not None and (isinstance(self.draw_reward, bool) or not isinstance(self.draw_reward, (int, float)) or not math.isfinite(self.draw_reward)):
@@ -441,8 +449,11 @@ class UnitCombat(BatchedEnv):
     # ------------------------------------------------------------------ helpers
     @staticmethod
     def _action_space(cfg: UnitCombatConfig, m: int) -> gspaces.Space:
-        """BiCNet's ``Box(-1, 1, (3,))`` or the ``target`` action's ``Discrete(9 + M)``."""
-        return gspaces.Box(-1.0, 1.0, (3,), dtype=np.float32) if cfg.action == "bicnet" else gspaces.Discrete(9 + m)
+        """BiCNet's ``Box(-1, 1, (3,))`` (the angle unbounded with ``angle="wrap"``) or the ``target`` action's ``Discrete(9 + M)``."""
+        if cfg.action == "target":
+            return gspaces.Discrete(9 + m)
+        angle = np.inf if cfg.angle == "wrap" else 1.0
+        return gspaces.Box(np.array([-1.0, -angle, -1.0], dtype=np.float32), np.array([1.0, angle, 1.0], dtype=np.float32), dtype=np.float32)
 
     def _formation_offsets(self) -> Tensor:
         """``(U, 2)`` offsets of each unit from its team's block centre; the front column faces the enemy."""
