@@ -70,21 +70,22 @@ def archive_run(run_dir: Path, out: Path, archive: Path, checkpoint: bool = Fals
     newest valid checkpoint goes along (``checkpoints/`` in the archive, older ones dropped) so that
     another machine resumes it; a finished cell's archive holds no ``checkpoints/``."""
     dest = archive / run_dir.relative_to(out)
-    (dest / "checkpoints").mkdir(parents=True, exist_ok=True)
-    if checkpoint:
-        newest, _, _ = latest_valid(run_dir / "checkpoints")
-        _write(dest / "checkpoints" / newest.name, newest.read_bytes())
+    kept = dest / "checkpoints"
+    kept.mkdir(parents=True, exist_ok=True)
+    newest = latest_valid(run_dir / "checkpoints")[0] if checkpoint else None
+    if newest is not None:
+        _write(kept / newest.name, newest.read_bytes())
     for name in ARCHIVED:
         if (run_dir / name).is_file():
             data = (run_dir / name).read_bytes()
             if name.endswith(".jsonl"):
                 name, data = name + ".gz", gzip.compress(data, mtime=0)
             _write(dest / name, data)
-    for old in (dest / "checkpoints").iterdir():
-        if not checkpoint or old.name != newest.name:
+    for old in kept.iterdir():  # the checkpoint of an earlier sitting, or every one once the cell is finished
+        if newest is None or old.name != newest.name:
             old.unlink()
-    if not checkpoint:
-        (dest / "checkpoints").rmdir()
+    if newest is None:
+        kept.rmdir()
     return dest
 
 

@@ -182,11 +182,15 @@ def random_actions(env: "BatchedEnv", generator: torch.Generator | None = None) 
             hi = torch.as_tensor(box.high, dtype=torch.float32, device=dev)
             shape = (B, gs.n_agents, gs.action_dim)
             u = torch.rand(shape, device=dev, generator=generator)
-            acts[g] = lo + (hi - lo) * u
-            if not bool(torch.isfinite(lo).all() and torch.isfinite(hi).all()):  # as gymnasium's Box.sample
-                z = torch.randn(shape, device=dev, generator=generator)
-                e = -torch.log1p(-u)  # Exp(1) from the same uniforms
-                acts[g] = torch.where(torch.isfinite(lo) & torch.isfinite(hi), acts[g], torch.where(torch.isfinite(lo), lo + e, torch.where(torch.isfinite(hi), hi - e, z)))
+            fin_lo, fin_hi = torch.isfinite(lo), torch.isfinite(hi)
+            if bool((fin_lo & fin_hi).all()):
+                acts[g] = lo + (hi - lo) * u
+                continue
+            # as gymnasium's Box.sample: N(0, 1) where unbounded, the bound -/+ Exp(1) where half-bounded
+            z = torch.randn(shape, device=dev, generator=generator)
+            e = -torch.log1p(-u)  # Exp(1) from the same uniforms
+            half = torch.where(fin_lo, lo + e, torch.where(fin_hi, hi - e, z))
+            acts[g] = torch.where(fin_lo & fin_hi, lo + (hi - lo) * u, half)
     return acts
 
 
