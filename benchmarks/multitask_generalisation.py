@@ -27,6 +27,18 @@ first (the multi-task run, the baselines, the single-task run, the fine-tune), t
 A SIGTERM / Ctrl-C stops the cell at a checkpoint and the script with it. The report covers the
 cells finished so far (a row says over how many seeds it is); the wall-clock of a cell is the sum
 of its sittings (``<out>/cells.jsonl``).
+
+``--archive DIR`` (as ``recipe_grid.py``'s) keeps each finished cell under ``DIR`` with the same
+layout: its config, gzipped metrics and final checkpoint without the replay buffers (the report
+evaluates that policy and a fine-tune starts from its networks; a few hundred KB instead of hundreds
+of MB), plus ``cells.jsonl``. The archive is small enough to commit (``benchmarks/results/``); the
+same command on another machine copies the archived cells back below ``--out`` and counts them as
+done. A cell stopped part-way is not archived (its checkpoint carries the replay buffers, about
+0.9 KB per env step on the spread tasks): on the same machine it resumes exactly, on a new one it
+starts again.
+
+    nice -n 19 python benchmarks/multitask_generalisation.py --env-steps 300000 --seeds 0 1 2 \
+        --out bench/multitask --archive benchmarks/results/multitask
 """
 
 from __future__ import annotations
@@ -37,14 +49,18 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from maestro.core.checkpoint import checkpointed_env_steps
+from maestro.core.checkpoint import checkpointed_env_steps, latest_valid, save_atomic
 from maestro.core.evaluate import ScriptedPolicy, evaluate, mean_ci95, random_policy
 from maestro.envs.particle.common import heuristic
 from maestro.recipes import env_factory, load_recipe, load_run_policy, newest_run, resume_run, train_recipe
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recipe_grid import archive_run, restore_run  # noqa: E402  (a sibling script: the grids share one archive format)
 
 FAMILIES = {
     "spread": {
@@ -127,11 +143,14 @@ def trained_steps(run_dir: Path | None) -> int:
     return (checkpointed_env_steps(run_dir) if run_dir is not None else None) or 0
 
 
-def train_cell(out: Path, cell: Cell, seed: int) -> bool:
-    """Train (or resume) one cell to its budget; False when a signal stopped it (the script stops too)."""
+def train_cell(out: Path, cell: Cell, seed: int, archive: Path | None = None) -> bool:
+    """Train (or resume) one cell to its budget, and archive it once finished (``archive``); False when
+    a signal stopped it (the script stops too)."""
     run_dir = run_of(out, cell, seed)
     done = trained_steps(run_dir)
     if done >= cell.steps:
+        if archive is not None and newest_run(archive / cell.key / f"s{seed}") is None:
+            archive_cell(run_dir, out, archive)  # finished before the archive was asked for
         return True
     budget = [f"run.env_steps={cell.steps}", f"run.checkpoint_every={max(1, cell.steps // 10)}", "run.keep_checkpoints=2"]
     t0 = time.perf_counter()
@@ -145,10 +164,44 @@ def train_cell(out: Path, cell: Cell, seed: int) -> bool:
         recipe = load_recipe(cell.recipe, [f"name=bench_{cell.key}", f"seed={seed}", *budget, *extra])
         result = train_recipe(recipe, cell_dir(out, cell, seed), progress=False)
     sec = time.perf_counter() - t0
-    with open(out / "cells.jsonl", "a") as f:
-        f.write(json.dumps({"cell": cell.key, "seed": seed, "from": done, "to": result.env_steps, "wall_s": round(sec, 1), "stopped": result.stopped}) + "\n")
+    row = json.dumps({"cell": cell.key, "seed": seed, "from": done, "to": result.env_steps, "wall_s": round(sec, 1), "stopped": result.stopped}) + "\n"
+    for log in [out] + ([archive] if archive is not None else []):
+        with open(log / "cells.jsonl", "a") as f:
+            f.write(row)
+    if archive is not None and result.env_steps >= cell.steps:
+        archive_cell(run_of(out, cell, seed), out, archive)
     print(f"[seed {seed}] {cell.row}: {done:,} -> {result.env_steps:,} env steps in {sec:.0f} s", flush=True)
     return not result.stopped
+
+
+def without_replay(tree: Any) -> Any:
+    """A checkpoint's content with every ``replay`` entry (MADDPG's and the multitask learner's
+    buffers) left out: what evaluating the policy or fine-tuning from the networks needs."""
+    if isinstance(tree, dict):
+        return {k: without_replay(v) for k, v in tree.items() if k != "replay"}
+    if isinstance(tree, list):
+        return [without_replay(v) for v in tree]
+    return tree
+
+
+def archive_cell(run_dir: Path, out: Path, archive: Path) -> Path:
+    """Keep a finished cell below ``archive``: ``recipe_grid``'s files (config, gzipped metrics) and the
+    run's final checkpoint without its replay buffers."""
+    dest = archive_run(run_dir, out, archive)
+    path, payload, _ = latest_valid(run_dir / "checkpoints")
+    payload.pop("format")
+    save_atomic(without_replay(payload), dest / "checkpoints" / path.name)
+    return dest
+
+
+def restore_archived(out: Path, archive: Path, cells: list[Cell], seeds: list[int]) -> None:
+    """Copy every archived cell that ``out`` has not finished back below ``out`` (it becomes the cell's
+    newest run, so it counts as done, is evaluated and is a fine-tune's parent)."""
+    for seed in seeds:
+        for c in cells:
+            archived = newest_run(archive / c.key / f"s{seed}")
+            if archived is not None and trained_steps(archived) >= c.steps > trained_steps(run_of(out, c, seed)):
+                restore_run(archived, archive, out)
 
 
 def wall_clock(out: Path) -> dict[tuple[str, int], float]:
@@ -234,21 +287,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ablations", nargs="*", default=list(ABLATIONS), choices=list(ABLATIONS))
     p.add_argument("--out", default="runs/bench_multitask")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every cell (as maestro train --set), e.g. run.num_envs=16")
+    p.add_argument("--archive", type=Path, default=None, metavar="DIR", help="keep each finished cell (config, metrics, final checkpoint without replay) under DIR, committable; restore them from there on a new machine")
     p.add_argument("--report-only", action="store_true", help="evaluate the finished cells and write the report; train nothing")
     args = p.parse_args(argv)
     fam, out = FAMILIES[args.family], Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cells = grid(fam, args.env_steps, args.finetune_fraction, args.ablations, tuple(args.set))
+    if args.archive is not None:
+        args.archive.mkdir(parents=True, exist_ok=True)
+        restore_archived(out, args.archive, cells, args.seeds)
     if not args.report_only:
         for seed in args.seeds:
             for c in cells:
-                if not train_cell(out, c, seed):
+                if not train_cell(out, c, seed, args.archive):
                     print(f"stopped in {c.key} seed {seed}; run the same command again to resume", flush=True)
                     return 1
 
     results: dict[str, dict[str, list[float]]] = {}  # row -> task -> per-seed returns
     clock: dict[str, list[tuple[float, int]]] = {}  # row -> (seconds, env steps)
-    spent = wall_clock(out)
+    spent = wall_clock(out if args.archive is None else args.archive)
     first_full: Path | None = None
     for seed in args.seeds:
         for c in cells:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -98,6 +99,26 @@ def test_genetic_benchmark_scratch_cells_need_no_frozen_prey(tmp_path, monkeypat
     assert "| scratch | single | 1 |" in capsys.readouterr().out
 
 
+def _keys(tree, prefix=""):
+    """Every key path of a nested checkpoint dict."""
+    if isinstance(tree, dict):
+        return [p for k, v in tree.items() for p in [f"{prefix}/{k}", *_keys(v, f"{prefix}/{k}")]]
+    if isinstance(tree, list):
+        return [p for i, v in enumerate(tree) for p in _keys(v, f"{prefix}/{i}")]
+    return []
+
+
+def _same(a, b) -> bool:
+    """Nested checkpoint contents equal, tensors exactly."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    return a == b
+
+
 def test_multitask_benchmark_resumes_its_cells_and_reports_the_finished_ones(tmp_path, capsys):
     mt = _load("multitask_generalisation")
     fam = mt.FAMILIES["spread"]
@@ -110,8 +131,9 @@ def test_multitask_benchmark_resumes_its_cells_and_reports_the_finished_ones(tmp
     assert mt.train_cell(out, mt.replace(cells[0], steps=300), 0)
     first = mt.run_of(out, cells[0], 0)
     assert mt.trained_steps(first) == 300
-    args = ["--env-steps", "600", "--finetune-fraction", "0.5", "--seeds", "0", "--ablations", "full", "--episodes", "4", "--set", small[0], "--out", str(out)]
-    assert mt.main(args) == 0
+    archive = tmp_path / "archive"
+    args = ["--env-steps", "600", "--finetune-fraction", "0.5", "--seeds", "0", "--ablations", "full", "--episodes", "4", "--set", small[0], "--archive", str(archive)]
+    assert mt.main([*args, "--out", str(out)]) == 0
     sittings = [json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()]
     assert [(s["cell"], s["from"], s["to"]) for s in sittings] == [
         ("multitask_full", 0, 300), ("multitask_full", 300, 600), ("mappo_spread6", 0, 600), ("maddpg_spread6", 0, 600),
@@ -128,8 +150,21 @@ def test_multitask_benchmark_resumes_its_cells_and_reports_the_finished_ones(tmp
     assert all(h > r + 5.0 for h, r in zip(refs["heuristic (reference)"], refs["random (reference)"])), refs
     assert "Share of the gap from random play" in report
     # a second call trains nothing and writes the same table
-    assert mt.main(args) == 0
+    assert mt.main([*args, "--out", str(out)]) == 0
     assert len((out / "cells.jsonl").read_text().splitlines()) == len(sittings)
+    # the archive: every finished cell with its final checkpoint, the replay buffers left out
+    for c in cells:
+        [ckpt] = (mt.newest_run(archive / c.key / "s0") / "checkpoints").iterdir()
+        kept = torch.load(ckpt, weights_only=True)
+        full = torch.load(mt.run_of(out, c, 0) / "checkpoints" / ckpt.name, weights_only=True)
+        assert not any(k.endswith("/replay") for k in _keys(kept)) and _same(kept, mt.without_replay(full))
+        if c.key.startswith(("multitask", "maddpg")):
+            assert any(k.endswith("/replay") for k in _keys(full))  # what was left out
+    # a new machine with the archive only: nothing trained again, the same report
+    fresh = tmp_path / "fresh"
+    assert mt.main([*args, "--out", str(fresh)]) == 0
+    assert not (fresh / "cells.jsonl").exists()
+    assert (fresh / "report.md").read_text() == report
 
 
 def test_recipe_grid_archives_finished_cells_and_skips_them_on_a_new_machine(tmp_path, monkeypatch):
