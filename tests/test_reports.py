@@ -7,6 +7,7 @@ import json
 import math
 
 import numpy as np
+import pytest
 import yaml
 
 from maestro.cli import main
@@ -78,8 +79,28 @@ def test_recipes_naming_a_figure_are_drawn_together_with_a_table_laid_out_as_it(
     # the figure's table: a row per panel, a column per label; seeds 1, 2, 3 -> 2 ± t * 1 / sqrt(3)
     head = md.index("| panel | ours | theirs |")
     table = md[head:].split("\n\n")[0].splitlines()
-    assert table[2] == f"| (a) small task | 2 ± {4.302653 / math.sqrt(3):.2g} (3 seeds) | -5 ± 0 (3 seeds) |"
-    assert table[3].startswith("| (b) big task | 11 ± ") and table[3].endswith("|  |")
+    assert 4.302653 / math.sqrt(3) == pytest.approx(2.484, abs=1e-3)
+    assert table[2] == "| (a) small task | 2.0 ± 2.5 (3 seeds) | -5 ± 0 (3 seeds) |"
+    assert table[3] == "| (b) big task | 11.0 ± 2.5 (3 seeds) |  |"
+
+
+@pytest.mark.parametrize(
+    "mean, ci, text",
+    [
+        (3865.3, 3287.0, "3865 ± 3300"),  # the interval to 2 significant figures, the mean to units
+        (0.65333, 0.3712, "0.65 ± 0.37"),
+        (-149.04, 32.9, "-149 ± 33"),
+        (11.5, 0.0996, "11.50 ± 0.10"),  # rounding the interval carries a digit
+        (0.001234, 0.000456, "0.00123 ± 0.00046"),
+        (123456.7, 12.3, "123457 ± 12"),
+        (-5.0, 0.0, "-5 ± 0"),  # one seed
+        (float("nan"), float("nan"), "nan ± nan"),
+    ],
+)
+def test_mean_ci_prints_as_a_paper_table_does(mean, ci, text):
+    from maestro.reports import format_mean_ci
+
+    assert format_mean_ci(mean, ci) == text
 
 
 def test_a_figure_draws_paper_curve_and_tabulates_paper_metric(tmp_path):

@@ -222,10 +222,26 @@ def final_values(runs: list[RunData], metric: str) -> list[float]:
     return [v for v in (final_value(r, metric) for r in runs) if v is not None]
 
 
+def format_mean_ci(mean: float, ci: float) -> str:
+    """``mean ± ci`` as a paper prints it: the interval to two significant figures, the mean to the
+    same decimal place but never coarser than units, and no exponents (``3865 ± 3300``,
+    ``0.65 ± 0.37``, ``-149 ± 33`` rather than ``3865 ± 3.3e+03``). An interval of 0 (one seed, or
+    seeds that agree) keeps the mean's four significant figures; NaNs print as ``nan``."""
+    if not (math.isfinite(mean) and math.isfinite(ci)):
+        return f"{mean:.4g} ± {ci:.2g}"
+    if ci <= 0:
+        return f"{mean:.4g} ± 0"
+    decimals = 1 - math.floor(math.log10(ci))  # the place of the interval's second significant figure
+    ci = round(ci, decimals)
+    if ci > 0 and 1 - math.floor(math.log10(ci)) < decimals:  # rounding carried a digit (0.0996 -> 0.1)
+        decimals -= 1
+    d = max(decimals, 0)
+    return f"{mean:.{d}f} ± {ci:.{d}f}"
+
+
 def mean_ci_cell(values: list[float]) -> str:
-    """``mean ± 95% CI`` of per-seed values, as the tables print it."""
-    mean, ci = mean_ci95(np.asarray(values))
-    return f"{mean:.4g} ± {ci:.2g}"
+    """``mean ± 95% CI`` of per-seed values, as the tables print it (``format_mean_ci``)."""
+    return format_mean_ci(*mean_ci95(np.asarray(values)))
 
 
 def steps_cell(steps: list[int]) -> str:
