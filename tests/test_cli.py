@@ -128,6 +128,9 @@ def test_report_shows_the_paper_number(tmp_path):
     assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "rep")]) == 0
     row = next(line for line in (tmp_path / "rep" / "report.md").read_text().splitlines() if "Someone et al." in line)  # the first: the recipe's metric
     assert "| 2 | 40–80 |" in row, row
+    # each seed's own final value, in seed order ("–" where a seed never logged the metric)
+    per_seed = {line.split(" | ")[5]: line.split(" | ")[8] for line in (tmp_path / "rep" / "report.md").read_text().splitlines() if "Someone et al." in line}
+    assert per_seed["eval/episode_length"] == "s0 25, s1 25" and per_seed["eval/never_logged"] == "s0 –, s1 –", per_seed
 
 
 @pytest.mark.parametrize(

@@ -222,6 +222,15 @@ def final_values(runs: list[RunData], metric: str) -> list[float]:
     return [v for v in (final_value(r, metric) for r in runs) if v is not None]
 
 
+def _ci_place(ci: float) -> int:
+    """The decimal place of a positive interval's second significant figure once rounded there
+    (negative left of the point: -2 for 3287 -> 3300; 0.0996 rounds to 0.10, place 2)."""
+    place = 1 - math.floor(math.log10(ci))
+    if 1 - math.floor(math.log10(round(ci, place))) < place:  # rounding carried a digit
+        place -= 1
+    return place
+
+
 def format_mean_ci(mean: float, ci: float) -> str:
     """``mean ± ci`` as a paper prints it: the interval to two significant figures, the mean to the
     same decimal place but never coarser than units, and no exponents (``3865 ± 3300``,
@@ -231,12 +240,15 @@ def format_mean_ci(mean: float, ci: float) -> str:
         return f"{mean:.4g} ± {ci:.2g}"
     if ci <= 0:
         return f"{mean:.4g} ± 0"
-    decimals = 1 - math.floor(math.log10(ci))  # the place of the interval's second significant figure
-    ci = round(ci, decimals)
-    if ci > 0 and 1 - math.floor(math.log10(ci)) < decimals:  # rounding carried a digit (0.0996 -> 0.1)
-        decimals -= 1
-    d = max(decimals, 0)
-    return f"{mean:.{d}f} ± {ci:.{d}f}"
+    place = _ci_place(ci)
+    d = max(place, 0)
+    return f"{mean:.{d}f} ± {round(ci, place):.{d}f}"
+
+
+def format_value(value: float) -> str:
+    """One seed's value in a table: units from 100 up (``4305``), three significant figures below
+    (``0.94``, ``12.3``), no exponents."""
+    return f"{value:.0f}" if math.isfinite(value) and abs(value) >= 100 else f"{value:.3g}"
 
 
 def mean_ci_cell(values: list[float]) -> str:
@@ -253,15 +265,17 @@ def steps_cell(steps: list[int]) -> str:
 
 
 def table(groups: dict[str, list[RunData]]) -> str:
-    """Markdown table: recipe, env, algo, seeds, env steps, final metric (mean ± 95% CI over seeds), paper.
+    """Markdown table: recipe, env, algo, seeds, env steps, final metric (mean ± 95% CI over seeds),
+    paper, and the final metric of each seed (``s0 4305, s1 3267, ...``: with 3 seeds the interval is
+    wide, and a reader wants to see whether one seed makes it so).
 
     One row for the recipe's ``paper.metric`` and one for each entry of ``paper.also`` (the other
     numbers of the same cell of the paper's table, e.g. a success rate beside a return). A metric
     a seed never logged (``eval/successful_return`` of a run with no successful episode) is left
     out of that row's mean, and the row says over how many seeds it is."""
     lines = [
-        "| recipe | env | algo | seeds | env steps | metric | maestro (mean ± 95% CI) | paper | reference |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| recipe | env | algo | seeds | env steps | metric | maestro (mean ± 95% CI) | paper | per seed | reference |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in groups.items():
         cfg = runs[0].config
@@ -278,9 +292,11 @@ def table(groups: dict[str, list[RunData]]) -> str:
                 ours = mean_ci_cell(vals) + ("" if len(vals) == len(runs) else f" ({len(vals)} of {len(runs)} seeds)")
             else:
                 ours = "n/a"
+            ordered = sorted(runs, key=lambda r: int(r.config.get("seed", 0)))
+            per_seed = ", ".join(f"s{r.config.get('seed', '?')} {'–' if v is None else format_value(v)}" for r, v in ((r, final_value(r, m)) for r in ordered))
             lines.append(
                 f"| {name} | {cfg.get('env', '?')} | {cfg.get('algo', '?')} | {len(runs)} | {steps} | "
-                f"{m} | {ours} | {'' if pv is None else f'{pv:.4g}'} | {paper.get('reference', '')} |"
+                f"{m} | {ours} | {'' if pv is None else f'{pv:.4g}'} | {per_seed} | {paper.get('reference', '')} |"
             )
     return "\n".join(lines) + "\n"
 
