@@ -19,6 +19,11 @@ then the median ratios maestro/SB3.
     python benchmarks/mujoco_ppo_peer.py --steps 20000 --rounds 1        # a smoke run
     python benchmarks/mujoco_ppo_peer.py --steps 1000000 --rounds 3      # the issue's benchmark
     python benchmarks/mujoco_ppo_peer.py --steps 1000000 --rounds 1 --first-round 2   # a third round after two
+    python benchmarks/mujoco_ppo_peer.py --combine benchmarks/results/ppo_peer/walker2d_r*.json   # one table over sittings
+
+A round is two runs of about 10 and 20 minutes (Walker2d, 1M steps), longer on Humanoid, so the
+rounds of one comparison may come from several sittings: give each its own ``--json`` (the ones
+measured here are kept in ``benchmarks/results/ppo_peer/``) and ``--combine`` them.
 """
 
 from __future__ import annotations
@@ -100,6 +105,36 @@ def run_sb3(body: str, steps: int, seed: int) -> dict[str, Any]:
     return {"wall_s": wall, "steps_per_s": steps / wall, "train_return_last20": float(np.mean(episodes[-20:])) if episodes else float("nan"), "test_return": float(np.mean(test))}
 
 
+def combined_table(rows: list[dict[str, Any]]) -> str:
+    """The runs of several sittings as one Markdown table (by round, in the order they ran), the
+    wall-clock ratio maestro / SB3 of each round (paired: the two ran back to back) and its median,
+    and each learner's test and training returns over the rounds (mean ± 95% CI over seeds)."""
+    from maestro.core.evaluate import mean_ci95
+
+    rows = sorted(rows, key=lambda x: x["round"])  # stable: within a round, the order they ran
+    lines = [
+        "| round | learner | load (1 min) | wall s | env steps/s | train return (last 20 episodes) | test return (10 episodes) |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for x in rows:
+        load = f"{x['load']:.2f}" if "load" in x else "–"
+        lines.append(
+            f"| {x['round']} | {x['learner']} | {load} | {x['wall_s']:.0f} | {x['steps_per_s']:.0f} | {x['train_return_last20']:.0f} | {x['test_return']:.0f} |"
+        )
+    by = {(x["round"], x["learner"]): x for x in rows}
+    paired = sorted(r for r, who in by if who == "maestro" and (r, "sb3") in by)
+    ratios = [by[(r, "maestro")]["wall_s"] / by[(r, "sb3")]["wall_s"] for r in paired]
+    lines.append("")
+    if ratios:
+        lines.append(f"Wall-clock maestro / SB3 per round: {', '.join(f'{x:.2f}' for x in ratios)} (median {np.median(ratios):.2f}; target <= 0.5).")
+    for who in ("maestro", "sb3"):
+        runs = [by[(r, who)] for r in paired]
+        if runs:
+            test, train = (mean_ci95(np.array([x[k] for x in runs])) for k in ("test_return", "train_return_last20"))
+            lines.append(f"{who}: test return {test[0]:.0f} ± {test[1]:.0f}, training return {train[0]:.0f} ± {train[1]:.0f} over {len(runs)} rounds.")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--body", default="walker2d", choices=sorted(BODIES))
@@ -108,8 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--first-round", type=int, default=0, help="start at this round (its seed), e.g. 2 to add a third round to two already run")
     p.add_argument("--network", default="mlp", choices=["mlp", "stem_backbone_head"])
     p.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
-    p.add_argument("--json", default="")
+    p.add_argument("--json", default="", help="write this sitting's runs here (a list of rows, as --combine reads)")
+    p.add_argument("--combine", nargs="+", default=None, metavar="JSON", help="train nothing: one table and the ratios over the rounds of several sittings' --json files")
     args = p.parse_args(argv)
+    if args.combine:
+        rows = [row for path in args.combine for row in json.loads(Path(path).read_text())]
+        print(combined_table(rows))
+        return 0
     torch.set_num_threads(1)
     # one-off lazy imports (torch's optimiser machinery takes seconds the first time) happen before any timing
     torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], fused=True).step()

@@ -4,6 +4,7 @@ through ``maestro.core.evaluate`` as any ``Policy`` does."""
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -227,3 +228,20 @@ def test_recipe_grid_archives_finished_cells_and_skips_them_on_a_new_machine(tmp
     monkeypatch.setattr(sys, "argv", argv + ["--out", str(tmp_path / "machine3")])
     grid.main()
     assert [c[0] for c in calls] == ["report"]
+
+
+def test_ppo_peer_combines_rounds_of_several_sittings(tmp_path, capsys):
+    peer = _load("mujoco_ppo_peer")
+    row = lambda r, who, wall, test: {"round": r, "learner": who, "wall_s": wall, "steps_per_s": 1e6 / wall, "train_return_last20": test - 100, "test_return": test}
+    (tmp_path / "r0.json").write_text(json.dumps([row(0, "maestro", 600, 4000), row(0, "sb3", 1200, 5000)]))
+    (tmp_path / "r1.json").write_text(json.dumps([row(1, "sb3", 1000, 4400), row(1, "maestro", 700, 4200)]))
+    (tmp_path / "r2.json").write_text(json.dumps([{**row(2, "maestro", 450, 4400), "load": 1.5}]))  # a round whose SB3 run never finished
+    assert peer.main(["--combine", str(tmp_path / "r1.json"), str(tmp_path / "r0.json"), str(tmp_path / "r2.json")]) == 0
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line.startswith("| ") and "round" not in line]
+    # by round, in the order each round ran; the load where the sitting recorded it
+    assert [line.split(" | ")[:3] for line in table] == [["| 0", "maestro", "–"], ["| 0", "sb3", "–"], ["| 1", "sb3", "–"], ["| 1", "maestro", "–"], ["| 2", "maestro", "1.50"]]
+    # ratios only over paired rounds: 600/1200 and 700/1000, median 0.60
+    assert "per round: 0.50, 0.70 (median 0.60; target <= 0.5)" in out
+    t = 12.706204736  # t_{0.975, 1}
+    assert f"maestro: test return 4100 ± {t * math.sqrt(2 * 100**2 / 1) / math.sqrt(2):.0f}" in out and "over 2 rounds" in out
