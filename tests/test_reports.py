@@ -113,3 +113,85 @@ def test_a_figure_draws_paper_curve_and_tabulates_paper_metric(tmp_path):
     assert n == 2 and np.allclose(mean, 0.5)
     # the runs never evaluated: the table says so instead of showing the curve's end as the result
     assert "| (a) small task | n/a |" in figure_table({"(a) small task": [("ours", runs)]})
+
+
+class _Axes:
+    """Records what ``_draw`` puts on a matplotlib axis."""
+
+    def __init__(self):
+        self.lines, self.bands = [], []
+
+    def plot(self, x, y, **kw):
+        self.lines.append((np.asarray(x), np.asarray(y), kw.get("label")))
+
+    def fill_between(self, x, lo, hi, **kw):
+        self.bands.append((np.asarray(lo), np.asarray(hi)))
+
+    def __getattr__(self, name):  # labels, ticks, grid
+        return lambda *a, **k: None
+
+
+def test_a_range_band_spans_the_lowest_to_the_highest_seed_and_a_ci_band_the_t_interval(tmp_path):
+    from maestro.reports import _draw
+
+    runs = [load_run(write_run(tmp_path, "r", s, [v] * 10)) for s, v in enumerate([1.0, 2.0, 6.0])]
+    ax = _Axes()
+    assert _draw(ax, runs, "train/team_return", 0.2, label="ours", band="range") == 3
+    (lo, hi), = ax.bands
+    np.testing.assert_allclose(lo, 1.0)
+    np.testing.assert_allclose(hi, 6.0)
+    np.testing.assert_allclose(ax.lines[0][1], 3.0)
+    assert ax.lines[0][2] == "ours (3 seeds)"
+    ax = _Axes()
+    _draw(ax, runs, "train/team_return", 0.2, band="ci")
+    (lo, hi), = ax.bands
+    np.testing.assert_allclose(hi - 3.0, 4.302653 * math.sqrt(7.0) / math.sqrt(3.0), rtol=1e-5)
+
+
+def test_a_recipe_is_drawn_in_every_figure_it_names(tmp_path):
+    runs = tmp_path / "runs"
+    fig7 = {"Guo & Duan, Fig. 7": "Humanoid"}
+    for seed in range(2):
+        write_run(runs, "master", seed, [float(seed)] * 20, {**paper("(a) small task", "master"), "band": "range", "also_figures": fig7})
+        write_run(runs, "slave", seed, [5.0] * 20, {**paper("(a) small task", "slave"), "also_figures": fig7})
+    groups = {}
+    for d in sorted(p.parent for p in runs.rglob("config.yaml")):
+        r = load_run(d)
+        groups.setdefault(r.name, []).append(r)
+    figs = figures(groups)
+    assert set(figs) == {"Someone 2020, Fig. 3", "Guo & Duan, Fig. 7"}
+    assert [label for label, _ in figs["Guo & Duan, Fig. 7"]["Humanoid"]] == ["master", "slave"]
+    out = tmp_path / "rep"
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "## Guo & Duan, Fig. 7" in md and (out / "figure_guo_duan_fig_7.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_runs_of_a_shipped_recipe_take_its_current_paper_section(tmp_path, monkeypatch):
+    # runs made before the recipe named Fig. 7 (their config has no also_figures) are drawn in it
+    root = tmp_path / "recipes" / "fam"
+    root.mkdir(parents=True)
+    (root / "master.yaml").write_text(
+        "env: simple_spread\nalgo: mappo\npaper:\n  reference: Someone 2020\n  metric: train/team_return\n"
+        "  figure: 'Someone 2020, Fig. 3'\n  also_figures: {'Someone 2020, Fig. 7': both}\n"
+    )
+    (root / "broken.yaml").write_text("paper: [unclosed\n")  # skipped, not fatal
+    monkeypatch.setenv("MAESTRO_RECIPES", str(tmp_path / "recipes"))
+    runs = tmp_path / "runs"
+    for seed in range(2):
+        write_run(runs, "fam_master", seed, [1.0] * 20, paper("", "old label"))
+    out = tmp_path / "rep"
+    assert main(["report", str(runs), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "## Someone 2020, Fig. 7" in md and "## Someone 2020, Fig. 3" in md
+    assert "| panel | matrpo |" in md and "old label" not in md  # the shipped section has no label: the run's algorithm
+
+
+def test_an_unknown_band_is_refused_naming_the_key(tmp_path):
+    from maestro.config import ConfigError
+    from maestro.recipes import load_recipe
+
+    f = tmp_path / "r.yaml"
+    f.write_text("env: simple_spread\nalgo: mappo\npaper: {reference: x, band: minmax}\n")
+    with pytest.raises(ConfigError, match=r"paper\.band.*'ci', 'range'"):
+        load_recipe(str(f))

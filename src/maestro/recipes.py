@@ -28,7 +28,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -80,6 +80,13 @@ class PaperRef:
     curve: str = ""
     """The metric the figure draws against env steps (default: ``metric``; e.g. ``train/episode_return``
     for a recipe that evaluates only at its end)."""
+    band: Literal["ci", "range"] = "ci"
+    """The shading around the curve's mean over seeds in a figure: ``"ci"`` (the Student-t 95%
+    confidence interval of the mean) or ``"range"`` (lowest to highest seed, as Guo & Duan's Figs.
+    7–8 shade theirs)."""
+    also_figures: dict[str, str] = field(default_factory=dict)
+    """Other figures this recipe is a curve of, ``{figure: panel}``, drawn with the same label, curve
+    and band (Guo & Duan's Fig. 7 re-draws two of Fig. 6's curves: the Humanoid master and slave)."""
 
 
 @dataclass(frozen=True)

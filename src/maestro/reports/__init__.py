@@ -7,10 +7,16 @@ recipe name; each group (the seeds of one recipe) gets a PNG of its curves again
 Markdown table that puts the final value (mean and 95% CI over seeds; a training metric is averaged
 over the last 10% of the run) beside the paper's number when the recipe has one.
 
-Recipes whose ``paper.figure`` names the same figure are also drawn together, as the paper drew
-them: one PNG per figure, a panel per ``paper.panel``, one curve per recipe (legend
-``paper.label``) of its ``paper.curve`` (default ``paper.metric``), with a table of final values
-of ``paper.metric`` laid out as the figure (a row per panel, a column per curve).
+Recipes whose ``paper.figure`` (or ``paper.also_figures``) names the same figure are also drawn
+together, as the paper drew them: one PNG per figure, a panel per ``paper.panel``, one curve per
+recipe (legend ``paper.label``) of its ``paper.curve`` (default ``paper.metric``) shaded by its
+``paper.band`` (the 95% CI, or the range of the seeds), with a table of final values of
+``paper.metric`` laid out as the figure (a row per panel, a column per curve).
+
+The ``paper`` section of a recipe maestro finds by the runs' name (``maestro.recipes.list_recipes``)
+replaces the one the runs recorded: it describes the paper, not the run, so a correction or a
+figure added to the recipe after its seeds ran applies to them. Runs of a recipe it does not find
+keep their own.
 """
 
 from __future__ import annotations
@@ -107,22 +113,28 @@ def binned(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, sums / np.maximum(counts, 1), np.interp(grid, x, y))
 
 
-def aggregate(runs: list[RunData], metric: str, points: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Mean and Student-t 95% confidence half-width over seeds of ``metric`` against env steps.
-
-    Each run's series is averaged in bins around a common grid of ``points`` steps (``binned``) up
-    to the shortest run's last step. Returns ``(steps, mean, ci95, n_runs)``, each array ``(G,)``;
-    the half-width is ``t_{0.975, n-1} s / sqrt(n)`` at each step (0 for a single run).
-    """
+def on_grid(runs: list[RunData], metric: str, points: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """``metric`` of every run that logged it on a common grid of ``points`` env steps, from the
+    latest first step to the shortest run's last, each series averaged in bins around the grid
+    (``binned``). Returns ``(steps (G,), values (n_runs, G))``; ``n_runs`` is 0 if none logged it."""
     series = [r.series(metric) for r in runs]
     series = [(x, y) for x, y in series if x.size]
     if not series:
-        return np.zeros(0), np.zeros(0), np.zeros(0), 0
+        return np.zeros(0), np.zeros((0, 0))
     lo = max(x[0] for x, _ in series)
     hi = min(x[-1] for x, _ in series)
     grid = np.linspace(lo, hi, points) if hi > lo else np.asarray([hi])
-    ys = np.stack([binned(x, y, grid) for x, y in series])
-    n = len(series)
+    return grid, np.stack([binned(x, y, grid) for x, y in series])
+
+
+def aggregate(runs: list[RunData], metric: str, points: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Mean and Student-t 95% confidence half-width over seeds of ``metric`` against env steps
+    (``on_grid``). Returns ``(steps, mean, ci95, n_runs)``, each array ``(G,)``; the half-width is
+    ``t_{0.975, n-1} s / sqrt(n)`` at each step (0 for a single run)."""
+    grid, ys = on_grid(runs, metric, points)
+    n = len(ys)
+    if not n:
+        return grid, np.zeros(0), np.zeros(0), 0
     ci = t_critical95(n - 1) * ys.std(0, ddof=1) / math.sqrt(n) if n > 1 else np.zeros_like(grid)
     return grid, ys.mean(0), ci, n
 
@@ -156,13 +168,26 @@ def _panels(n: int, max_cols: int, width: float, height: float) -> tuple[Any, An
     return plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
 
 
-def _draw(ax: Any, runs: list[RunData], metric: str, band_alpha: float, colour: str | None = None, label: str | None = None) -> int:
-    """``metric``'s mean over ``runs`` against env steps on ``ax``, with its 95% CI band over two or
-    more seeds (``aggregate``); ``label`` gets `` (n seeds)``. Returns the number of seeds."""
-    x, mean, ci, n = aggregate(runs, metric)
+BAND_NAMES = {"ci": "95% CI", "range": "range"}
+"""How a figure's title names each ``paper.band``."""
+
+
+def _draw(
+    ax: Any, runs: list[RunData], metric: str, band_alpha: float, colour: str | None = None, label: str | None = None, band: str = "ci"
+) -> int:
+    """``metric``'s mean over ``runs`` against env steps on ``ax``, shaded over two or more seeds by
+    ``band``: ``"ci"``, the 95% CI of the mean (``aggregate``), or ``"range"``, the lowest to the
+    highest seed at each step; ``label`` gets `` (n seeds)``. Returns the number of seeds."""
+    if band == "range":
+        x, ys = on_grid(runs, metric)
+        n = len(ys)
+        mean, lo, hi = (ys.mean(0), ys.min(0), ys.max(0)) if n else (ys, ys, ys)
+    else:
+        x, mean, ci, n = aggregate(runs, metric)
+        lo, hi = mean - ci, mean + ci
     ax.plot(x, mean, lw=1.8, color=colour, label=None if label is None else f"{label} ({_seeds(n)})")
     if n > 1:
-        ax.fill_between(x, mean - ci, mean + ci, alpha=band_alpha, color=colour, **({"lw": 0} if colour else {}))
+        ax.fill_between(x, lo, hi, alpha=band_alpha, color=colour, **({"lw": 0} if colour else {}))
     ax.set_xlabel("env steps")
     ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
     ax.grid(alpha=0.3)
@@ -279,7 +304,7 @@ def table(groups: dict[str, list[RunData]]) -> str:
     ]
     for name, runs in groups.items():
         cfg = runs[0].config
-        paper = cfg.get("paper") or {}
+        paper = _paper(runs)
         metric = _metric(runs)
         steps = steps_cell([r.rows[-1]["env_steps"] for r in runs if r.rows])
         # the recipe's metric, then the other numbers of the same cell of the paper's table
@@ -305,41 +330,75 @@ Figure = dict[str, dict[str, list[tuple[str, list[RunData]]]]]
 """``{figure: {panel: [(label, seeds of one recipe), ...]}}``."""
 
 
+def _paper(runs: list[RunData]) -> dict[str, Any]:
+    """The group's ``paper`` section (``write_report`` has put the shipped recipe's in place)."""
+    return runs[0].config.get("paper") or {}
+
+
+def shipped_papers() -> dict[str, dict[str, Any]]:
+    """The ``paper`` section of every recipe ``maestro.recipes.list_recipes`` finds, by the run name
+    its runs carry (``name``, default ``<dir>_<stem>``); files that do not parse are skipped."""
+    import yaml
+
+    from maestro.recipes import list_recipes, parse_yaml
+
+    out: dict[str, dict[str, Any]] = {}
+    for key, path in list_recipes().items():
+        try:
+            data = parse_yaml(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("paper"), dict):
+            out.setdefault(str(data.get("name") or key.replace("/", "_")), data["paper"])
+    return out
+
+
 def figures(groups: dict[str, list[RunData]]) -> Figure:
-    """The recipes grouped as the paper's figures: by ``paper.figure``, then ``paper.panel``
-    (panels in sorted order, "(a)" before "(b)"); a curve's label is ``paper.label`` or the algorithm."""
+    """The recipes grouped as the paper's figures: by ``paper.figure`` and each of
+    ``paper.also_figures``, then by panel (sorted, "(a)" before "(b)"); a curve's label is
+    ``paper.label`` or the algorithm."""
     out: Figure = {}
     for runs in groups.values():
-        paper = runs[0].config.get("paper") or {}
-        if paper.get("figure"):
-            label = paper.get("label") or str(runs[0].config.get("algo", runs[0].name))
-            out.setdefault(paper["figure"], {}).setdefault(paper.get("panel") or "", []).append((label, runs))
+        paper = _paper(runs)
+        label = paper.get("label") or str(runs[0].config.get("algo", runs[0].name))
+        named = {paper["figure"]: paper.get("panel") or ""} if paper.get("figure") else {}
+        for fig, panel in {**named, **(paper.get("also_figures") or {})}.items():
+            out.setdefault(fig, {}).setdefault(panel or "", []).append((label, runs))
     return {fig: dict(sorted(panels.items())) for fig, panels in out.items()}
 
 
 def _metric(runs: list[RunData]) -> str:
     """The recipe's ``paper.metric`` (what its final value reports)."""
-    return (runs[0].config.get("paper") or {}).get("metric") or "eval/episode_return"
+    return _paper(runs).get("metric") or "eval/episode_return"
 
 
 def _curve(runs: list[RunData]) -> str:
     """What the figure draws for the recipe: ``paper.curve``, else ``paper.metric``."""
-    return (runs[0].config.get("paper") or {}).get("curve") or _metric(runs)
+    return _paper(runs).get("curve") or _metric(runs)
+
+
+def _band(runs: list[RunData]) -> str:
+    """How the figure shades the recipe's seeds: ``paper.band`` (``"ci"`` or ``"range"``)."""
+    return _paper(runs).get("band") or "ci"
 
 
 def plot_figure(title: str, panels: dict[str, list[tuple[str, list[RunData]]]], out: Path) -> Path:
     """One PNG: a panel per entry of ``panels``, each curve the mean over its seeds of its recipe's
-    ``paper.curve`` (default ``paper.metric``) with the 95% CI band; a label keeps its colour across panels."""
+    ``paper.curve`` (default ``paper.metric``) shaded by its ``paper.band``; a label keeps its colour
+    across panels. The title names the band; a curve's legend does when the figure mixes bands."""
     labels = list(dict.fromkeys(label for curves in panels.values() for label, _ in curves))
     colour = {label: f"C{i % 10}" for i, label in enumerate(labels)}
+    bands = sorted({_band(runs) for curves in panels.values() for _, runs in curves})
     fig, axes = _panels(len(panels), 4, 4.2, 3.4)
     for ax, (panel, curves) in zip(axes.flat, panels.items()):
         for label, runs in curves:
-            _draw(ax, runs, _curve(runs), 0.2, colour=colour[label], label=label)
+            shown = label if len(bands) == 1 else f"{label}, {BAND_NAMES[_band(runs)]}"
+            _draw(ax, runs, _curve(runs), 0.2, colour=colour[label], label=shown, band=_band(runs))
         ax.set_title(panel, fontsize=10)
         ax.set_ylabel(_curve(curves[0][1]), fontsize=8)
         ax.legend(fontsize=7)
-    return _save(fig, axes, len(panels), f"{title} (mean and 95% CI over seeds)", out, fontsize=11)
+    shading = f"mean and {BAND_NAMES[bands[0]]} over seeds" if len(bands) == 1 else "mean over seeds, shaded as the legend says"
+    return _save(fig, axes, len(panels), f"{title} ({shading})", out, fontsize=11)
 
 
 def figure_table(panels: dict[str, list[tuple[str, list[RunData]]]]) -> str:
@@ -365,8 +424,11 @@ def write_report(paths: list[str | Path], out: str | Path) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = [load_run(d) for d in find_runs(paths)]
+    shipped = shipped_papers()
     groups: dict[str, list[RunData]] = {}
     for r in runs:
+        if r.name in shipped:
+            r.config = {**r.config, "paper": shipped[r.name]}
         groups.setdefault(r.name, []).append(r)
     written: list[Path] = []
     md = ["# maestro report", "", table(groups)]
