@@ -104,7 +104,7 @@ def test_mean_ci_prints_as_a_paper_table_does(mean, ci, text):
 
 
 def test_a_figure_draws_paper_curve_and_tabulates_paper_metric(tmp_path):
-    from maestro.reports import _curve, _metric, figure_table
+    from maestro.reports import _curve, _metric, figure_caption, figure_table
 
     p = {**paper("(a) small task", "ours"), "metric": "eval/episode_return", "curve": "train/team_return"}
     runs = [load_run(write_run(tmp_path, "r", s, [float(s)] * 10, p)) for s in range(2)]
@@ -113,6 +113,12 @@ def test_a_figure_draws_paper_curve_and_tabulates_paper_metric(tmp_path):
     assert n == 2 and np.allclose(mean, 0.5)
     # the runs never evaluated: the table says so instead of showing the curve's end as the result
     assert "| (a) small task | n/a |" in figure_table({"(a) small task": [("ours", runs)]})
+    # and the caption says the table is the paper's metric, not the end of the drawn curve
+    caption = figure_caption({"(a) small task": [("ours", runs)]})
+    assert caption.startswith("Final values of `eval/episode_return`") and "draws `train/team_return`" in caption
+    same = {**p, "curve": "train/team_return", "metric": "train/team_return"}
+    trained = [load_run(write_run(tmp_path, "t", s, [float(s)] * 10, same)) for s in range(2)]
+    assert figure_caption({"(a)": [("ours", trained)]}) == "Final values of `train/team_return` (a training metric: the mean over the last 10% of the run):"
 
 
 class _Axes:

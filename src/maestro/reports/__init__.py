@@ -418,6 +418,20 @@ def figure_table(panels: dict[str, list[tuple[str, list[RunData]]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def figure_caption(panels: dict[str, list[tuple[str, list[RunData]]]]) -> str:
+    """What ``figure_table`` holds: the final value of each recipe's ``paper.metric``, and, when the
+    figure draws another metric (``paper.curve``), that the table is not the curves' end."""
+    curves = [runs for cs in panels.values() for _, runs in cs]
+    metrics = sorted({_metric(r) for r in curves})
+    drawn = sorted({_curve(r) for r in curves})
+    text = f"Final values of {', '.join(f'`{m}`' for m in metrics)}"
+    if any(m.startswith("train/") for m in metrics):
+        text += f" (a training metric: the mean over the last {FINAL_TRAIN_FRACTION:.0%} of the run)"
+    if drawn != metrics:
+        text += f"; the figure draws {', '.join(f'`{c}`' for c in drawn)}, so the table is not the curves' end"
+    return text + ":"
+
+
 def write_report(paths: list[str | Path], out: str | Path) -> list[Path]:
     """Curves (one PNG per recipe, and one per paper figure the recipes name) and ``report.md`` for
     the runs at or below ``paths``; returns the files, ``report.md`` first."""
@@ -435,7 +449,7 @@ def write_report(paths: list[str | Path], out: str | Path) -> list[Path]:
     for title, panels in figures(groups).items():
         png = plot_figure(title, panels, out / f"figure_{re.sub(r'[^A-Za-z0-9]+', '_', title).strip('_').lower()}.png")
         written.append(png)
-        md += [f"## {title}", "", f"![{title}]({png.name})", "", f"Final values ({FINAL_TRAIN_FRACTION:.0%} of the run's end for a training metric):", "", figure_table(panels)]
+        md += [f"## {title}", "", f"![{title}]({png.name})", "", figure_caption(panels), "", figure_table(panels)]
     for name, rs in groups.items():
         png = plot_group(rs, out / f"{name}.png")
         if png is not None:
