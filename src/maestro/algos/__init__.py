@@ -16,6 +16,7 @@ from maestro.algos import ppo  # noqa: F401  (ippo, mappo)
 from maestro.algos import maddpg  # noqa: F401
 from maestro.algos import multitask  # noqa: F401
 from maestro.algos import reinforce  # noqa: F401
+from maestro.algos import gmezo  # noqa: F401
 from maestro.algos import trpo  # noqa: F401  (trpo_central, trpo_independent)
 from maestro.algos import matrpo  # noqa: F401
 from maestro.algos import transfer  # noqa: F401  (pretraining, multitasking, gradient_momentum)
