@@ -235,8 +235,9 @@ def test_ms_marl_recipes_validate_and_name_their_paper_metric():
         r = load_recipe(n)
         assert r.paper is not None and r.paper.metric in ("eval/success", "eval/win"), n
         # combat: the paper's 144 episodes per batch; traffic junction: 64 (the paper's 16 x 4, said in
-        # the recipes); unit combat: §4.2's batches of 4 battles
-        assert r.run.num_envs == {"traffic_junction": 64, "combat": 144, "unit_combat": 4}[r.env], n
+        # the recipes); unit combat: §4.2's batches of 4 battles; GMEZO (its own learner): 8 directions u per update
+        batch = 8 if r.algo == "gmezo" else {"traffic_junction": 64, "combat": 144, "unit_combat": 4}[r.env]
+        assert r.run.num_envs == batch, n
 
 
 def test_recipe_trains_and_action_components_plot(tmp_path):
