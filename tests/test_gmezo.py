@@ -13,6 +13,7 @@ from maestro.algos.check import check_algo
 from maestro.core.evaluate import evaluate
 from maestro.core.run import Run, RunConfig
 from maestro.envs.units.engine import tokens
+from maestro.spec import group_layout, layouts_to_dicts
 
 
 def test_greedy_mdp_picks_in_turn_and_commitments_steer_later_agents():
@@ -150,3 +151,22 @@ def test_learns_the_easy_traffic_junction(tmp_path, seed):
     first = _train(tmp_path / "first", seed, 1)
     trained = _train(tmp_path / "trained", seed, 15_000)
     assert first < -30 and trained > -10 and math.isfinite(trained)
+
+
+def test_config_errors_name_the_field():
+    for bad, field in (({"delta": 0.0}, "delta"), ({"theta_lr": -1.0}, "theta_lr"), ({"optimizer": "adagrad"}, "optimizer"), ({"embed_dim": 0}, "embed_dim")):
+        with pytest.raises(ValueError, match=field):
+            gmezo.Config(**bad)
+
+
+def test_the_policy_acts_deterministically_with_w():
+    env = maestro.make_env("traffic_junction", num_envs=4, seed=0, difficulty="easy")
+    obs = env.reset()
+    policy = gmezo.Policy(layouts_to_dicts(group_layout(env.spec)), {"embed_dim": 4, "hidden_size": 8, "features": "one_hot"})
+    a, _ = policy.act(obs, deterministic=True, alive=env.alive())
+    b, _ = policy.act(obs, deterministic=False, generator=torch.Generator().manual_seed(5), alive=env.alive())
+    assert torch.equal(a["car"], b["car"])
+    # the greedy MDP with w is what act plays
+    h, g = policy.all_actions(obs["car"])
+    ref, _ = gmezo.greedy_actions(h, g, policy.w.detach().expand(4, -1), None, env.alive()["car"])
+    assert torch.equal(a["car"], ref)

@@ -259,7 +259,8 @@ def greedy_actions(h: Tensor, g: Tensor, w: Tensor, mask: Tensor | None, alive: 
         h, g: ``(B, N, A, d)`` the embedding's two parts for every agent and action.
         w: ``(B, 2d)`` each copy's last layer (``w + delta u`` in training).
         mask: ``(B, N, A)`` bool legal actions, or ``None`` (all legal).
-        alive: ``(B, N)`` bool: dead agents take their first legal action and commit nothing.
+        alive: ``(B, N)`` bool: dead agents still pick (among their legal actions: hold, on unit combat)
+            but commit nothing.
 
     Returns:
         ``actions`` ``(B, N)`` int64 and ``commitment`` ``(B, N)``: ``c`` of the action each agent took, when it took it.
