@@ -531,3 +531,72 @@ def test_supersuit_copies_are_independent_and_sb3_ppo_trains(tmp_path):
     assert model.num_timesteps >= 3 * 32 * vec.num_envs
     assert any(not torch.equal(a, b) for a, b in zip(before, model.policy.parameters()))
     vec.close()
+
+
+class _InfoMaskedCounter(_MaskedCounter):
+    """``_MaskedCounter`` with Box observations and its masks in ``infos[agent]["action_mask"]``
+    (PettingZoo's other masking convention)."""
+
+    metadata = {"name": "info_masked_counter"}
+
+    def observation_space(self, agent):
+        return spaces.Box(0, 100, (2,), dtype=np.float32)
+
+    def _split(self, obs):
+        return {a: o["observation"] for a, o in obs.items()}, {a: {"action_mask": o["action_mask"]} for a, o in obs.items()}
+
+    def reset(self, seed=None, options=None):
+        obs, _ = super().reset(seed, options)
+        return self._split(obs)
+
+    def step(self, actions):
+        obs, rew, term, trunc, _ = super().step(actions)
+        o, infos = self._split(obs)
+        return o, rew, term, trunc, {a: infos.get(a, {}) for a in trunc}
+
+
+def test_from_parallel_reads_action_masks_from_infos():
+    env = from_parallel_env(_InfoMaskedCounter, num_envs=2, seed=0)
+    assert env.cfg.info_mask_groups == ("p",)
+    assert env.spec.groups["p"].has_action_mask and env.spec.groups["p"].obs_shape == (2,)
+    ref = from_parallel_env(_MaskedCounter, num_envs=2, seed=0)  # the same game, masks in Dict observations
+    o1, o2 = env.reset(), ref.reset()
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(12):
+        assert torch.equal(o1["p"], o2["p"]) and torch.equal(env.action_mask()["p"], ref.action_mask()["p"])
+        a = random_actions(env, gen)  # legal under the info masks: the env asserts it
+        o1, o2 = env.step(a).obs, ref.step(a).obs
+    bad = random_actions(env, gen)["p"]
+    t = int(o1["p"][0, 0, 0])
+    bad[0, 0] = t % 3  # agent 0's illegal action at step t
+    if bool(env.alive()["p"][0, 0]):
+        with pytest.raises(ValueError, match="agent 0 of copy 0"):
+            env.step({"p": bad})
+    check_env(lambda n, s: from_parallel_env(_InfoMaskedCounter, n, s), num_envs=3, seed=1)
+    assert not from_parallel_env(_InfoMaskedCounter, num_envs=1, info_masks=False).spec.groups["p"].has_action_mask
+
+
+def test_from_parallel_names_an_agent_whose_info_mask_is_missing():
+    class Forgetful(_InfoMaskedCounter):
+        def step(self, actions):
+            obs, rew, term, trunc, infos = super().step(actions)
+            return obs, rew, term, trunc, {a: {} for a in infos}
+
+    env = from_parallel_env(Forgetful, num_envs=1, seed=0)
+    env.reset()
+    with pytest.raises(ValueError, match="agent 'p_0' is present but its info has no 'action_mask'"):
+        env.step(random_actions(env, torch.Generator().manual_seed(0)))
+
+
+def test_round_trip_keeps_a_masked_envs_action_masks():
+    """to_parallel_env writes a masked env's masks into infos; from_parallel_env reads them back."""
+    ref = maestro.make_env("combat", num_envs=1, seed=4, max_steps=12)
+    rt = from_parallel_env(lambda: to_parallel_env("combat", seed=0, max_steps=12), num_envs=1, seed=4)
+    assert rt.spec.groups["agent"].has_action_mask
+    ref.reset(seed=4), rt.reset()
+    gen = torch.Generator().manual_seed(1)
+    for t in range(30):
+        assert torch.equal(ref.action_mask()["agent"], rt.action_mask()["agent"]), f"step {t}"
+        a = random_actions(ref, gen)
+        x, y = ref.step(a), rt.step(a)
+        assert torch.allclose(x.obs["agent"], y.obs["agent"]) and torch.equal(x.done, y.done), f"step {t}"

@@ -62,7 +62,9 @@ Two converters:
     actions ``(B, N_g)`` int64 (Discrete) or ``(B, N_g, d)`` float32 (Box), ``state: (B, *state_shape)``
     from ``env.state()`` when the env has a ``state_space``, else the concatenation of every agent's
     flattened observation. Observations may also be PettingZoo's action-masking form, a ``Dict`` with
-    an ``observation`` Box and an ``action_mask`` of the Discrete action's ``n`` entries: the
+    an ``observation`` Box and an ``action_mask`` of the Discrete action's ``n`` entries, or the
+    masks may come in ``infos[agent]["action_mask"]`` (``info_masks``; what ``to_parallel_env``
+    writes, so a masked maestro env keeps its masks through the round trip): the
     group then has ``has_action_mask``, ``env.action_mask()[g]`` is ``(B, N_g, n)`` bool (all
     legal for absent agents) and an alive agent given a masked action raises ``ValueError``
     naming it, before any copy is stepped. An agent is alive while it is in ``env.agents`` (and its info does not say
@@ -198,6 +200,17 @@ class MaestroParallelEnv(ParallelEnv):
     # -------------------------------------------------------------- copies (module docstring)
     def __deepcopy__(self, memo: dict[int, Any]) -> "MaestroParallelEnv":
         return exact_deepcopy(self, memo)
+
+    def _info_mask(self, agent: str, infos: Any, n: int) -> np.ndarray:
+        """``infos[agent]["action_mask"]`` as ``(n,)`` bool; a missing or misshapen mask is a ``ValueError`` naming the agent."""
+        info = infos.get(agent) if isinstance(infos, dict) else None
+        mask = info.get("action_mask") if isinstance(info, dict) else None
+        if mask is None:
+            raise ValueError(f"{self.spec.name}: agent {agent!r} is present but its info has no 'action_mask' (its group reads masks from infos)")
+        mask = np.asarray(mask).reshape(-1)
+        if mask.shape[0] != n:
+            raise ValueError(f"{self.spec.name}: agent {agent!r} has an info action_mask of {mask.shape[0]} entries, expected {n} (one per Discrete action)")
+        return mask.astype(bool)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickling: the wrapped env has drawn a fresh seed (``BatchedEnv.__setstate__``); reseed
@@ -436,6 +449,9 @@ class PettingZooConfig:
     """episode length at which a copy is truncated"""
     name: str
     """name of the env in its spec"""
+    info_mask_groups: tuple[str, ...] = ()
+    """groups (Box observations, Discrete actions) whose legal-action masks come from
+    ``infos[agent]["action_mask"]`` instead of a Dict observation"""
 
 
 def _infer_groups(env: Any) -> dict[str, list[str]]:
@@ -507,6 +523,10 @@ class PettingZooBatchedEnv(BatchedEnv):
             masked = isinstance(osp, gspaces.Dict)
             if masked:
                 osp = _masked_observation_space(g, first, osp, asp)
+            elif g in cfg.info_mask_groups:
+                if not isinstance(asp, gspaces.Discrete):
+                    raise ValueError(f"group {g!r}: action masks from infos need Discrete actions, agent {first!r} has {asp}")
+                masked = True
             if not isinstance(osp, gspaces.Box):
                 raise ValueError(
                     f"group {g!r}: agent {first!r} has observation space {osp}; only Box observations "
@@ -531,6 +551,7 @@ class PettingZooBatchedEnv(BatchedEnv):
         self._obs = {g: np.zeros((B, gs.n_agents, *gs.obs_shape), dtype=np.float32) for g, gs in specs.items()}
         self._alive_buf = {g: np.zeros((B, gs.n_agents), dtype=bool) for g, gs in specs.items()}
         self._mask = {g: np.ones((B, gs.n_agents, gs.action_dim), dtype=bool) for g, gs in specs.items() if gs.has_action_mask}
+        self._info_masked = set(cfg.info_mask_groups)
         self._state = np.zeros((B, *state_shape), dtype=np.float32)
         self._reseed: int | None = None
         self._ever_reset = False
@@ -553,7 +574,10 @@ class PettingZooBatchedEnv(BatchedEnv):
         for a, o in obs.items():
             if a in self._where:
                 g, j = self._where[a]
-                if g in self._mask:
+                if g in self._info_masked:
+                    if self._alive_buf[g][i, j]:
+                        self._mask[g][i, j] = self._info_mask(a, infos, self._mask[g].shape[-1])
+                elif g in self._mask:
                     if self._alive_buf[g][i, j]:
                         self._mask[g][i, j] = np.asarray(o["action_mask"]).reshape(-1).astype(bool)
                     o = o["observation"]
@@ -563,6 +587,17 @@ class PettingZooBatchedEnv(BatchedEnv):
             self._state[i] = np.asarray(env.state(), dtype=np.float32).reshape(self._state.shape[1:])
         else:
             self._state[i] = np.concatenate([self._obs[g][i].reshape(-1) for g in self._obs])
+
+    def _info_mask(self, agent: str, infos: Any, n: int) -> np.ndarray:
+        """``infos[agent]["action_mask"]`` as ``(n,)`` bool; a missing or misshapen mask is a ``ValueError`` naming the agent."""
+        info = infos.get(agent) if isinstance(infos, dict) else None
+        mask = info.get("action_mask") if isinstance(info, dict) else None
+        if mask is None:
+            raise ValueError(f"{self.spec.name}: agent {agent!r} is present but its info has no 'action_mask' (its group reads masks from infos)")
+        mask = np.asarray(mask).reshape(-1)
+        if mask.shape[0] != n:
+            raise ValueError(f"{self.spec.name}: agent {agent!r} has an info action_mask of {mask.shape[0]} entries, expected {n} (one per Discrete action)")
+        return mask.astype(bool)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickling: a fresh ``seed`` (``BatchedEnv.__setstate__``), and the next ``reset()`` reseeds
@@ -682,6 +717,7 @@ def from_parallel_env(
     device: str | torch.device = "cpu",
     max_steps: int | None = None,
     name: str | None = None,
+    info_masks: bool | None = None,
 ) -> PettingZooBatchedEnv:
     """``num_envs`` copies of a PettingZoo ParallelEnv as a maestro ``BatchedEnv``.
 
@@ -693,6 +729,11 @@ def from_parallel_env(
         device: device of every tensor exchanged.
         max_steps: episode length; default: the env's ``max_cycles``/``max_steps``/``max_episode_steps``.
         name: name in the spec; default: the env's ``metadata["name"]``.
+        info_masks: read legal-action masks from ``infos[agent]["action_mask"]`` for the groups with
+            Box observations and Discrete actions (PettingZoo's other masking convention, and what
+            ``to_parallel_env`` writes); ``None`` (default): for the groups whose agents' infos carry
+            an ``action_mask`` after one ``reset(seed=seed)`` of instance 0 (the first ``reset()``
+            reseeds it, so the probe changes nothing); ``False``: never.
 
     Raises:
         ValueError: agents of one group with different spaces (names both), unsupported spaces,
@@ -708,4 +749,14 @@ def from_parallel_env(
         raise ValueError(f"from_parallel_env: max_steps must be an integer >= 1, got {ms!r}")
     meta = getattr(first, "metadata", None)
     nm = name or (meta.get("name") if isinstance(meta, dict) else None) or type(first).__name__
-    return PettingZooBatchedEnv(PettingZooConfig(factory, int(ms), str(nm)), num_envs=num_envs, seed=seed, device=device, first=first)
+    groups = [g for g, members in _infer_groups(first).items()
+              if isinstance(first.action_space(members[0]), gspaces.Discrete) and not isinstance(first.observation_space(members[0]), gspaces.Dict)]
+    if info_masks is None and groups:
+        _, infos = first.reset(seed=seed)
+        carries = {a for a, d in (infos or {}).items() if isinstance(d, dict) and "action_mask" in d}
+        members = _infer_groups(first)
+        groups = [g for g in groups if any(a in carries for a in members[g])]
+    elif not info_masks:
+        groups = []
+    cfg = PettingZooConfig(factory, int(ms), str(nm), tuple(groups))
+    return PettingZooBatchedEnv(cfg, num_envs=num_envs, seed=seed, device=device, first=first)
