@@ -366,8 +366,10 @@ def arch_for(spec: EnvSpec, cfg: Config) -> dict[str, Any]:
     """The policy's architecture: ``unit_target`` action features on ``unit_combat``, one-hot elsewhere."""
     gs = next(iter(spec.groups.values()))
     features = "unit_target" if spec.name == "unit_combat" else "one_hot"
-    if features == "unit_target" and gs.obs_shape[-1:] and (gs.obs_shape[-1] - OWN_FEATURES) != TOKEN_FEATURES * (gs.n_agents + gs.action_dim - 1 - UNIT_MOVES):
-        raise ValueError(f"gmezo on unit_combat needs action='target' (hold, 8 moves, an attack per enemy); got {gs.action_dim} actions for observations {gs.obs_shape}")
+    if features == "unit_target":
+        enemies = gs.action_dim - 1 - UNIT_MOVES  # the target action's attacks, one per enemy
+        if gs.obs_shape != (OWN_FEATURES + TOKEN_FEATURES * (gs.n_agents + enemies),):
+            raise ValueError(f"gmezo on unit_combat needs action='target' (hold, 8 moves, an attack per enemy); got {gs.action_dim} actions for observations {gs.obs_shape}")
     return {"embed_dim": cfg.embed_dim, "hidden_size": cfg.hidden_size, "features": features}
 
 
