@@ -201,17 +201,6 @@ class MaestroParallelEnv(ParallelEnv):
     def __deepcopy__(self, memo: dict[int, Any]) -> "MaestroParallelEnv":
         return exact_deepcopy(self, memo)
 
-    def _info_mask(self, agent: str, infos: Any, n: int) -> np.ndarray:
-        """``infos[agent]["action_mask"]`` as ``(n,)`` bool; a missing or misshapen mask is a ``ValueError`` naming the agent."""
-        info = infos.get(agent) if isinstance(infos, dict) else None
-        mask = info.get("action_mask") if isinstance(info, dict) else None
-        if mask is None:
-            raise ValueError(f"{self.spec.name}: agent {agent!r} is present but its info has no 'action_mask' (its group reads masks from infos)")
-        mask = np.asarray(mask).reshape(-1)
-        if mask.shape[0] != n:
-            raise ValueError(f"{self.spec.name}: agent {agent!r} has an info action_mask of {mask.shape[0]} entries, expected {n} (one per Discrete action)")
-        return mask.astype(bool)
-
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickling: the wrapped env has drawn a fresh seed (``BatchedEnv.__setstate__``); reseed
         the spaces too, and make the next ``reset()`` draw a new episode from that stream."""
