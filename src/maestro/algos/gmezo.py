@@ -5,34 +5,34 @@ arXiv 1712.07305, §4.3, whose GMEZO figures are quoted from Peng et al. 2017).
 
 The policy is deterministic. Each agent ``k`` scores each of its legal actions ``a`` by
 ``<w, psi_theta(s, k, a, c)>``: an embedding network ``psi_theta`` of the agent's observation, the
-action's features and ``c``, the commands the team has already given in this step, and a last
-linear layer ``w`` (``d`` numbers). The *greedy MDP* is how a joint action is chosen: the agents
+action's features and ``c``, the commands the team has already given in this step, with values in
+``R^D`` (``D = 2 embed_dim``), and a last linear layer ``w`` in ``R^D``. The *greedy MDP* is how a joint action is chosen: the agents
 pick one after the other (agent 0 first; the paper leaves the order open), each the argmax of its
 scores given the earlier agents' picks, so that the joint action needs ``N`` argmaxes over ``A``
 actions instead of one over ``A^N``; ``c_a`` is the fraction of the team's living agents that
 already picked ``a`` (an enemy already attacked by many: the paper's "no overkill" needs this).
 
 Exploration is in the policy's parameters, not its actions (*episodic zero-order*): each episode
-draws ``u`` uniformly on the unit sphere of ``R^d`` and plays the whole episode greedily with
+draws ``u`` uniformly on the unit sphere of ``R^D`` and plays the whole episode greedily with
 ``w + delta u``. With ``r^_t`` the episode's normalised return from step ``t``, one update over a batch
 of episodes (``n`` valid steps, copy ``b``'s direction ``u_b``) is
 
 - ``w``: the zero-order estimate ``g_w = (1/n) sum_{t,b} r^_{t,b} u_b / delta`` (the return's change along
-  ``u`` is ``delta <grad, u>``, and ``E[u u^T] = I/d``);
+  ``u`` is ``delta <grad, u>``, and ``E[u u^T] = I/D``);
 - ``theta``: backpropagation of the same estimate through the embedding, ``g_theta = (1/n)
   sum_{t,b} r^_{t,b} d<u_b, sum_k psi_theta(s_t, k, a^k_t, c^k_t)> / d theta / delta``: the scores of the
   actions taken moved along ``u``, and the return says whether that was good (Algorithm 1's
   "zero-order backpropagation": the gradient of ``psi``'s output is estimated, the rest is exact).
 
-Both are ascent directions, applied by one optimiser step (``lr``).
+Both are ascent directions, applied by one optimiser step (``lr`` for ``w``, ``theta_lr`` for ``theta``).
 
 How maestro reads what the paper leaves open (the text of arXiv 1609.02993 is not in
 ``papers/``; this follows Algorithm 1 as summarised above, and the choices are ours):
 
 - ``r^``: the team's reward (the mean over agents of the env's per-agent rewards) summed from ``t`` to
   the episode's end (``gamma = 1``), standardised over the batch's valid steps. The paper
-  normalises its cumulative rewards differently (by their scale, recursively); with one ``u`` per
-  copy, subtracting the batch's mean is a baseline that leaves both estimates unbiased.
+  normalises its cumulative rewards in its own way; with one ``u`` per copy, subtracting the
+  batch's mean is a baseline that leaves both estimates unbiased.
 - ``psi(s, k, a, c) = [h(o_k, phi_a) ; c_a g(o_k, phi_a)]``: an MLP (ELU) of the agent's flat
   observation and the action's features ``phi_a``, with the commitment ``c_a`` entering
   multiplicatively, so that the ``N`` sequential picks of a step cost one network pass plus ``N``
@@ -41,8 +41,10 @@ How maestro reads what the paper leaves open (the text of arXiv 1609.02993 is no
   ``j``: the paper's action set), the action's kind, its move direction, and for an attack the
   target's token from the agent's observation (visible, relative position, hit points, cooldown,
   type); on any other discrete env, the action's one-hot.
-- ``w`` starts as a Gaussian vector of norm about 1, so ``delta`` is the exploration's size relative
-  to the initial policy; the optimiser is maestro's choice (Adam, ``lr`` 1e-3).
+- ``w`` starts as a Gaussian vector of norm 1, so ``delta`` is the exploration's size relative to
+  the initial policy; the optimiser is maestro's choice: Adam, ``lr`` 1e-2 for ``w`` and ``theta_lr``
+  1e-3 for the embedding, whose estimate is about ``D`` times noisier (one rate for both made the
+  greedy policy jump between driving and braking on the traffic junction, docs/unit_combat.md).
 
 Tensors are ``(T, B, N, ...)``: time, env copies, agents. One group of agents, discrete actions.
 """
@@ -81,7 +83,7 @@ class Config:
     """GMEZO hyperparameters (Usunier et al. 2017, Algorithm 1; the values are maestro's, see the module docstring)."""
 
     embed_dim: int = 64
-    """``d``: the embedding ``psi``'s size is ``2 d`` (the action part and the commitment part)."""
+    """``d``: the embedding ``psi``'s size is ``D = 2 d`` (the action part and the commitment part)."""
     hidden_size: int = 128
     """Width of the embedding MLP's hidden layer."""
     delta: float = 0.5
