@@ -6,10 +6,10 @@ arXiv 1712.07305, §4.3, whose GMEZO figures are quoted from Peng et al. 2017).
 The policy is deterministic. Each agent ``k`` scores each of its legal actions ``a`` by
 ``<w, psi_theta(s, k, a, c)>``: an embedding network ``psi_theta`` of the agent's observation, the
 action's features and ``c``, the commands the team has already given in this step, with values in
-``R^D`` (``D = 2 embed_dim``), and a last linear layer ``w`` in ``R^D``. The *greedy MDP* is how a joint action is chosen: the agents
-pick one after the other (agent 0 first; the paper leaves the order open), each the argmax of its
-scores given the earlier agents' picks, so that the joint action needs ``N`` argmaxes over ``A``
-actions instead of one over ``A^N``; ``c_a`` is the fraction of the team's living agents that
+``R^D`` (``D = 2 embed_dim``), and a last linear layer ``w`` in ``R^D``. The *greedy MDP* is how a
+joint action is chosen: the agents pick one after the other (agent 0 first; the paper leaves the
+order open), each the argmax of its scores given the earlier agents' picks, so that the joint
+action needs ``N`` argmaxes over ``A`` actions instead of one over ``A^N``; ``c_a`` is the fraction of the team's living agents that
 already picked ``a`` (an enemy already attacked by many: the paper's "no overkill" needs this).
 
 Exploration is in the policy's parameters, not its actions (*episodic zero-order*): each episode
