@@ -9,8 +9,9 @@ action's features and ``c``, the commands the team has already given in this ste
 ``R^D`` (``D = 2 embed_dim``), and a last linear layer ``w`` in ``R^D``. The *greedy MDP* is how a
 joint action is chosen: the agents pick one after the other (agent 0 first; the paper leaves the
 order open), each the argmax of its scores given the earlier agents' picks, so that the joint
-action needs ``N`` argmaxes over ``A`` actions instead of one over ``A^N``; ``c_a`` is the fraction of the team's living agents that
-already picked ``a`` (an enemy already attacked by many: the paper's "no overkill" needs this).
+action needs ``N`` argmaxes over ``A`` actions instead of one over ``A^N``; ``c_a`` is the fraction
+of the team's living agents that already picked ``a`` (an enemy already attacked by many: the
+paper's "no overkill" needs this).
 
 Exploration is in the policy's parameters, not its actions (*episodic zero-order*): each episode
 draws ``u`` uniformly on the unit sphere of ``R^D`` and plays the whole episode greedily with
