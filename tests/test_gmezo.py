@@ -80,8 +80,15 @@ def test_zero_order_estimates_against_a_naive_loop():
             acc = (0.0 if batch["done"][t, b] else acc) + float(batch["reward"][t, b])
             G[t, b] = acc
     v = batch["valid"]
-    mu, sd = G[v].mean(), G[v].std(unbiased=False)
-    r_hat = torch.where(v, (G - mu) / (sd + 1e-8), torch.zeros(()))
+    diff = torch.zeros(T, B)
+    for t in range(T):
+        playing = [b for b in range(B) if v[t, b]]
+        if len(playing) > 1:
+            mean_t = sum(float(G[t, b]) for b in playing) / len(playing)
+            for b in playing:
+                diff[t, b] = G[t, b] - mean_t
+    spread = math.sqrt(sum(float(diff[t, b]) ** 2 for t in range(T) for b in range(B)) / float(v.sum()))
+    r_hat = diff / (spread + 1e-8)
     n = float(v.sum())
     naive_w = sum(r_hat[t, b] * u[b] for t in range(T) for b in range(B)) / (n * delta)
     assert torch.allclose(g_w, naive_w, atol=1e-6)
@@ -103,6 +110,18 @@ def test_zero_order_estimates_against_a_naive_loop():
     for a, b in zip(ours, ref):
         assert torch.allclose(a, b, atol=1e-5)
     assert torch.autograd.grad(surrogate, policy.w, allow_unused=True)[0] is None  # w's estimate is the zero-order one
+
+
+def test_episodes_that_do_not_differ_give_no_update():
+    # every copy played the same episode: whatever u was, nothing is learnt (a batch-wide baseline
+    # would still weight every u_b by the return's fall along the episode)
+    returns = torch.tensor([[3.0, 3.0, 3.0], [2.0, 2.0, 2.0], [0.5, 0.5, 0.5]])
+    assert torch.equal(gmezo.normalised_returns(returns, torch.ones(3, 3)), torch.zeros(3, 3))
+    # one copy still playing at a step: no contrast there; the rest is scaled to unit spread
+    valid = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    r = gmezo.normalised_returns(torch.tensor([[3.0, 1.0, 2.0], [2.0, 0.0, 0.0], [0.5, 0.0, 0.0]]), valid)
+    assert r[2].abs().sum() == 0 and r[0].sum().abs() < 1e-6 and r[1].sum().abs() < 1e-6
+    assert torch.isclose((r**2).sum() / valid.sum(), torch.tensor(1.0), atol=1e-5)
 
 
 def test_unit_combat_action_features_name_the_target():

@@ -31,9 +31,12 @@ How maestro reads what the paper leaves open (the text of arXiv 1609.02993 is no
 ``papers/``; this follows Algorithm 1 as summarised above, and the choices are ours):
 
 - ``r^``: the team's reward (the mean over agents of the env's per-agent rewards) summed from ``t`` to
-  the episode's end (``gamma = 1``), standardised over the batch's valid steps. The paper
-  normalises its cumulative rewards in its own way; with one ``u`` per copy, subtracting the
-  batch's mean is a baseline that leaves both estimates unbiased.
+  the episode's end (``gamma = 1``), minus its mean at step ``t`` over the batch's copies, scaled
+  by the spread of those differences (``normalised_returns``). The paper normalises its cumulative
+  rewards in its own way; with one ``u`` per copy, a baseline shared by the copies leaves both
+  estimates unbiased, and one per step keeps the return's fall along every episode out of them
+  (a batch-wide baseline let the greedy policy random-walk into a collapse on unit combat, at
+  about 800k env steps: docs/unit_combat.md).
 - ``psi(s, k, a, c) = [h(o_k, phi_a) ; c_a g(o_k, phi_a)]``: an MLP (ELU) of the agent's flat
   observation and the action's features ``phi_a``, with the commitment ``c_a`` entering
   multiplicatively, so that the ``N`` sequential picks of a step cost one network pass plus ``N``
@@ -63,7 +66,7 @@ from torch import Tensor, nn
 
 from maestro.core.checkpoint import read_policy_state, save_policy
 from maestro.core.episodes import EpisodeStats
-from maestro.core.returns import discounted_returns, standardise
+from maestro.core.returns import discounted_returns
 from maestro.core.run import Run, env_restore, env_snapshot
 from maestro.core.seeding import make_generator
 from maestro.envs.api import BatchedEnv
@@ -334,6 +337,25 @@ def play_batch(env: BatchedEnv, policy: Policy, u: Tensor, delta: float) -> tupl
 
 
 # ====================================================================== update
+def normalised_returns(returns: Tensor, valid: Tensor, eps: float = 1e-8) -> Tensor:
+    """``r^`` ``(T, B)``: each copy's return-to-go minus the mean at the same step over the copies
+    still playing (the directions' baseline), divided by the spread of those differences over the
+    batch; 0 on invalid steps and wherever a step has one copy playing.
+
+    The baseline is per step, not one for the batch: the return-to-go falls along every episode,
+    and a batch-wide baseline would turn that common fall into a weight shared by every copy, so
+    that ``sum_b u_b`` (a random direction) entered every update; with episodes that do not differ
+    the estimates are then exactly 0, as they should be.
+    """
+    if returns.shape != valid.shape or returns.dim() != 2:
+        raise ValueError(f"normalised_returns: returns {tuple(returns.shape)} and valid {tuple(valid.shape)} must both be (T, B)")
+    count = valid.sum(1, keepdim=True)
+    baseline = (returns * valid).sum(1, keepdim=True) / count.clamp_min(1.0)
+    diff = (returns - baseline) * valid * (count > 1)
+    spread = torch.sqrt((diff.pow(2)).sum() / valid.sum().clamp_min(1.0))
+    return diff / (spread + eps)
+
+
 def zero_order_estimates(policy: Policy, batch: dict[str, Tensor], u: Tensor, delta: float, gamma: float) -> tuple[Tensor, Tensor, dict[str, float]]:
     """Algorithm 1's estimates as a surrogate and a direction (module docstring).
 
@@ -344,7 +366,7 @@ def zero_order_estimates(policy: Policy, batch: dict[str, Tensor], u: Tensor, de
     valid = batch["valid"].float()
     n = valid.sum().clamp_min(1.0)
     returns = discounted_returns(batch["reward"], batch["done"], gamma)
-    r_hat = standardise(returns, valid) * valid  # (T, B)
+    r_hat = normalised_returns(returns, valid)  # (T, B)
     h, g = policy.taken(batch["obs"], batch["actions"])  # (T, B, N, d)
     psi = torch.cat([h, batch["commitment"].unsqueeze(-1) * g], -1) * batch["alive"].unsqueeze(-1).float()
     along_u = torch.einsum("tbnd,bd->tb", psi, u)
