@@ -35,8 +35,8 @@ How maestro reads what the paper leaves open (the text of arXiv 1609.02993 is no
   by the spread of those differences (``normalised_returns``). The paper normalises its cumulative
   rewards in its own way; with one ``u`` per copy, a baseline shared by the copies leaves both
   estimates unbiased, and one per step keeps the return's fall along every episode out of them
-  (a batch-wide baseline let the greedy policy random-walk into a collapse on unit combat, at
-  about 800k env steps: docs/unit_combat.md).
+  (with a batch-wide baseline, the first unit-combat run collapsed at about 800k env steps:
+  docs/unit_combat.md).
 - ``psi(s, k, a, c) = [h(o_k, phi_a) ; c_a g(o_k, phi_a)]``: an MLP (ELU) of the agent's flat
   observation and the action's features ``phi_a``, with the commitment ``c_a`` entering
   multiplicatively, so that the ``N`` sequential picks of a step cost one network pass plus ``N``
