@@ -307,3 +307,30 @@ def test_simple_tag_logs_the_papers_metrics():
     assert any("eval/episode_return/adversary_sum" in r for r in rows)
     acts, _ = policy.act(make(4, 1).reset())
     assert acts["adversary"].min() >= 0 and acts["adversary"].max() <= 1 and acts["prey"].shape == (4, 1, 5)
+
+
+def test_learning_rates_fall_linearly_to_lr_end_factor(tmp_path):
+    import json
+
+    make = lambda n, s: ToyEnv(ToyConfig(), n, s)  # noqa: E731
+    cfg = Config(**{**SMALL, "warmup_steps": 64, "batch_size": 32}, policy_inference=True, lr_end_factor=0.25)
+    _train(train_maddpg, make, cfg, 800, B=8, directory=tmp_path / "run")
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if "train/lr/actor" in x]
+    assert rows and len(rows) > 3
+    per_iteration = rows[0]["env_steps"]  # one episode length of 8 copies
+    for r in rows:  # each iteration runs at the fraction of the budget spent before it
+        frac = (r["env_steps"] - per_iteration) / 800
+        expect = 1.0 + (0.25 - 1.0) * frac
+        for net, lr in (("actor", SMALL["actor_lr"]), ("critic", SMALL["critic_lr"]), ("infer", cfg.inference_lr)):
+            assert r[f"train/lr/{net}"] == pytest.approx(lr * expect, rel=1e-6), (r["env_steps"], net)
+    with pytest.raises(ValueError, match="lr_end_factor"):
+        Config(lr_end_factor=1.5)
+
+
+def test_distributed_modes_refuse_a_learning_rate_schedule():
+    from maestro.distributed import train_distributed
+    from maestro.distributed.config import DistributedConfig
+
+    env = ToyEnv(ToyConfig(), 2, 0)
+    with pytest.raises(ValueError, match="lr_end_factor=0.5: the learning-rate schedule runs in single-process MADDPG only"):
+        train_distributed(DistributedConfig(mode="genetic"), "maddpg", Config(lr_end_factor=0.5), "toy", ToyConfig(), env, None, 0)

@@ -63,7 +63,7 @@ from maestro.core.checkpoint import load_policy, newest_checkpoint, read_policy_
 from maestro.core.episodes import EpisodeStats
 from maestro.core.replay import ReplayBuffer
 from maestro.core.run import Run, env_restore, env_snapshot
-from maestro.core.schedules import off_policy_updates
+from maestro.core.schedules import linear, off_policy_updates, set_learning_rates
 from maestro.core.seeding import make_generator
 from maestro.nn.gumbel import gumbel_softmax, one_hot_sample
 from maestro.nn.heads import categorical_entropy, gaussian_entropy, gaussian_log_prob
@@ -118,6 +118,10 @@ class Config:
     """Lowe Sec. 4.2: each agent learns approximations of the others' policies and uses them in its critic target."""
     inference_lr: float = 1e-2
     """Adam learning rate of the policy-inference networks."""
+    lr_end_factor: float = 1.0
+    """Every learning rate at the end of the budget as a fraction of its initial value, reached
+    linearly over the run's env steps (1: constant, as ``openai/maddpg``; single-process runs only:
+    the distributed modes refuse another value)."""
     inference_entropy: float = 1e-3
     """Weight ``lambda`` of the entropy regulariser of the policy-inference likelihood (Lowe Eq. 7)."""
     ensemble_size: int = 1
@@ -148,6 +152,8 @@ class Config:
         for name in ("actor_lr", "critic_lr", "inference_lr", "gumbel_temperature"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.lr_end_factor <= 1.0:
+            raise ValueError(f"lr_end_factor must lie in [0, 1], got {self.lr_end_factor}")
         for name in ("updates_per_step", "max_grad_norm", "actor_reg", "noise_rate", "inference_entropy"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -835,6 +841,13 @@ class Learner:
         self._loss_sum: dict[str, Tensor] = {}
         self._n_updates = 0
 
+    def anneal(self, progress: float) -> dict[str, float]:
+        """Set every optimiser's learning rate to its initial one times ``linear(1, lr_end_factor,
+        progress)`` (``progress``: the fraction of the budget spent); returns ``{"train/lr/<net>": rate}``."""
+        base = {"actor": self.cfg.actor_lr, "critic": self.cfg.critic_lr, "infer": self.cfg.inference_lr}
+        factor = linear(1.0, self.cfg.lr_end_factor, progress)
+        return {f"train/lr/{k}": set_learning_rates(o, [base[k]], factor)[0] for k, o in self.opts.items()}
+
     def collect_step(self) -> None:
         """One vectorised env step of all ``B`` copies with exploration, stored in the replay buffer."""
         env, policy, lay, B, device = self.env, self.policy, self.lay, self.env.num_envs, self.env.device
@@ -953,7 +966,8 @@ def train_maddpg(cfg: Config, env: Any, run: Run, centralised: bool = True) -> P
     if resumed is not None:
         learner.load_state_dict(resumed, frozen=True)
     while not run.finished:
-        run.step(T_iter * B, learner.run_steps(T_iter))
+        lrs = learner.anneal(run.env_steps / run.cfg.env_steps) if cfg.lr_end_factor != 1.0 else {}
+        run.step(T_iter * B, {**learner.run_steps(T_iter), **lrs})
         run.maybe_evaluate(learner.policy)
         run.maybe_checkpoint(lambda: learner.state_dict(cfg.checkpoint_replay))
     return learner.policy
