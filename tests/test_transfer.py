@@ -13,6 +13,7 @@ import maestro
 from maestro.algos import incompatibility, transfer
 from maestro.algos.ppo import train_ippo
 from maestro.core import ppo_family as ppo
+from maestro.core.master_slave import check_master
 from maestro.core.evaluate import evaluate
 from maestro.core.gradient_momentum import GradientMomentum
 from maestro.core.normalise import ReturnScaler
@@ -162,7 +163,7 @@ def test_transfer_methods_refuse_envs_without_roles_and_slave_roles():
     assert incompatibility("multitasking", maestro.make_env("simple_spread", continuous_actions=True).spec) is not None
     assert incompatibility("multitasking", maestro.make_env("walker2d").spec) is None
     with pytest.raises(ValueError, match="role"):
-        transfer.check_master(maestro.make_env("walker2d", role="slave"))
+        check_master(maestro.make_env("walker2d", role="slave"))
 
 
 # ---------------------------------------------------------------------- learning

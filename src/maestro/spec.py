@@ -99,6 +99,9 @@ class EnvSpec:
             papers/000): ``("master", "slave")`` for an env whose config has a ``role`` field and
             whose class maps the slave's observation and action dimensions onto the master's
             (``slave_indices()``); empty for every other env.
+        reward_features: length ``F`` of the features ``phi(s, a)`` the env's reward is linear in
+            (``r = w . phi``), for envs that offer them to inverse RL (``env.reward_features(obs,
+            action)``, ``env.expert_demonstration()``; ``maestro.algos.irl``); 0 for every other env.
     """
 
     name: str
@@ -109,6 +112,7 @@ class EnvSpec:
     episode_sums: tuple[str, ...] = field(default_factory=tuple)
     entity_kinds: tuple[str, ...] = field(default_factory=tuple)
     roles: tuple[str, ...] = field(default_factory=tuple)
+    reward_features: int = 0
 
     def __post_init__(self) -> None:
         unknown = [k for k in self.episode_sums if k not in self.info_keys]
@@ -147,6 +151,11 @@ class EnvSpec:
     def has_entity_obs(self) -> bool:
         """True if the env exposes its observation as entity tokens (``entity_kinds`` non-empty)."""
         return bool(self.entity_kinds)
+
+    @property
+    def has_reward_features(self) -> bool:
+        """True if the env's reward is linear in features it exposes (``reward_features > 0``)."""
+        return self.reward_features > 0
 
     @property
     def entity_token_dim(self) -> int:

@@ -20,6 +20,7 @@ from maestro.algos import gmezo  # noqa: F401
 from maestro.algos import trpo  # noqa: F401  (trpo_central, trpo_independent)
 from maestro.algos import matrpo  # noqa: F401
 from maestro.algos import transfer  # noqa: F401  (pretraining, multitasking, gradient_momentum)
+from maestro.algos import irl  # noqa: F401
 
 
 class IncompatibleError(ValueError):
@@ -49,7 +50,11 @@ def incompatibility(algo: str | AlgoEntry, spec: EnvSpec) -> str | None:
         if need not in caps:
             return f"algorithm {algo!r} cannot train on env {spec.name!r}: {why}, and {algo!r} does not support {need!r} (it supports: {', '.join(sorted(caps))})"
     if "needs_roles" in caps and not {"master", "slave"} <= set(spec.roles):
-        return f"algorithm {algo!r} needs an env with master and slave roles (walker2d, humanoid), but env {spec.name!r} has roles {spec.roles}"
+        return f"algorithm {algo!r} needs an env with master and slave roles (walker2d, humanoid, nas), but env {spec.name!r} has roles {spec.roles}"
+    if "needs_teams" in caps and spec.n_agents < 2:
+        return f"algorithm {algo!r} coordinates several agents, but env {spec.name!r} has {spec.n_agents} agent"
+    if "needs_reward_features" in caps and not spec.has_reward_features:
+        return f"algorithm {algo!r} needs a reward linear in features the env exposes (nas), but env {spec.name!r} has none (spec.reward_features is 0)"
     if "needs_state" in caps and not spec.has_state:
         return f"algorithm {algo!r} needs a global state, but env {spec.name!r} has state_shape {spec.state_shape}"
     if "needs_entity_obs" in caps and not spec.has_entity_obs:

@@ -74,7 +74,7 @@ from maestro.envs.units.engine import OWN_FEATURES, TOKEN_FEATURES, tokens
 from maestro.registry import Smoke, register_algo
 from maestro.spec import EnvSpec, GroupLayout, group_layout, layouts_from_dicts, layouts_to_dicts
 
-CAPABILITIES = frozenset({"discrete", "action_mask", "alive_mask", "on_policy"})
+CAPABILITIES = frozenset({"discrete", "action_mask", "alive_mask", "on_policy", "needs_teams"})
 UNIT_MOVES = 8
 """``unit_combat``'s ``action="target"``: 0 hold, 1..8 moves, 9 + j attack enemy j."""
 UNIT_ACTION_FEATURES = 3 + 2 + TOKEN_FEATURES

@@ -120,8 +120,8 @@ from maestro.core.trpo_family import TrpoAgents, TrpoFamilyConfig, advantage_mom
 from maestro.core.trust_region import batched_conjugate_gradient, batched_trust_region_step
 from maestro.registry import Smoke, register_algo
 
-CAPABILITIES = frozenset({"discrete", "multi_group", "on_policy"})
-"""Unmasked discrete actions of any number of groups (all with the same action count)."""
+CAPABILITIES = frozenset({"discrete", "multi_group", "on_policy", "needs_teams"})
+"""Unmasked discrete actions of any number of groups (all with the same action count), at least two agents (a consensus graph)."""
 Topology = Literal["ring", "line", "complete", "edges"]
 EdgeOrder = Literal["matchings", "round_robin", "random"]
 LocalStep = Literal["trpo", "subspace"]

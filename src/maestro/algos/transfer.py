@@ -47,6 +47,7 @@ from torch import nn
 
 from maestro.core import ppo_family as ppo
 from maestro.core.gradient_momentum import GradientMomentum
+from maestro.core.master_slave import check_master, episode_stats, make_slave_env, momentum_step, pair_parameters
 from maestro.core.ppo_family import Learner, Policy, adam_step, build_learner, make_adam, ppo_epochs, update_obs_norm
 from maestro.core.run import Run
 from maestro.core.schedules import linear, set_learning_rates
@@ -128,25 +129,7 @@ class Config(ppo.Config):
             raise ValueError(f"momentum_lr must be > 0 and momentum_beta in [0, 1), got {self.momentum_lr}, {self.momentum_beta}")
 
 
-# ====================================================================== the slave envs
-def check_master(env: Any) -> None:
-    """``ValueError`` unless ``env`` is the master role of an env that has master and slave roles."""
-    if not {"master", "slave"} <= set(env.spec.roles):
-        raise ValueError(f"the transfer methods need an env with master and slave roles (walker2d, humanoid); {env.spec.name!r} has roles {env.spec.roles}")
-    if getattr(env.cfg, "role", None) != "master":
-        raise ValueError(f"the recipe's env is the master: set env_config.role to 'master' (got {getattr(env.cfg, 'role', None)!r})")
-
-
-def make_slave_env(env: Any, seed: int) -> Any:
-    """The slave role of ``env``'s env (same config otherwise, same ``num_envs`` and device), seeded ``seed``."""
-    return type(env)(dataclasses.replace(env.cfg, role="slave"), num_envs=env.num_envs, seed=seed, device=env.device)
-
-
-def episode_stats(stats: dict[str, float], prefix: str) -> dict[str, float]:
-    """``train/...`` episode statistics renamed ``<prefix>/...``."""
-    return {prefix + k[len("train") :]: v for k, v in stats.items() if k.startswith("train/")}
-
-
+# ====================================================================== helpers
 def nets(learner: Learner) -> list[StemBackboneHead]:
     """The learner's actor and critic networks, in a fixed order."""
     return [*learner.policy.actors.values(), *learner.critics.values()]
@@ -278,19 +261,6 @@ def train_multitasking(cfg: Config, env: Any, run: Run) -> Policy:
 
 
 # ====================================================================== gradient momentum
-def pair_parameters(master: Learner, slave: Learner) -> tuple[list[nn.Parameter | None], list[nn.Parameter]]:
-    """The slave's tensors aligned with the master's (``None`` where the shapes differ), and the
-    slave's tensors left without a master counterpart. Both agents' parameters are listed in the
-    same order (actors, log-stds, critics), so equal shapes mean equal roles."""
-    m_params = [*master.params()[0], *master.params()[1]]
-    s_params = [*slave.params()[0], *slave.params()[1]]
-    if len(m_params) != len(s_params):
-        raise ValueError(f"master and slave networks differ in structure ({len(m_params)} vs {len(s_params)} tensors)")
-    paired = [s if s.shape == m.shape else None for m, s in zip(m_params, s_params)]
-    alone = [s for m, s in zip(m_params, s_params) if s.shape != m.shape]
-    return paired, alone
-
-
 @register_algo("gradient_momentum", config=Config, capabilities=CAPABILITIES, summary="Master-slave gradient momentum: eqs. (1)-(2) over one master and K slaves (Guo & Duan)")
 def train_gradient_momentum(cfg: Config, env: Any, run: Run) -> Policy:
     """Gradient momentum (papers/000, Sec. 3.2.3): the master and ``cfg.slaves`` slaves, each its own
@@ -319,15 +289,7 @@ def train_gradient_momentum(cfg: Config, env: Any, run: Run) -> Policy:
     def snapshot() -> dict[str, Any]:
         return {**master.state(), "slaves": [s.state() for s in slaves], "optimiser": optimiser.state_dict(), "generator": generator.get_state()}
 
-    def step(losses: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        optimiser.zero_grad()
-        torch.stack(losses).sum().backward()  # the networks are disjoint: each gets its own loss's gradient
-        norms = {}
-        if cfg.max_grad_norm > 0:
-            for name, learner in zip(["master", *(f"slave{k}" for k in range(len(slaves)))], everyone):
-                norms[f"{name}_grad_norm"] = nn.utils.clip_grad_norm_([*learner.params()[0], *learner.params()[1]], cfg.max_grad_norm)
-        optimiser.step()
-        return norms
+    step = momentum_step(optimiser, everyone, ["master", *(f"slave{k}" for k in range(len(slaves)))], cfg.max_grad_norm)
 
     while not run.finished:
         optimiser.lr = cfg.momentum_lr * linear(1.0, cfg.lr_end_factor, run.env_steps / run.cfg.env_steps)
