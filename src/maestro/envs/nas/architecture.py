@@ -70,19 +70,7 @@ FULL_OPS = (
 )
 """The master's 15 candidate operations (IRLAS-style: convolutions, separable and grouped ones,
 pooling, identity, and the two merges)."""
-REDUCED_OPS = (
-    "terminal",
-    "identity",
-    "conv1x1",
-    "conv3x3",
-    "conv5x5",
-    "sep_conv3x3",
-    "sep_conv5x5",
-    "group_conv3x3",
-    "max_pool3x3",
-    "avg_pool3x3",
-    "add",
-)
+REDUCED_OPS = tuple(op for op in FULL_OPS if op not in ("sep_conv7x7", "dil_conv3x3", "conv1x7_7x1", "concat"))
 """The slaves' 11: the master's without ``sep_conv7x7``, ``dil_conv3x3``, ``conv1x7_7x1`` and ``concat``."""
 ROLE_OPS = {"master": FULL_OPS, "slave": REDUCED_OPS}
 ROLE_LAYERS = {"master": 24, "slave": 8}
