@@ -13,7 +13,7 @@ import maestro
 from maestro.algos import incompatibility, transfer
 from maestro.algos.ppo import train_ippo
 from maestro.core import ppo_family as ppo
-from maestro.core.master_slave import check_master
+from maestro.core.master_slave import check_master, overlap_index, pair_parameters
 from maestro.core.evaluate import evaluate
 from maestro.core.gradient_momentum import GradientMomentum
 from maestro.core.normalise import ReturnScaler
@@ -128,6 +128,36 @@ def test_gradient_momentum_two_steps_by_hand():
     again = GradientMomentum([W, M], [[w, None]], [[u]], lr=0.5, beta=0.1)
     again.load_state_dict(state)
     assert again.lr == 0.1 and torch.equal(again.V[0], torch.tensor([-0.25, 1.0]))
+
+
+def test_gradient_momentum_pairs_part_of_a_tensor_by_hand():
+    """Two slaves cover entries {0, 2} and {2} of a master tensor of 3: entry 1 moves along V alone,
+    entry 0 along one slave's gradient, entry 2 along the mean of both; the slaves along V's part."""
+    W = torch.nn.Parameter(torch.zeros(3))
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))
+    idx_a, idx_b = (torch.tensor([0, 2]),), (torch.tensor([2]),)
+    opt = GradientMomentum([W], [[a], [b]], lr=1.0, beta=0.5, index=[[idx_a], [idx_b]])
+    W.grad, a.grad, b.grad = torch.tensor([2.0, 4.0, 6.0]), torch.tensor([10.0, 20.0]), torch.tensor([40.0])
+    opt.step()
+    V = torch.tensor([1.0, 2.0, 3.0])  # 0.5 * S
+    # entry 0: 0.5*1 + 0.5*10; entry 1: V = 2; entry 2: 0.5*3 + 0.5*mean(20, 40)
+    torch.testing.assert_close(W.data, -torch.tensor([5.5, 2.0, 16.5]))
+    torch.testing.assert_close(a.data, -V[[0, 2]])
+    torch.testing.assert_close(b.data, -V[[2]])
+
+
+def test_overlap_pairing_covers_the_humanoid_slaves_stems_and_heads():
+    master_env, slave_env = maestro.make_env("humanoid", role="master"), maestro.make_env("humanoid", role="slave")
+    cfg = transfer.Config(hidden=(8, 8))
+    master, slave = (ppo.build_learner(cfg, e, centralised=False) for e in (master_env, slave_env))
+    paired, alone, _ = pair_parameters(master, slave)
+    assert len(alone) == 5  # the actor's stem weight, head weight and bias, its log-std, the critic's stem weight
+    paired, alone, index = pair_parameters(master, slave, overlap_index(master, *master_env.slave_indices()))
+    assert not alone and all(p is not None for p in paired)
+    m_params = [*master.params()[0], *master.params()[1]]
+    for m, s, ix in zip(m_params, paired, index):
+        assert (m if ix is None else m[ix]).shape == s.shape
+    GradientMomentum(m_params, [paired], index=[index])  # the shapes agree
 
 
 def test_gradient_momentum_rejects_mismatched_pairs():

@@ -45,7 +45,7 @@ from torch import Tensor
 from maestro.core import ppo_family as ppo
 from maestro.core.gradient_momentum import GradientMomentum
 from maestro.core.irl import feature_expectations, projection_step, reward_weights
-from maestro.core.master_slave import check_master, episode_stats, make_slave_env, momentum_step, pair_parameters
+from maestro.core.master_slave import check_master, episode_stats, make_slave_env, momentum_step, overlap_index, pair_parameters
 from maestro.core.ppo_family import Learner, Policy, build_learner, ppo_epochs, prepare_batch, update_obs_norm
 from maestro.core.run import Run
 from maestro.core.schedules import linear
@@ -83,6 +83,10 @@ class Config(ppo.Config):
     """The learning rate ``alpha`` of eqs. (1)-(2), annealed as ``lr`` (``lr_end_factor``)."""
     momentum_beta: float = 0.9
     """The momentum rate ``beta`` of eqs. (1)-(2)."""
+    momentum_pairing: Literal["shape", "overlap"] = "shape"
+    """Which master and slave tensors pair: ``"shape"``, those of equal shape (backbones, stem biases,
+    critic heads); ``"overlap"``, also the stems' columns and the actor heads' rows of the slave's
+    features and operations (``env.slave_indices()``; ``core/gradient_momentum.py``)."""
     irl_every: int = 1
     """Rollouts between updates of the reward weights ``w``."""
     irl_method: Literal["matching", "projection"] = "matching"
@@ -171,9 +175,15 @@ def train_irl(cfg: Config, env: Any, run: Run) -> Policy:
     slaves = [build_learner(cfg, make_slave_env(env, run.seed + 101 * (k + 1)), centralised=False) for k in range(cfg.slaves)]
     everyone = [master, *slaves]
     names = ["master", *(f"slave{k}" for k in range(cfg.slaves))]
-    pairs = [pair_parameters(master, s) for s in slaves]
+    overlap = overlap_index(master, *env.slave_indices()) if cfg.momentum_pairing == "overlap" else None
+    pairs = [pair_parameters(master, s, overlap) for s in slaves]
     optimiser = GradientMomentum(
-        [*master.params()[0], *master.params()[1]], [p for p, _ in pairs], [a for _, a in pairs], lr=cfg.momentum_lr, beta=cfg.momentum_beta
+        [*master.params()[0], *master.params()[1]],
+        [p for p, _, _ in pairs],
+        [a for _, a, _ in pairs],
+        lr=cfg.momentum_lr,
+        beta=cfg.momentum_beta,
+        index=[ix for _, _, ix in pairs],
     )
     inverse = []
     for learner in everyone:

@@ -47,7 +47,7 @@ from torch import nn
 
 from maestro.core import ppo_family as ppo
 from maestro.core.gradient_momentum import GradientMomentum
-from maestro.core.master_slave import check_master, episode_stats, make_slave_env, momentum_step, pair_parameters
+from maestro.core.master_slave import check_master, episode_stats, make_slave_env, momentum_step, overlap_index, pair_parameters
 from maestro.core.ppo_family import Learner, Policy, adam_step, build_learner, make_adam, ppo_epochs, update_obs_norm
 from maestro.core.run import Run
 from maestro.core.schedules import linear, set_learning_rates
@@ -109,6 +109,11 @@ class Config(ppo.Config):
     """Gradient momentum: the learning rate ``alpha`` of eqs. (1)-(2), annealed as ``lr``."""
     momentum_beta: float = 0.9
     """Gradient momentum: the momentum rate ``beta`` of eqs. (1)-(2)."""
+    momentum_pairing: Literal["shape", "overlap"] = "shape"
+    """Gradient momentum: which master and slave tensors pair (``core/gradient_momentum.py``):
+    ``"shape"``, those of equal shape, whole (Humanoid: not the stems' input weights, the actor's head
+    and log-std; the Table 2 runs); ``"overlap"``, also the part of those that the slave's
+    observations and actions cover (``env.slave_indices()``)."""
 
     SMOKE: ClassVar[Smoke] = Smoke(
         config={"rollout_steps": 4, "epochs": 2, "minibatches": 2, "hidden": (8, 8), "slave_steps": 16},
@@ -269,9 +274,15 @@ def train_gradient_momentum(cfg: Config, env: Any, run: Run) -> Policy:
     generator = make_generator(run.seed + 7919, env.device)
     master = build_learner(cfg, env, centralised=False)
     slaves = [build_learner(cfg, make_slave_env(env, run.seed + 101 * (k + 1)), centralised=False) for k in range(cfg.slaves)]
-    pairs = [pair_parameters(master, s) for s in slaves]
+    overlap = overlap_index(master, *env.slave_indices()) if cfg.momentum_pairing == "overlap" else None
+    pairs = [pair_parameters(master, s, overlap) for s in slaves]
     optimiser = GradientMomentum(
-        [*master.params()[0], *master.params()[1]], [p for p, _ in pairs], [a for _, a in pairs], lr=cfg.momentum_lr, beta=cfg.momentum_beta
+        [*master.params()[0], *master.params()[1]],
+        [p for p, _, _ in pairs],
+        [a for _, a, _ in pairs],
+        lr=cfg.momentum_lr,
+        beta=cfg.momentum_beta,
+        index=[ix for _, _, ix in pairs],
     )
     everyone = [master, *slaves]
 

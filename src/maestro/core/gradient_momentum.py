@@ -28,6 +28,15 @@ momentum. With no slave paired to a tensor the master takes plain momentum SGD `
 (eq. (1)); a slave tensor with no master counterpart (a head of another shape) takes plain momentum
 SGD on its own gradient, ``v_t = beta v_{t-1} + (1 - beta) s_t``, ``w <- w - alpha v_t``. The state
 (``state_dict``) is ``V`` and those slaves' own ``v``.
+
+**Pairing a part of a tensor** (``index``): where the slave's inputs and actions are a subset of the
+master's (Humanoid's 45 of 348 observations and 11 of 17 actuators; ``nas``'s 11 of 15 operations),
+a slave tensor of another shape can still share the role of *part* of a master tensor: the stem's
+columns of the shared inputs, the head's rows of the shared actions. Given ``index`` (the slave's
+entries are ``W[index]``), the rules above apply entry by entry: the entries some slaves cover move
+along ``beta V_t + (1 - beta) mean s^k_t`` (the mean over the slaves covering each entry), the others
+along ``V_t``, and the slave moves along ``V_t[index]``. With no ``index`` only equal shapes pair (the
+tensors the two networks share whole), as before.
 """
 
 from __future__ import annotations
@@ -46,6 +55,9 @@ class GradientMomentum:
         slaves: one list per slave, aligned with ``master``: entry ``i`` is the slave's tensor that
             shares the role of ``master[i]`` (same shape) or ``None``.
         slave_only: one list per slave of the slave's tensors with no master counterpart.
+        index: ``None`` or one list per slave aligned with ``master``: entry ``i`` is ``None`` (the
+            slave's tensor pairs the whole of ``master[i]``, same shape) or a tuple indexing
+            ``master[i]`` so that ``master[i][index]`` has the slave tensor's shape (module docstring).
         lr: ``alpha``.
         beta: the momentum rate.
 
@@ -59,6 +71,7 @@ class GradientMomentum:
         slave_only: Sequence[Sequence[nn.Parameter]] = (),
         lr: float = 1e-2,
         beta: float = 0.9,
+        index: Sequence[Sequence[tuple | None]] | None = None,
     ) -> None:
         if lr <= 0 or not 0.0 <= beta < 1.0:
             raise ValueError(f"gradient momentum needs lr > 0 and beta in [0, 1), got lr={lr}, beta={beta}")
@@ -67,12 +80,16 @@ class GradientMomentum:
         self.slave_only = [list(s) for s in slave_only] or [[] for _ in self.slaves]
         if len(self.slave_only) != len(self.slaves):
             raise ValueError(f"slave_only has {len(self.slave_only)} lists for {len(self.slaves)} slaves")
+        self.index = [list(ix) for ix in index] if index is not None else [[None] * len(self.master) for _ in self.slaves]
+        if len(self.index) != len(self.slaves):
+            raise ValueError(f"index has {len(self.index)} lists for {len(self.slaves)} slaves")
         for k, paired in enumerate(self.slaves):
-            if len(paired) != len(self.master):
-                raise ValueError(f"slave {k} pairs {len(paired)} tensors with the master's {len(self.master)}")
-            for i, (w, W) in enumerate(zip(paired, self.master)):
-                if w is not None and w.shape != W.shape:
-                    raise ValueError(f"slave {k} tensor {i} has shape {tuple(w.shape)}, its master tensor {tuple(W.shape)}")
+            if len(paired) != len(self.master) or len(self.index[k]) != len(self.master):
+                raise ValueError(f"slave {k} pairs {len(paired)} tensors (and {len(self.index[k])} indices) with the master's {len(self.master)}")
+            for i, (w, W, ix) in enumerate(zip(paired, self.master, self.index[k])):
+                target = W.shape if ix is None else W[ix].shape
+                if w is not None and w.shape != target:
+                    raise ValueError(f"slave {k} tensor {i} has shape {tuple(w.shape)}, its part of the master's tensor {tuple(target)}")
         self.lr, self.beta = float(lr), float(beta)
         self.V = [torch.zeros_like(W) for W in self.master]
         self.v = [[torch.zeros_like(w) for w in own] for own in self.slave_only]
@@ -99,10 +116,18 @@ class GradientMomentum:
         master_dirs = []
         for i, W in enumerate(self.master):
             self.V[i].mul_(b).add_(self._grad(W), alpha=1.0 - b)
-            paired = [s[i] for s in self.slaves if s[i] is not None]
-            if paired:
-                mean_s = torch.stack([self._grad(w) for w in paired]).mean(0)
+            paired = [(s[i], ix[i]) for s, ix in zip(self.slaves, self.index) if s[i] is not None]
+            if paired and all(part is None for _, part in paired):
+                mean_s = torch.stack([self._grad(w) for w, _ in paired]).mean(0)
                 master_dirs.append(b * self.V[i] + (1.0 - b) * mean_s)
+            elif paired:  # some slaves cover a part of W: the mean over the slaves covering each entry
+                total, count = torch.zeros_like(W), torch.zeros_like(W)
+                for w, part in paired:
+                    sel = (slice(None),) if part is None else part
+                    total[sel] += self._grad(w)
+                    count[sel] += 1.0
+                mixed = b * self.V[i] + (1.0 - b) * total / count.clamp(min=1.0)
+                master_dirs.append(torch.where(count > 0, mixed, self.V[i]))
             else:
                 master_dirs.append(self.V[i])
         own_dirs = []
@@ -112,9 +137,9 @@ class GradientMomentum:
             own_dirs.append(list(self.v[k]))
         for i, W in enumerate(self.master):
             W.sub_(master_dirs[i], alpha=a)
-            for s in self.slaves:
+            for s, ix in zip(self.slaves, self.index):
                 if s[i] is not None:
-                    s[i].sub_(self.V[i], alpha=a)
+                    s[i].sub_(self.V[i] if ix[i] is None else self.V[i][ix[i]], alpha=a)
         for own, dirs in zip(self.slave_only, own_dirs):
             for w, d in zip(own, dirs):
                 w.sub_(d, alpha=a)

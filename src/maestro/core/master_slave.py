@@ -8,7 +8,7 @@ and ``algos/irl.py`` (gradient momentum under inverse RL, the architecture searc
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -35,17 +35,52 @@ def episode_stats(stats: dict[str, float], prefix: str) -> dict[str, float]:
     return {prefix + k[len("train") :]: v for k, v in stats.items() if k.startswith("train/")}
 
 
-def pair_parameters(master: Learner, slave: Learner) -> tuple[list[nn.Parameter | None], list[nn.Parameter]]:
-    """The slave's tensors aligned with the master's (``None`` where the shapes differ), and the
-    slave's tensors left without a master counterpart. Both agents' parameters are listed in the
-    same order (actors, log-stds, critics), so equal shapes mean equal roles."""
+def overlap_index(master: Learner, obs_index: Sequence[int], action_index: Sequence[int]) -> dict[int, tuple]:
+    """The master's tensors of which a slave's smaller tensor is a part, by ``id``, each with the index
+    that selects that part (``GradientMomentum``'s ``index``): the stems' input weights take the
+    columns ``obs_index`` (the slave's observation features in the master's, ``env.slave_indices()``),
+    the actors' heads and log-stds the rows ``action_index``."""
+    obs = torch.as_tensor(list(obs_index), dtype=torch.long)
+    act = torch.as_tensor(list(action_index), dtype=torch.long)
+    out: dict[int, tuple] = {}
+    for g, actor in master.policy.actors.items():
+        out[id(actor.stem_linear().weight)] = (slice(None), obs)
+        out[id(actor.head.weight)] = (act, slice(None))
+        out[id(actor.head.bias)] = (act,)
+        if g in master.policy.log_std:
+            out[id(master.policy.log_std[g])] = (act,)
+    for critic in master.critics.values():
+        out[id(critic.stem_linear().weight)] = (slice(None), obs)
+    return out
+
+
+def pair_parameters(master: Learner, slave: Learner, overlap: dict[int, tuple] | None = None) -> tuple[list[nn.Parameter | None], list[nn.Parameter], list[tuple | None]]:
+    """The slave's tensors aligned with the master's, the slave's tensors left without a master
+    counterpart, and the index of each paired part (``GradientMomentum``'s ``slaves``, ``slave_only``
+    and ``index``). Both agents' parameters are listed in the same order (actors, log-stds, critics),
+    so equal shapes mean equal roles and pair whole (index ``None``); with ``overlap``
+    (``overlap_index``) a slave tensor of another shape pairs the part of the master's it indexes, and
+    without it such a tensor is left alone."""
     m_params = [*master.params()[0], *master.params()[1]]
     s_params = [*slave.params()[0], *slave.params()[1]]
     if len(m_params) != len(s_params):
         raise ValueError(f"master and slave networks differ in structure ({len(m_params)} vs {len(s_params)} tensors)")
-    paired = [s if s.shape == m.shape else None for m, s in zip(m_params, s_params)]
-    alone = [s for m, s in zip(m_params, s_params) if s.shape != m.shape]
-    return paired, alone
+    paired: list[nn.Parameter | None] = []
+    alone: list[nn.Parameter] = []
+    index: list[tuple | None] = []
+    for m, s in zip(m_params, s_params):
+        part = (overlap or {}).get(id(m))
+        if s.shape == m.shape:
+            paired.append(s)
+            index.append(None)
+        elif part is not None and m[part].shape == s.shape:
+            paired.append(s)
+            index.append(part)
+        else:
+            paired.append(None)
+            index.append(None)
+            alone.append(s)
+    return paired, alone, index
 
 
 def momentum_step(optimiser: GradientMomentum, learners: list[Learner], names: list[str], max_grad_norm: float) -> Callable[[list[Tensor]], dict[str, Tensor]]:
