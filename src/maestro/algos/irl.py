@@ -165,7 +165,7 @@ def collect_with_irl(cfg: Config, learner: Learner, inv: Inverse, update_reward:
 
 
 # ====================================================================== the trainer
-@register_algo("irl", config=Config, capabilities=CAPABILITIES, summary="Inverse RL (apprenticeship, projection method) for architecture search, master alone or with slaves by gradient momentum (Guo & Duan, IRLAS)")
+@register_algo("irl", config=Config, capabilities=CAPABILITIES, summary="Inverse RL (apprenticeship learning: feature matching or projection) for architecture search, master alone or with slaves by gradient momentum (Guo & Duan, IRLAS)")
 def train_irl(cfg: Config, env: Any, run: Run) -> Policy:
     """Figure 9 of papers/000: inverse RL on the master, helped by ``cfg.slaves`` slaves through
     gradient momentum (module docstring). Returns the master's policy."""
