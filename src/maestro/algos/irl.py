@@ -8,12 +8,17 @@ baseline method, which we perform the inverse reinforcement learning directly on
 environment". maestro's reading, on the ``nas`` env (``maestro.envs.nas``, whose docstring gives the
 encoding):
 
-* **Inverse RL** (``maestro.core.irl``): apprenticeship learning by the projection method (Abbeel &
-  Ng 2004), IRLAS's way of learning its "mirror stimuli function": the reward is linear in the env's
-  features, ``r_t = w . phi(s_t, a_t)`` (``env.reward_features``), the expert's feature expectations
-  ``mu_E = sum_t gamma^t phi`` come from ``env.expert_demonstration()`` (ResNeXt), and after every
-  ``irl_every`` rollouts ``mu_bar`` is projected towards ``mu_E`` with the rollout's estimate of the
-  policy's ``mu`` and ``w = (mu_E - mu_bar) / ||mu_E - mu_bar||``. Each role has its own ``mu_E``,
+* **Inverse RL** (``maestro.core.irl``): apprenticeship learning, IRLAS's way of learning its
+  "mirror stimuli function": the reward is linear in the env's features, ``r_t = w . phi(s_t, a_t)``
+  (``env.reward_features``), the expert's feature expectations ``mu_E = sum_t gamma^t phi`` come from
+  ``env.expert_demonstration()`` (ResNeXt), and after every ``irl_every`` rollouts ``w`` moves with
+  the rollout's estimate of the policy's ``mu``. ``irl_method="matching"`` (the default):
+  ``w = (mu_E - mu) / ||mu_E - mu||``, the gap to the current policy, so that each PPO update descends
+  ``||mu_E - mu(pi)||`` (apprenticeship learning with linear costs in the unit ball, Ho & Ermon 2016,
+  arXiv 1606.03476, Sec. 5); ``"projection"``: Abbeel & Ng's (2004) projection method,
+  ``w = (mu_E - mu_bar) / ||mu_E - mu_bar||`` with ``mu_bar`` projected towards ``mu_E``. The
+  projection method's product is the mixture of the policies found; its last policy drifted away from
+  the expert on ``nas`` (docs/master_slave.md), hence the default. Each role has its own ``mu_E``,
   ``mu_bar`` and ``w`` (the slaves' features are over their own vocabulary). The rollout's rewards are
   recomputed with the new ``w`` before its PPO update (the env's own reward is not used).
 * **The RL step**: PPO (``core/ppo_family.py``) with stem -> backbone -> head actors and critics, one
@@ -208,7 +213,6 @@ def train_irl(cfg: Config, env: Any, run: Run) -> Policy:
         return {**states[0], "slaves": states[1:], "optimiser": optimiser.state_dict(), "generator": generator.get_state(), "iteration": iteration}
 
     step = momentum_step(optimiser, everyone, names, cfg.max_grad_norm)
-    master_steps = 0
     while not run.finished:
         optimiser.lr = cfg.momentum_lr * linear(1.0, cfg.lr_end_factor, run.env_steps / run.cfg.env_steps)
         update_reward = iteration % cfg.irl_every == 0
