@@ -48,9 +48,8 @@ import torch
 from torch import Tensor
 
 from maestro.core import ppo_family as ppo
-from maestro.core.gradient_momentum import GradientMomentum
 from maestro.core.irl import feature_expectations, projection_step, reward_weights
-from maestro.core.master_slave import check_master, episode_stats, make_slave_env, momentum_step, overlap_index, pair_parameters
+from maestro.core.master_slave import check_master, episode_stats, make_slave_env, momentum_optimiser, momentum_step
 from maestro.core.ppo_family import Learner, Policy, build_learner, ppo_epochs, prepare_batch, update_obs_norm
 from maestro.core.run import Run
 from maestro.core.schedules import linear
@@ -180,16 +179,7 @@ def train_irl(cfg: Config, env: Any, run: Run) -> Policy:
     slaves = [build_learner(cfg, make_slave_env(env, run.seed + 101 * (k + 1)), centralised=False) for k in range(cfg.slaves)]
     everyone = [master, *slaves]
     names = ["master", *(f"slave{k}" for k in range(cfg.slaves))]
-    overlap = overlap_index(master, *env.slave_indices()) if cfg.momentum_pairing == "overlap" else None
-    pairs = [pair_parameters(master, s, overlap) for s in slaves]
-    optimiser = GradientMomentum(
-        [*master.params()[0], *master.params()[1]],
-        [p for p, _, _ in pairs],
-        [a for _, a, _ in pairs],
-        lr=cfg.momentum_lr,
-        beta=cfg.momentum_beta,
-        index=[ix for _, _, ix in pairs],
-    )
+    optimiser = momentum_optimiser(master, slaves, cfg.momentum_pairing, cfg.momentum_lr, cfg.momentum_beta)
     inverse = []
     for learner in everyone:
         mu_e = expert_feature_expectations(learner.env, cfg.gamma)

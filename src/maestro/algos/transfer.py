@@ -38,7 +38,6 @@ The module reads top to bottom: ``Config`` -> the slave envs -> the three traine
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -46,8 +45,7 @@ import torch
 from torch import nn
 
 from maestro.core import ppo_family as ppo
-from maestro.core.gradient_momentum import GradientMomentum
-from maestro.core.master_slave import check_master, episode_stats, make_slave_env, momentum_step, overlap_index, pair_parameters
+from maestro.core.master_slave import check_master, episode_stats, make_slave_env, momentum_optimiser, momentum_step
 from maestro.core.ppo_family import Learner, Policy, adam_step, build_learner, make_adam, ppo_epochs, update_obs_norm
 from maestro.core.run import Run
 from maestro.core.schedules import linear, set_learning_rates
@@ -274,16 +272,7 @@ def train_gradient_momentum(cfg: Config, env: Any, run: Run) -> Policy:
     generator = make_generator(run.seed + 7919, env.device)
     master = build_learner(cfg, env, centralised=False)
     slaves = [build_learner(cfg, make_slave_env(env, run.seed + 101 * (k + 1)), centralised=False) for k in range(cfg.slaves)]
-    overlap = overlap_index(master, *env.slave_indices()) if cfg.momentum_pairing == "overlap" else None
-    pairs = [pair_parameters(master, s, overlap) for s in slaves]
-    optimiser = GradientMomentum(
-        [*master.params()[0], *master.params()[1]],
-        [p for p, _, _ in pairs],
-        [a for _, a, _ in pairs],
-        lr=cfg.momentum_lr,
-        beta=cfg.momentum_beta,
-        index=[ix for _, _, ix in pairs],
-    )
+    optimiser = momentum_optimiser(master, slaves, cfg.momentum_pairing, cfg.momentum_lr, cfg.momentum_beta)
     everyone = [master, *slaves]
 
     resumed = run.restore()

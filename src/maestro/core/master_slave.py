@@ -83,6 +83,22 @@ def pair_parameters(master: Learner, slave: Learner, overlap: dict[int, tuple] |
     return paired, alone, index
 
 
+def momentum_optimiser(master: Learner, slaves: list[Learner], pairing: str, lr: float, beta: float) -> GradientMomentum:
+    """``GradientMomentum`` over ``master`` and ``slaves``: their tensors paired by ``pair_parameters``,
+    whole by shape (``pairing="shape"``) or also by part (``"overlap"``, from the master env's
+    ``slave_indices()``)."""
+    overlap = overlap_index(master, *master.env.slave_indices()) if pairing == "overlap" else None
+    pairs = [pair_parameters(master, s, overlap) for s in slaves]
+    return GradientMomentum(
+        [*master.params()[0], *master.params()[1]],
+        [p for p, _, _ in pairs],
+        [a for _, a, _ in pairs],
+        lr=lr,
+        beta=beta,
+        index=[ix for _, _, ix in pairs],
+    )
+
+
 def momentum_step(optimiser: GradientMomentum, learners: list[Learner], names: list[str], max_grad_norm: float) -> Callable[[list[Tensor]], dict[str, Tensor]]:
     """``ppo_epochs``' step for gradient momentum: backpropagate the sum of every learner's loss (the
     networks are disjoint, so each receives its own loss's gradient), clip each learner's gradient
