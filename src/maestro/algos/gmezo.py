@@ -49,6 +49,10 @@ How maestro reads what the paper leaves open (the text of arXiv 1609.02993 is no
   the initial policy; the optimiser is maestro's choice: Adam, ``lr`` 1e-2 for ``w`` and ``theta_lr``
   1e-3 for the embedding, whose estimate is about ``D`` times noisier (one rate for both made the
   greedy policy jump between driving and braking on the traffic junction, docs/unit_combat.md).
+  The unit-combat recipes depart from Usunier et al. there: ``theta_lr`` 0, the embedding kept at its
+  random initialisation and only ``w`` learnt, because the embedding's zero-order updates degraded
+  m15v16 in every probe (1e-3: a collapse to never shooting; 1e-4: a decline after 130k env steps)
+  while ``w`` alone kept improving (docs/unit_combat.md#gmezo).
 
 Tensors are ``(T, B, N, ...)``: time, env copies, agents. One group of agents, discrete actions.
 """
