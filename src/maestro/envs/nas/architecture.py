@@ -196,8 +196,7 @@ class Nas(BatchedEnv):
 
     def _step_world(self, actions: dict[str, Tensor]) -> tuple[dict[str, Tensor], Tensor, dict[str, Tensor]]:
         a = actions["agent"][:, 0]
-        obs = self._observe()["agent"][:, 0]
-        reward = self.reward_features(obs, a) @ self.reward_weights
+        reward = self.reward_weights[self._prev * self.K + a]  # w . phi(s, a), phi the one-hot of (previous op, a)
         self._arch = self._arch.scatter(1, self._pos[:, None], a[:, None])
         terminated = (a == 0) | (self._pos + 1 >= self.L)
         match = (self._arch == self._expert_padded).float().mean(1)
