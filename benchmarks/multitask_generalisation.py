@@ -241,13 +241,8 @@ def gap_closed(value: float, baseline: float, random: float) -> float:
     return (value - random) / (baseline - random)
 
 
-def psi_figure(run_dir: Path, sizes: dict[str, list[str]], path: Path) -> None:
-    """Bar chart of ``softmax(psi(t))`` of a multi-task run's policy for every task size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def psi_of(run_dir: Path, sizes: dict[str, list[str]]) -> dict[str, np.ndarray]:
+    """``softmax(psi(t))`` of a multi-task run's task encoder for every task size: label -> ``(K,)``."""
     probs = {}
     for label, over in sizes.items():
         recipe, policy, _ = load_run_policy(run_dir, "cpu", over)
@@ -255,18 +250,41 @@ def psi_figure(run_dir: Path, sizes: dict[str, list[str]], path: Path) -> None:
         desc = torch.tensor([list(env.task_description().values())], dtype=torch.float32)
         with torch.no_grad():
             probs[label] = torch.softmax(policy.encoder(desc), -1)[0].numpy()
-    K = len(next(iter(probs.values())))
+    return probs
+
+
+def psi_figure(runs: list[Path], sizes: dict[str, list[str]], path: Path) -> dict[str, list[list[float]]]:
+    """Bar chart of ``softmax(psi(t))`` per task size: the mean over the runs (one per seed), each run's
+    value a dot; returns the per-run distributions (label -> runs x K) for the report."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per_run = [psi_of(r, sizes) for r in runs]
+    labels = list(sizes)
+    K = len(per_run[0][labels[0]])
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    width = 0.8 / len(probs)
-    for i, (label, p) in enumerate(probs.items()):
-        ax.bar(np.arange(K) + i * width, p, width, label=label)
+    width = 0.8 / len(labels)
+    for i, label in enumerate(labels):
+        p = np.stack([r[label] for r in per_run])  # (runs, K)
+        x = np.arange(K) + i * width
+        ax.bar(x, p.mean(0), width, label=label)
+        if len(per_run) > 1:
+            ax.plot(np.repeat(x, len(per_run)), p.T.reshape(-1), "k.", markersize=3)
     ax.set_xticks(np.arange(K) + 0.4 - width / 2, [f"z={k}" for k in range(K)])
     ax.set_ylabel("psi(t): probability")
-    ax.set_title(f"skill distributions per task ({run_dir.parent.name})")
+    ax.set_title(f"skill distributions per task (mean of {len(per_run)} seed{'s' if len(per_run) > 1 else ''}; dots: seeds)")
     ax.legend(fontsize=7, ncol=3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return {label: [r[label].tolist() for r in per_run] for label in labels}
+
+
+def paired(a: dict[int, float], b: dict[int, float]) -> dict[int, float]:
+    """Per-seed differences ``a - b`` over the seeds both have (each seed's runs share their seed)."""
+    return {s: a[s] - b[s] for s in sorted(a) if s in b}
 
 
 def cell(values: list[float]) -> str:
@@ -303,25 +321,25 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"stopped in {c.key} seed {seed}; run the same command again to resume", flush=True)
                     return 1
 
-    results: dict[str, dict[str, list[float]]] = {}  # row -> task -> per-seed returns
+    results: dict[str, dict[str, dict[int, float]]] = {}  # row -> task -> seed -> return
     clock: dict[str, list[tuple[float, int]]] = {}  # row -> (seconds, env steps)
     spent = wall_clock(out if args.archive is None else args.archive)
-    first_full: Path | None = None
+    full_runs: list[Path] = []
     for seed in args.seeds:
         for c in cells:
             run_dir = run_of(out, c, seed)
             if trained_steps(run_dir) < c.steps:
                 continue  # not finished: left out of the report
-            if c.key == "multitask_full" and first_full is None:
-                first_full = run_dir
+            if c.key == "multitask_full":
+                full_runs.append(run_dir)
             for task in c.evaluate:
-                results.setdefault(c.row, {}).setdefault(task, []).append(evaluate_on(run_dir, fam["sizes"][task], args.episodes, args.eval_seed))
+                results.setdefault(c.row, {}).setdefault(task, {})[seed] = evaluate_on(run_dir, fam["sizes"][task], args.episodes, args.eval_seed)
             if (c.key, seed) in spent:
                 clock.setdefault(c.row, []).append((spent[(c.key, seed)], c.steps))
 
     refs = reference_returns(fam, args.episodes, args.eval_seed)
     for name, per_task in refs.items():
-        results[f"{name} (reference)"] = {t: [v] for t, v in per_task.items()}
+        results[f"{name} (reference)"] = {t: {-1: v} for t, v in per_task.items()}
     tasks = list(fam["sizes"])
     lines = [
         f"# Multi-task generalisation ({args.family}): {args.env_steps:,} env steps per run, fine-tune {max(1, int(args.env_steps * args.finetune_fraction)):,}, seeds {args.seeds}, {args.episodes} episodes per task",
@@ -334,24 +352,40 @@ def main(argv: list[str] | None = None) -> int:
     for row, per_task in results.items():
         n = max(len(v) for v in per_task.values())
         rate = f"{np.mean([1e5 * s / k for s, k in clock[row]]):.0f}" if row in clock else "-"
-        lines.append(f"| {row} | {n} | " + " | ".join(cell(per_task.get(t, [])) for t in tasks) + f" | {rate} |")
-    held = fam["held_out"]
+        lines.append(f"| {row} | {n} | " + " | ".join(cell(list(per_task.get(t, {}).values())) for t in tasks) + f" | {rate} |")
+    held, largest = fam["held_out"], fam["largest"]
     base_rows = [r for r in results if r.endswith(f"{held} alone") and results[r].get(held)]
     if base_rows and "multitask (full)" in results:
-        best = max(base_rows, key=lambda r: np.mean(results[r][held]))
-        base, rnd = float(np.mean(results[best][held])), refs["random"][held]
+        best = max(base_rows, key=lambda r: np.mean(list(results[r][held].values())))
+        base, rnd = float(np.mean(list(results[best][held].values()))), refs["random"][held]
         lines += ["", f"Share of the gap from random play ({rnd:.2f}) to the stronger single-task baseline at {held} ({best}: {base:.2f}) closed (the target: >= 0.9 zero-shot, > 1 fine-tuned):", ""]
         for row in ("multitask (full)", "multitask (full), fine-tuned"):
             if results.get(row, {}).get(held):
-                vals = [gap_closed(v, base, rnd) for v in results[row][held]]
+                vals = [gap_closed(v, base, rnd) for v in results[row][held].values()]
                 lines.append(f"- {row}: {cell(vals)} (per seed {', '.join(f'{v:.2f}' for v in vals)})")
+    # the same comparisons paired by seed (a run and its baseline share their seed): mean difference ± 95% CI
+    pairs = [(f"multitask (full) - {r}", "multitask (full)", r, held) for r in base_rows]
+    pairs += [(f"multitask (full), fine-tuned - {r}", "multitask (full), fine-tuned", r, held) for r in base_rows]
+    single = f"multitask, {largest} alone"
+    pairs.append((f"joint training - {single} (the notes' motivation)", "multitask (full)", single, largest))
+    for ab in ABLATIONS:
+        if ab != "full":
+            pairs.append((f"multitask ({ab}) - multitask (full)", f"multitask ({ab})", "multitask (full)", held))
+    diffs = []
+    for label, a, b, task in pairs:
+        d = paired(results.get(a, {}).get(task, {}), results.get(b, {}).get(task, {}))
+        if d:
+            diffs.append(f"- {label}, at {task}: {cell(list(d.values()))} (per seed {', '.join(f's{s} {v:+.2f}' for s, v in d.items())})")
+    if diffs:
+        lines += ["", "Differences of return paired by seed (positive: the first is better), ± the 95% CI over seeds:", "", *diffs]
     lines += ["", "Wall-clock per run (s): " + "; ".join(f"{row}: {np.mean([s for s, _ in c]):.0f}" for row, c in clock.items())]
-    if first_full is not None:
+    psi: dict[str, list[list[float]]] = {}
+    if full_runs:
         fig = out / f"psi_{args.family}.png"
-        psi_figure(first_full, fam["sizes"], fig)
+        psi = psi_figure(full_runs, fam["sizes"], fig)
         lines += ["", f"![psi(t) per task]({fig.name})"]
     (out / "report.md").write_text("\n".join(lines) + "\n")
-    (out / "results.json").write_text(json.dumps({"results": results, "clock": clock}, indent=2))
+    (out / "results.json").write_text(json.dumps({"results": results, "clock": clock, "psi": psi}, indent=2))
     print("\n".join(lines))
     return 0
 

@@ -150,6 +150,12 @@ def test_multitask_benchmark_resumes_its_cells_and_reports_the_finished_ones(tmp
     assert set(refs) == {"random (reference)", "heuristic (reference)"}
     assert all(h > r + 5.0 for h, r in zip(refs["heuristic (reference)"], refs["random (reference)"])), refs
     assert "Share of the gap from random play" in report
+    # the targets paired by seed: the difference lines equal the table's own returns, seed by seed
+    res = json.loads((out / "results.json").read_text())["results"]
+    joint = res["multitask (full)"]["N=5"]["0"] - res["multitask, N=5 alone"]["N=5"]["0"]
+    assert f"- joint training - multitask, N=5 alone (the notes' motivation), at N=5: {joint:.2f} (per seed s0 {joint:+.2f})" in report
+    assert "- multitask (full) - mappo, N=6 alone, at N=6:" in report
+    assert len(json.loads((out / "results.json").read_text())["psi"]["N=6"]) == 1  # one run's psi(t) per size
     # a second call trains nothing and writes the same table
     assert mt.main([*args, "--out", str(out)]) == 0
     assert len((out / "cells.jsonl").read_text().splitlines()) == len(sittings)
