@@ -201,3 +201,19 @@ def test_an_unknown_band_is_refused_naming_the_key(tmp_path):
     f.write_text("env: simple_spread\nalgo: mappo\npaper: {reference: x, band: minmax}\n")
     with pytest.raises(ConfigError, match=r"paper\.band.*'ci', 'range'"):
         load_recipe(str(f))
+
+
+def test_a_figure_table_names_the_seeds_that_have_not_reached_their_budget(tmp_path):
+    from maestro.reports import figure_table, short_steps
+
+    runs = []
+    for seed, n_rows in ((0, 10), (1, 4)):  # budget 1000 env steps: seed 0 finished, seed 1 stopped at 400
+        d = write_run(tmp_path, "r", seed, [float(seed)] * n_rows, paper={"metric": "train/team_return"})
+        cfg = yaml.safe_load((d / "config.yaml").read_text())
+        cfg["run"] = {"env_steps": 1000}
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+        runs.append(load_run(d))
+    text = figure_table({"(b) task": [("ours", runs)]})
+    assert "(2 seeds; unfinished: s1 at 400 of 1k)" in text
+    assert "unfinished" not in figure_table({"(b) task": [("ours", runs[:1])]})
+    assert [short_steps(n) for n in (4_440_000, 300_000, 5e6, 999)] == ["4.44M", "300k", "5M", "999"]

@@ -401,9 +401,31 @@ def plot_figure(title: str, panels: dict[str, list[tuple[str, list[RunData]]]], 
     return _save(fig, axes, len(panels), f"{title} ({shading})", out, fontsize=11)
 
 
+def short_steps(n: float) -> str:
+    """``4440000`` -> ``4.44M``, ``300000`` -> ``300k``: env steps as a table cell says them."""
+    for scale, unit in ((1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{unit}"
+    return f"{n:g}"
+
+
+def unfinished(runs: list[RunData]) -> list[str]:
+    """``s<seed> at <reached> of <budget>`` for every run whose metrics end before its recipe's
+    ``run.env_steps`` (a run still going, or stopped to be resumed): its final value is not the end
+    of training, and a table that mixes it with finished seeds says so."""
+    out = []
+    for r in sorted(runs, key=lambda r: int(r.config.get("seed", 0))):
+        budget = (r.config.get("run") or {}).get("env_steps")
+        reached = r.rows[-1].get("env_steps", 0) if r.rows else 0
+        if budget and reached < budget:
+            out.append(f"s{r.config.get('seed', '?')} at {short_steps(reached)} of {short_steps(budget)}")
+    return out
+
+
 def figure_table(panels: dict[str, list[tuple[str, list[RunData]]]]) -> str:
     """Markdown table laid out as the figure: a row per panel, a column per curve label, each cell
-    the final value (``final_value``) as mean ± 95% CI over the seeds, and how many seeds."""
+    the final value (``final_value``) as mean ± 95% CI over the seeds, how many seeds, and which of
+    them have not reached their recipe's budget yet (``unfinished``)."""
     labels = list(dict.fromkeys(label for curves in panels.values() for label, _ in curves))
     lines = ["| panel | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for panel, curves in panels.items():
@@ -411,7 +433,8 @@ def figure_table(panels: dict[str, list[tuple[str, list[RunData]]]]) -> str:
         for label, runs in curves:
             vals = final_values(runs, _metric(runs))
             if vals:
-                cells[label] = f"{mean_ci_cell(vals)} ({_seeds(len(vals))})"
+                short = unfinished(runs)
+                cells[label] = f"{mean_ci_cell(vals)} ({_seeds(len(vals))}{'; unfinished: ' + ', '.join(short) if short else ''})"
             else:
                 cells[label] = "n/a"
         lines.append(f"| {panel} | " + " | ".join(cells.values()) + " |")
