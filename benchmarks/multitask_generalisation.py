@@ -23,7 +23,8 @@ The full budget takes hours per run, so the benchmark is a grid of resumable cel
 ``recipe_grid.py``): each training run is a cell ``<out>/<cell>/s<seed>/`` with checkpoints (replay
 buffers included), and re-running the same command skips the finished cells, resumes a stopped one
 from its newest checkpoint and starts the missing ones. Cells go seed-major, the comparison's own
-first (the multi-task run, the baselines, the single-task run, the fine-tune), the ablations last.
+first (the multi-task run, the baselines, its fine-tune, then the single-task run, the longest of
+them after the multi-task run), the ablations last.
 A SIGTERM / Ctrl-C stops the cell at a checkpoint and the script with it. The report covers the
 cells finished so far (a row says over how many seeds it is); the wall-clock of a cell is the sum
 of its sittings (``<out>/cells.jsonl``).
@@ -120,9 +121,9 @@ def grid(fam: dict, env_steps: int, finetune_fraction: float, ablations: list[st
 
     cells = multitask("full")[:1]
     cells += [Cell(Path(b).name, f"{load_recipe(b).algo}, {fam['held_out']} alone", b, (), env_steps, evaluate=(fam["held_out"],)) for b in fam["baselines"]]
+    cells += multitask("full")[1:]  # the cheap cells of the comparison before the long single-task run
     if fam["single"]:
         cells.append(Cell("multitask_single", f"multitask, {fam['largest']} alone", fam["single"], (), env_steps, evaluate=(fam["largest"],)))
-    cells += multitask("full")[1:]
     for ab in ablations:
         if ab != "full":
             cells += multitask(ab)

@@ -127,7 +127,7 @@ def test_multitask_benchmark_resumes_its_cells_and_reports_the_finished_ones(tmp
     out.mkdir()
     small = ("run.num_envs=4",)  # an iteration: 4 copies x 25 steps x 3 tasks = 300 env steps
     cells = mt.grid(fam, 600, 0.5, ["full"], small)
-    assert [c.key for c in cells] == ["multitask_full", "mappo_spread6", "maddpg_spread6", "multitask_single", "multitask_full_finetune"]
+    assert [c.key for c in cells] == ["multitask_full", "mappo_spread6", "maddpg_spread6", "multitask_full_finetune", "multitask_single"]
     # a sitting stopped half-way through the first cell (its run holds a checkpoint at 300 steps)
     assert mt.train_cell(out, mt.replace(cells[0], steps=300), 0)
     first = mt.run_of(out, cells[0], 0)
@@ -138,10 +138,10 @@ def test_multitask_benchmark_resumes_its_cells_and_reports_the_finished_ones(tmp
     sittings = [json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()]
     assert [(s["cell"], s["from"], s["to"]) for s in sittings] == [
         ("multitask_full", 0, 300), ("multitask_full", 300, 600), ("mappo_spread6", 0, 600), ("maddpg_spread6", 0, 600),
-        ("multitask_single", 0, 600), ("multitask_full_finetune", 0, 300),
+        ("multitask_full_finetune", 0, 300), ("multitask_single", 0, 600),
     ]
     assert mt.run_of(out, cells[0], 0) == first  # resumed in place, not started again
-    ft = mt.run_of(out, cells[-1], 0)
+    ft = mt.run_of(out, cells[3], 0)
     assert f"init_from: {first}" in (ft / "config.yaml").read_text()  # the fine-tune starts from the finished run
     report = (out / "report.md").read_text()
     assert "| multitask (full) | 1 |" in report and "| multitask (full), fine-tuned | 1 |" in report
