@@ -251,3 +251,43 @@ def test_ppo_peer_combines_rounds_of_several_sittings(tmp_path, capsys):
     assert "per round: 0.50, 0.70 (median 0.60; target <= 0.5)" in out
     t = 12.706204736  # t_{0.975, 1}
     assert f"maestro: test return 4100 ± {t * math.sqrt(2 * 100**2 / 1) / math.sqrt(2):.0f}" in out and "over 2 rounds" in out
+
+
+def _fig2_run(root, task, algo, seed, curve, budget=1000):
+    """A run of ``matrpo/<task>_<algo>`` whose ``train/team_return`` follows ``curve`` (one row per 100 env steps)."""
+    import yaml
+
+    d = root / f"{task}_{algo}" / f"s{seed}" / f"matrpo_{task}_{algo}" / f"t-s{seed}"
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(yaml.safe_dump({"name": f"matrpo_{task}_{algo}", "seed": seed, "algo": algo, "run": {"env_steps": budget}}))
+    rows = [{"env_steps": 100 * (k + 1), "train/team_return": float(v)} for k, v in enumerate(curve)]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_matrpo_findings_read_the_papers_claims_off_the_runs(tmp_path):
+    mf = _load("matrpo_findings")
+    flat = lambda v: [v] * 10  # noqa: E731  (a final value of v: the last 10 % is the last row)
+    for s, (m, c, i) in enumerate([(-100, -60, -190), (-110, -50, -185), (-120, -70, -180)]):
+        for algo, v in (("matrpo", m), ("trpo_central", c), ("trpo_independent", i)):
+            _fig2_run(tmp_path, "navigation_n3", algo, s, flat(v))
+    for s, (m, c, i) in enumerate([(-300, -310, -400), (-320, -290, -410)]):
+        for algo, v in (("matrpo", m), ("trpo_central", c), ("trpo_independent", i)):
+            _fig2_run(tmp_path, "navigation_n6", algo, s, flat(v))
+    # treasure N = 8: independent TRPO peaks at -10 mid-way and ends at -30 (a drop of 20 on each seed)
+    for s in range(2):
+        _fig2_run(tmp_path, "treasure_n8", "trpo_independent", s, [-40, -20, -10, -10, -15, -20, -25, -25, -28, -30 - s])
+    _fig2_run(tmp_path, "treasure_n8", "matrpo", 0, flat(-5), budget=2000)  # unfinished: 1000 of 2000
+    runs, skipped = mf.collect([tmp_path])
+    assert skipped == ["matrpo_treasure_n8_matrpo s0 at 1k of 2k"]
+    rows = {(f[:2], panel[:3]): (numbers, verdict) for f, panel, numbers, verdict in mf.findings(runs)}
+    # (a): MATRPO -110 ± 24.8 sits below centralised -60 ± 24.8 (not required at N = 3); its low -134.8 is above -180 + 12.4
+    assert rows[("1.", "(a)")][1] == "not met (not required at N = 3)"
+    assert rows[("2.", "(a)")] == ("MATRPO -110.0 ± 24.8 (3 seeds); independent -185.0 ± 12.4 (3 seeds)", "met")
+    # (b): MATRPO -310 inside centralised -300 ± 127 (2 seeds, t = 12.7)
+    assert rows[("1.", "(b)")][1] == "met (required)"
+    # the shares of the gap closed, (M - I) / (C - I) against the baselines' means: (a) 85/125, 75/125, 65/125 = 0.60 ± 4.30 * 0.08 / sqrt(3); (b) 105/105, 85/105
+    share = rows[("4.", "(a)")][0]
+    assert share.startswith("share of the independent-to-centralised gap closed: 0.60 ± 0.20 (3 seeds) -> 0.90 ± 1.21 (2 seeds)"), share
+    assert rows[("4.", "(a)")][1] == "met"
+    assert rows[("3.", "(c)")] == ("drop from its best window to the last 20.5 ± 6.4 (2 seeds)", "met")
+    assert rows[("1.", "(c)")][1] == rows[("4.", "(c)")][1] == "pending"  # MATRPO's only run is unfinished

@@ -1,0 +1,176 @@
+"""The findings of Li & He 2020 (papers/004, Sec. VI-B, Fig. 2), each read off the runs as met, not met
+or pending, with the numbers it rests on.
+
+    python benchmarks/matrpo_findings.py benchmarks/results/matrpo_fig2a benchmarks/results/matrpo_fig2a_cg10 \
+        benchmarks/results/matrpo_fig2
+    python benchmarks/matrpo_findings.py RUNS... --out findings.md
+
+The runs are found below the given paths (``maestro report``'s rule: directories holding a
+``config.yaml``) and grouped by panel and algorithm from their recipe names
+(``matrpo_<task>_<algo>``, the shipped ``recipes/matrpo/``). Each run's value is its
+``train/team_return`` averaged over the last 10 % of its env steps (the figure's metric and
+``maestro report``'s final value); a run that has not reached its recipe's budget is left out, and a
+panel with fewer than 2 finished seeds of an algorithm is pending. Intervals are 95 % Student-t
+intervals over seeds.
+
+The paper states its findings in words (Sec. VI-B); the readings taken here:
+
+1. *MATRPO performs practically as well as centralised TRPO, apart from navigation N = 3*: met when
+   MATRPO's mean lies inside centralised TRPO's 95 % interval or above it (issue 21: "within its
+   CI"). N = 3 is reported but not required.
+2. *Independent TRPO performs poorly*: met when MATRPO's interval lies wholly above independent
+   TRPO's (the issue's "clearly above").
+3. *Independent TRPO becomes worse as training proceeds on treasure collection*: per seed, the drop
+   from the best 10 %-of-budget window of its curve to the last window; met when the mean drop's
+   interval lies above 0.
+4. *MATRPO does not deteriorate as the number of agents grows* (N = 3 -> 6, 8 -> 12). Team returns of
+   different team sizes are not on one scale (more agents, more collisions to pay for), so the
+   reading is relative to the two baselines trained on the same task: the share of the gap from
+   independent to centralised TRPO that MATRPO closes, ``(M - I) / (C - I)`` (per MATRPO seed, against
+   the baselines' means). Met when the larger team's mean share is not below the smaller team's
+   interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from maestro.core.evaluate import mean_ci95
+from maestro.reports import FINAL_TRAIN_FRACTION, RunData, find_runs, load_run, unfinished
+
+METRIC = "train/team_return"
+PANELS = {  # task key in the recipe names -> the panel of Fig. 2
+    "navigation_n3": "(a) navigation, N = 3",
+    "navigation_n6": "(b) navigation, N = 6",
+    "treasure_n8": "(c) treasure collection, N = 8",
+    "treasure_n12": "(d) treasure collection, N = 12",
+}
+ALGOS = ("matrpo", "trpo_central", "trpo_independent")
+NAME = re.compile(r"^matrpo_(?P<task>[a-z]+_n\d+)_(?P<algo>matrpo|trpo_central|trpo_independent)$")
+
+
+@dataclass
+class Interval:
+    """Mean and 95 % half-width over seeds, with the per-seed values."""
+
+    values: list[float]
+    digits: int = 1
+
+    @property
+    def mean(self) -> float:
+        return mean_ci95(np.asarray(self.values))[0]
+
+    @property
+    def ci(self) -> float:
+        return mean_ci95(np.asarray(self.values))[1]
+
+    @property
+    def low(self) -> float:
+        return self.mean - self.ci
+
+    @property
+    def high(self) -> float:
+        return self.mean + self.ci
+
+    def __str__(self) -> str:
+        return f"{self.mean:.{self.digits}f} ± {self.ci:.{self.digits}f} ({len(self.values)} seeds)"
+
+
+def final_team_return(run: RunData) -> float:
+    """``train/team_return`` averaged over the last ``FINAL_TRAIN_FRACTION`` of the run's env steps."""
+    x, y = run.series(METRIC)
+    return float(y[x >= x[-1] * (1 - FINAL_TRAIN_FRACTION)].mean())
+
+
+def late_drop(run: RunData) -> float:
+    """Best window mean minus the last window's, windows of ``FINAL_TRAIN_FRACTION`` of the run's env
+    steps: how far the curve has fallen from its best by the end (0 when the end is the best)."""
+    x, y = run.series(METRIC)
+    edges = np.linspace(0.0, x[-1], int(round(1 / FINAL_TRAIN_FRACTION)) + 1)
+    index = np.clip(np.searchsorted(edges, x, side="left") - 1, 0, len(edges) - 2)
+    means = [y[index == k].mean() for k in range(len(edges) - 1) if np.any(index == k)]
+    return float(max(means) - means[-1])
+
+
+def collect(paths: list[str]) -> tuple[dict[str, dict[str, list[RunData]]], list[str]]:
+    """Finished runs by task and algorithm, and a line per run left out (unfinished or not MATRPO's)."""
+    runs: dict[str, dict[str, list[RunData]]] = {}
+    skipped = []
+    for d in find_runs(paths):
+        run = load_run(d)
+        m = NAME.match(run.name)
+        if m is None or m["task"] not in PANELS:
+            continue
+        late = unfinished([run])
+        if late or not run.series(METRIC)[0].size:
+            skipped.append(f"{run.name} {late[0] if late else 'no ' + METRIC}")
+            continue
+        runs.setdefault(m["task"], {}).setdefault(m["algo"], []).append(run)
+    return runs, skipped
+
+
+def findings(runs: dict[str, dict[str, list[RunData]]]) -> list[tuple[str, str, str, str]]:
+    """``(finding, panel, numbers, verdict)`` rows; the verdict is ``met``, ``not met`` or ``pending``."""
+    value = {t: {a: Interval([final_team_return(r) for r in rs]) for a, rs in by.items() if len(rs) >= 2} for t, by in runs.items()}
+    rows = []
+    for task, panel in PANELS.items():
+        v = value.get(task, {})
+        m, c, i = v.get("matrpo"), v.get("trpo_central"), v.get("trpo_independent")
+        need = "required" if task != "navigation_n3" else "not required at N = 3"
+        if m and c:
+            ok = m.mean >= c.low
+            rows.append(("1. MATRPO as good as centralised TRPO", panel, f"MATRPO {m}; centralised {c}", ("met" if ok else "not met") + f" ({need})"))
+        else:
+            rows.append(("1. MATRPO as good as centralised TRPO", panel, "", "pending"))
+        if m and i:
+            rows.append(("2. MATRPO clearly above independent TRPO", panel, f"MATRPO {m}; independent {i}", "met" if m.low > i.high else "not met"))
+        else:
+            rows.append(("2. MATRPO clearly above independent TRPO", panel, "", "pending"))
+        if task.startswith("treasure"):
+            ind = runs.get(task, {}).get("trpo_independent", [])
+            if len(ind) >= 2:
+                drop = Interval([late_drop(r) for r in ind])
+                rows.append(("3. independent TRPO worse as training proceeds", panel, f"drop from its best window to the last {drop}", "met" if drop.low > 0 else "not met"))
+            else:
+                rows.append(("3. independent TRPO worse as training proceeds", panel, "", "pending"))
+    for small, large in (("navigation_n3", "navigation_n6"), ("treasure_n8", "treasure_n12")):
+        shares = {}
+        for task in (small, large):
+            v = value.get(task, {})
+            if all(a in v for a in ALGOS):
+                c, i = v["trpo_central"].mean, v["trpo_independent"].mean
+                shares[task] = Interval([(x - i) / (c - i) for x in v["matrpo"].values], digits=2)
+        label = f"{PANELS[small]} -> {PANELS[large]}"
+        if len(shares) == 2:
+            ok = shares[large].mean >= shares[small].low
+            rows.append(("4. MATRPO does not deteriorate with more agents", label, f"share of the independent-to-centralised gap closed: {shares[small]} -> {shares[large]}", "met" if ok else "not met"))
+        else:
+            rows.append(("4. MATRPO does not deteriorate with more agents", label, "", "pending"))
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("paths", nargs="+", help="run directories or folders holding them (archives included)")
+    p.add_argument("--out", type=Path, default=None, help="also write the Markdown to this file")
+    args = p.parse_args(argv)
+    runs, skipped = collect(args.paths)
+    lines = ["| finding | panel | maestro | verdict |", "|---|---|---|---|"]
+    lines += [f"| {f} | {panel} | {numbers} | {verdict} |" for f, panel, numbers, verdict in findings(runs)]
+    if skipped:
+        lines += ["", "Left out (not finished): " + "; ".join(skipped)]
+    text = "\n".join(lines) + "\n"
+    if args.out is not None:
+        args.out.write_text(text)
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
