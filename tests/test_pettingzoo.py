@@ -356,13 +356,49 @@ def test_from_parallel_rejects_a_masked_action_before_stepping_any_copy():
     assert int(env.reset()["p"].shape[0]) == 2
 
 
-def test_from_parallel_rejects_a_dict_observation_that_is_not_a_mask():
-    class Other(_MaskedCounter):
-        def observation_space(self, agent):
-            return spaces.Dict({"observation": spaces.Box(0, 1, (2,)), "goal": spaces.Box(0, 1, (2,))})
+class _Goal(_MaskedCounter):
+    """``_MaskedCounter`` whose observation is a Dict of a Box ``position`` ``(t, k)`` and a Discrete ``goal`` ``k + 1`` of 3 (no mask)."""
 
-    with pytest.raises(ValueError, match="keys \\['goal', 'observation'\\]"):
-        from_parallel_env(Other, num_envs=1)
+    def observation_space(self, agent):
+        return spaces.Dict({"position": spaces.Box(0, 100, (2,)), "goal": spaces.Discrete(3)})
+
+    def _obs(self):
+        return {a: {"position": np.array([self.t, int(a[-1])], np.float32), "goal": int(a[-1]) + 1} for a in self.agents}
+
+    def step(self, actions):
+        return super().step({a: (self.t + int(a[-1]) + 1) % 3 for a in actions})  # a legal action whatever it is given
+
+
+def test_from_parallel_reads_other_observation_spaces_through_gymnasiums_flatten():
+    env = from_parallel_env(_Goal, num_envs=2, seed=0)
+    g = env.spec.groups["p"]
+    assert g.obs_shape == (5,) and not g.has_action_mask  # Dict keys sorted: goal as a one-hot of 3, then position
+    obs = env.reset()["p"]
+    expect = torch.tensor([[0, 1, 0, 0, 0], [0, 0, 1, 0, 1]], dtype=torch.float32)  # agent k: goal k + 1, position (t=0, k)
+    assert torch.equal(obs, expect.expand(2, 2, 5)), obs
+    obs = env.step({"p": torch.zeros(2, 2, dtype=torch.long)}).obs["p"]
+    assert torch.equal(obs[:, :, 3], torch.ones(2, 2))  # t = 1
+    check_env(lambda n, s: from_parallel_env(_Goal, n, s), num_envs=3, seed=1)
+
+    class MaskedDiscrete(_MaskedCounter):  # the masking form around a Discrete observation: its one-hot
+        def observation_space(self, agent):
+            return spaces.Dict({"observation": spaces.Discrete(4), "action_mask": spaces.Box(0, 1, (3,), dtype=np.int8)})
+
+        def _obs(self):
+            return {a: {"observation": self.t % 4, "action_mask": m["action_mask"]} for a, m in super()._obs().items()}
+
+    env = from_parallel_env(MaskedDiscrete, num_envs=1, seed=0)
+    assert env.spec.groups["p"].has_action_mask and env.spec.groups["p"].obs_shape == (4,)
+    assert torch.equal(env.reset()["p"][0], torch.tensor([[1.0, 0, 0, 0]] * 2))
+
+
+def test_from_parallel_refuses_observations_with_no_flat_form_and_wrong_masks():
+    class Seq(_MaskedCounter):
+        def observation_space(self, agent):
+            return spaces.Sequence(spaces.Box(0, 1, (2,)))
+
+    with pytest.raises(ValueError, match="group 'p': agent 'p_0' has observation space Sequence.*no fixed-size flat form"):
+        from_parallel_env(Seq, num_envs=1)
 
     class WrongSize(_MaskedCounter):
         def observation_space(self, agent):

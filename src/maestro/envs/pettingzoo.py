@@ -61,8 +61,12 @@ Two converters:
     ``ValueError`` names the two that differ). Tensors are ``obs[g]: (B, N_g, *obs_shape)``,
     actions ``(B, N_g)`` int64 (Discrete) or ``(B, N_g, d)`` float32 (Box), ``state: (B, *state_shape)``
     from ``env.state()`` when the env has a ``state_space``, else the concatenation of every agent's
-    flattened observation. Observations may also be PettingZoo's action-masking form, a ``Dict`` with
-    an ``observation`` Box and an ``action_mask`` of the Discrete action's ``n`` entries, or the
+    flattened observation. Observations of another space gymnasium can flatten (``Discrete`` as a
+    one-hot, ``MultiDiscrete``, ``MultiBinary``, ``Tuple``, ``Dict``) are read as gymnasium's
+    ``spaces.flatten`` of them, ``obs_shape`` being ``flatten_space``'s; a space with no fixed-size flat
+    form (``Graph``, ``Sequence``, ``Text``) is refused naming the group. Observations may also be
+    PettingZoo's action-masking form, a ``Dict`` of exactly an ``observation`` (itself any of the
+    above) and an ``action_mask`` of the Discrete action's ``n`` entries, or the
     masks may come in ``infos[agent]["action_mask"]`` (``info_masks``; what ``to_parallel_env``
     writes, so a masked maestro env keeps its masks through the round trip): the
     group then has ``has_action_mask``, ``env.action_mask()[g]`` is ``(B, N_g, n)`` bool (all
@@ -473,11 +477,13 @@ def _detect_max_steps(env: Any) -> int | None:
     return None
 
 
+def _is_mask_dict(space: gspaces.Space) -> bool:
+    """PettingZoo's action-masking form: a Dict of exactly ``observation`` and ``action_mask``."""
+    return isinstance(space, gspaces.Dict) and set(space.spaces) == {"observation", "action_mask"}
+
+
 def _masked_observation_space(g: str, agent: str, osp: gspaces.Dict, asp: gspaces.Space) -> gspaces.Space:
     """The ``observation`` part of PettingZoo's action-masking Dict space, after checking its mask fits ``asp``."""
-    keys = set(osp.spaces)
-    if keys != {"observation", "action_mask"}:
-        raise ValueError(f"group {g!r}: agent {agent!r} has a Dict observation space with keys {sorted(keys)}; expected 'observation' and 'action_mask'")
     mask = osp["action_mask"]
     n_mask = int(np.prod(mask.shape)) if mask.shape is not None else -1
     if not isinstance(asp, gspaces.Discrete) or n_mask != int(asp.n):
@@ -499,6 +505,7 @@ class PettingZooBatchedEnv(BatchedEnv):
         groups = _infer_groups(e0)
         self._where: dict[str, tuple[str, int]] = {}
         self._start: dict[str, int] = {}
+        self._flatten: dict[str, gspaces.Space] = {}  # groups whose observations are read through gymnasium's flatten
         specs: dict[str, GroupSpec] = {}
         obs_dims: list[int] = []
         for g, members in groups.items():
@@ -509,7 +516,7 @@ class PettingZooBatchedEnv(BatchedEnv):
                     raise ValueError(f"group {g!r}: agents {first!r} and {a!r} have different observation spaces ({osp} vs {e0.observation_space(a)})")
                 if e0.action_space(a) != asp:
                     raise ValueError(f"group {g!r}: agents {first!r} and {a!r} have different action spaces ({asp} vs {e0.action_space(a)})")
-            masked = isinstance(osp, gspaces.Dict)
+            masked = _is_mask_dict(osp)
             if masked:
                 osp = _masked_observation_space(g, first, osp, asp)
             elif g in cfg.info_mask_groups:
@@ -517,10 +524,14 @@ class PettingZooBatchedEnv(BatchedEnv):
                     raise ValueError(f"group {g!r}: action masks from infos need Discrete actions, agent {first!r} has {asp}")
                 masked = True
             if not isinstance(osp, gspaces.Box):
-                raise ValueError(
-                    f"group {g!r}: agent {first!r} has observation space {osp}; only Box observations "
-                    "(or a Dict of an 'observation' Box and an 'action_mask') are supported"
-                )
+                if not osp.is_np_flattenable:
+                    raise ValueError(
+                        f"group {g!r}: agent {first!r} has observation space {osp}, which has no fixed-size flat form; "
+                        "Box observations, spaces gymnasium flattens (Discrete, MultiDiscrete, MultiBinary, Tuple, Dict) "
+                        "and a Dict of an 'observation' and an 'action_mask' are supported"
+                    )
+                self._flatten[g] = osp
+                osp = gspaces.flatten_space(osp)
             if isinstance(asp, gspaces.Discrete):
                 self._start[g] = int(asp.start)
                 act_space: gspaces.Space = gspaces.Discrete(int(asp.n))
@@ -571,6 +582,8 @@ class PettingZooBatchedEnv(BatchedEnv):
                         self._mask[g][i, j] = np.asarray(o["action_mask"]).reshape(-1).astype(bool)
                     o = o["observation"]
                 if keep_all or self._alive_buf[g][i, j]:
+                    if g in self._flatten:
+                        o = gspaces.flatten(self._flatten[g], o)
                     self._obs[g][i, j] = np.asarray(o, dtype=np.float32).reshape(self._obs[g].shape[2:])
         if self._has_state:
             self._state[i] = np.asarray(env.state(), dtype=np.float32).reshape(self._state.shape[1:])
