@@ -72,3 +72,25 @@ def test_check_algo_fails_when_resume_drops_the_rng_state(tmp_path):
     broken = replace(real, name="ippo_forgets_rng", train=train_forgetting_the_generator)
     with pytest.raises(AlgoCheckError, match="property 3 .*final state differs"):
         check_algo(broken, _spread, tmp_path)
+
+
+@pytest.mark.parametrize("algo", ["ippo", "mappo"])
+def test_check_algo_with_recurrent_actors(algo, tmp_path):
+    # the recurrent PPO variant (Config.recurrent) under the same contract: determinism, bitwise resume
+    # (the carried states are in the checkpoint), save/load acting the same over steps carrying the state
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from maestro.registry import Smoke
+
+    @dataclass(frozen=True)
+    class RecurrentConfig(ppo.Config):
+        SMOKE: ClassVar[Smoke] = Smoke(config={**ppo.Config.SMOKE.config, "recurrent": 8}, iterations=3, stop_at=1)
+
+    entry = replace(algo_entry(algo), config=RecurrentConfig)
+    report = check_algo(entry, _spread, tmp_path)
+    assert report.changed_parameters
+    from maestro.core import checkpoint as ckpt
+
+    state = ckpt.load_checkpoint(ckpt.list_checkpoints(tmp_path / "a" / "checkpoints")[0])["state"]
+    assert state["policy"]["arch"]["recurrent"] == 8 and state["cur"]["hidden"]["agent"].shape == (4, 2, 8)

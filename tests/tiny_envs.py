@@ -137,3 +137,52 @@ class OneRewardedEnv(MatchEnv):
 
     def _global_state(self):
         return self._observe()["leader"].reshape(self.num_envs, -1)
+
+
+@dataclass(frozen=True)
+class CueConfig:
+    n_agents: int = 2
+    """agents in the one group, each with its own cue"""
+    max_steps: int = 4
+    """episode length: the cue is shown at step 0, the answer is paid at the last step"""
+
+
+class CueEnv(BatchedEnv):
+    """A memory task: each agent sees a one-hot cue (one of 2) at the first step only, then zeros and
+    a flag on the last step; naming its cue at the last step pays 1, every other step 0; the episode
+    terminates there. A feed-forward policy cannot do better than chance (success 0.5 per agent); a
+    recurrent one that keeps the cue reaches 1. ``success``: the share of agents that named their cue."""
+
+    def __init__(self, cfg=CueConfig(), num_envs=1, seed=0, device="cpu"):
+        super().__init__(cfg, num_envs, seed, device)
+        self.spec = EnvSpec("cue", {"agent": group_spec("agent", cfg.n_agents, 3, gspaces.Discrete(2))}, cfg.max_steps, (cfg.n_agents * 3,), ("success",))
+        self.cue = torch.zeros(num_envs, cfg.n_agents, dtype=torch.long, device=self.device)
+
+    def _reset_copies(self, mask):
+        fresh = torch.randint(0, 2, self.cue.shape, generator=self.rng, device=self.device)
+        self.cue = torch.where(mask[:, None], fresh, self.cue)
+
+    def _step_world(self, actions):
+        last = self._t == self.cfg.max_steps - 1  # (B,) the step being taken is the last
+        ok = actions["agent"] == self.cue
+        r = (ok & last[:, None]).float()
+        return {"agent": r}, last, {"success": ok.float().mean(1)}
+
+    def _observe(self):
+        obs = torch.zeros(self.num_envs, self.cfg.n_agents, 3, device=self.device)
+        first = (self._t == 0)[:, None, None]
+        obs[..., :2] = torch.nn.functional.one_hot(self.cue, 2).float() * first
+        obs[..., 2] = (self._t == self.cfg.max_steps - 1).float()[:, None]
+        return {"agent": obs}
+
+    def _global_state(self):
+        return self._observe()["agent"].reshape(self.num_envs, -1)
+
+    def _get_sim_state(self):
+        return {"cue": self.cue}
+
+    def _set_sim_state(self, s):
+        self.cue = s["cue"]
+
+    def render(self):
+        return np.zeros((8, 8, 3), dtype=np.uint8)

@@ -17,6 +17,13 @@ standard deviation of a discounted return, and stem/backbone/head networks (Guo 
   state-independent log std, mapped affinely onto the env's Box after clipping (the log-probability
   is that of the unclipped sample, as in the MAPPO and CleanRL code).
 - Agents that are not ``alive`` have their samples weighted out of every loss and statistic.
+- Optional recurrent actors (``recurrent: H``; the MAPPO paper's rMAPPO, Yu et al. 2022, Sec. 5 and
+  their code's ``use_recurrent_policy``): a GRU between the actor's hidden layers and its output
+  layer, its state carried through the rollout and zeroed at episode starts; the update replays each
+  env copy's rollout from the state it began with (truncated backpropagation through
+  ``rollout_steps``, rMAPPO's ``data_chunk_length`` being one rollout), with minibatches of whole
+  copies. The critics stay feed-forward (a departure from rMAPPO, whose critic is recurrent too:
+  MAPPO's critic sees the global state; an IPPO critic sees only the observation).
 
 Reads top to bottom: ``Config`` -> ``Policy`` (acts, saves, loads) -> critics -> ``collect`` (one
 rollout of ``T`` steps of ``B`` copies) -> ``update`` (``prepare_batch``: GAE and targets;
@@ -27,6 +34,7 @@ Tensors are ``(T, B, N, ...)``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal
@@ -51,7 +59,8 @@ from maestro.nn.heads import (
     box_bounds,
     unit_to_box,
 )
-from maestro.nn.mlp import MLP
+from maestro.nn.mlp import MLP, orthogonal_init
+from maestro.nn.recurrent import make_cell
 from maestro.nn.running_norm import RunningNorm
 from maestro.nn.stem_backbone_head import StemBackboneHead
 from maestro.registry import Smoke
@@ -129,6 +138,9 @@ class Config:
     ``reward_clip`` (PPO for MuJoCo; ``maestro.core.normalise.ReturnScaler``, saved in checkpoints)."""
     reward_clip: float = 10.0
     """Clip of the scaled rewards (SB3's 10)."""
+    recurrent: int = 0
+    """Width ``H`` of a GRU in every actor, after its hidden layers and before its output layer (0:
+    feed-forward actors). Minibatches then split the ``B`` env copies, not the ``T * B`` samples."""
 
     SMOKE: ClassVar[Smoke] = Smoke(config={"rollout_steps": 4, "epochs": 2, "minibatches": 2, "hidden": (16,)})
     """``check_algo``'s settings: every iteration updates (4 steps x 4 copies, two minibatches)."""
@@ -147,6 +159,10 @@ class Config:
             raise ValueError(f"network 'stem_backbone_head' needs at least one hidden width, got hidden={self.hidden}")
         if self.obs_clip <= 0 or self.reward_clip <= 0:
             raise ValueError(f"obs_clip and reward_clip must be > 0, got {self.obs_clip}, {self.reward_clip}")
+        if self.recurrent < 0:
+            raise ValueError(f"recurrent must be >= 0 (0: feed-forward actors), got {self.recurrent}")
+        if self.recurrent and (self.network != "mlp" or len(self.hidden) < 1):
+            raise ValueError(f"recurrent actors need network 'mlp' and at least one hidden width, got network={self.network!r}, hidden={self.hidden}")
 
 
 # ====================================================================== policy
@@ -161,21 +177,31 @@ class Policy(nn.Module):
     """Decentralised actors, one per group, each shared by the group's agents.
 
     ``act(obs, state, hidden)`` maps per-group observations ``(B, N_g, *obs_shape)`` to env-ready
-    actions (``(B, N_g)`` int64 or ``(B, N_g, d)`` float inside the Box). The actors are
-    feed-forward, so ``hidden`` is passed through unchanged and ``state`` is unused (it is part of
-    the common interface of maestro policies).
+    actions (``(B, N_g)`` int64 or ``(B, N_g, d)`` float inside the Box). Feed-forward actors pass
+    ``hidden`` through unchanged; recurrent ones (``recurrent: H``) take and return
+    ``{group: (B, N_g, H)}`` (``None``: zeros, an episode's start) and ``reset_hidden`` zeroes the
+    copies whose episode ended. ``state`` is unused (it is part of the common interface of maestro
+    policies).
     """
 
     def __init__(self, layout: dict[str, GroupLayout], cfg: Config) -> None:
         super().__init__()
         self.layout = layouts_from_dicts(layout)
-        self.arch = {k: getattr(cfg, k) for k in ("hidden", "activation", "feature_norm", "agent_id", "init_log_std", "network", "obs_norm", "obs_clip")}
-        self.actors = nn.ModuleDict()
+        self.arch = {k: getattr(cfg, k) for k in ("hidden", "activation", "feature_norm", "agent_id", "init_log_std", "network", "obs_norm", "obs_clip", "recurrent")}
+        self.actors = nn.ModuleDict()  # feed-forward: the whole actor; recurrent: the layers before the GRU
+        self.cells = nn.ModuleDict()  # recurrent: the GRU of each group
+        self.heads = nn.ModuleDict()  # recurrent: the output layer after the GRU
         self.log_std = nn.ParameterDict()
         self.obs_norm = nn.ModuleDict({g: RunningNorm(info.obs_dim, cfg.obs_clip) for g, info in self.layout.items()} if cfg.obs_norm else {})
         for g, info in self.layout.items():
             n, in_dim = info.n_agents, info.obs_dim + (info.n_agents if cfg.agent_id else 0)
-            self.actors[g] = make_network(cfg, in_dim, info.action_dim, 0.01)
+            if cfg.recurrent:
+                H = cfg.recurrent
+                self.actors[g] = MLP(in_dim, tuple(cfg.hidden[:-1]), cfg.hidden[-1], cfg.activation, out_gain=math.sqrt(2.0), input_norm=cfg.feature_norm)
+                self.cells[g] = make_cell("gru", cfg.hidden[-1], H)
+                self.heads[g] = orthogonal_init(nn.Linear(H, info.action_dim), 0.01)
+            else:
+                self.actors[g] = make_network(cfg, in_dim, info.action_dim, 0.01)
             self.register_buffer(f"ids_{g}", torch.eye(n))
             if not info.discrete:
                 self.log_std[g] = nn.Parameter(torch.full((info.action_dim,), float(cfg.init_log_std)))
@@ -183,6 +209,40 @@ class Policy(nn.Module):
                 self.register_buffer(f"low_{g}", low)
                 self.register_buffer(f"high_{g}", high)
                 self.register_buffer(f"bounded_{g}", bounded)
+
+    @property
+    def recurrent(self) -> int:
+        """The GRU width ``H`` of the actors (0: feed-forward)."""
+        return int(self.arch.get("recurrent", 0))
+
+    def initial_hidden(self, batch: int, device: torch.device | str) -> dict[str, Tensor]:
+        """Zero recurrent states ``{group: (batch, N_g, H)}``: an episode's start."""
+        return {g: torch.zeros(batch, info.n_agents, self.recurrent, device=device) for g, info in self.layout.items()}
+
+    def reset_hidden(self, hidden: Any, done: Tensor, generator: torch.Generator | None = None) -> Any:
+        """Zero the recurrent states of the copies whose episode ended (``done`` ``(B,)``); feed-forward
+        actors return ``hidden`` as it is."""
+        if not self.recurrent or hidden is None:
+            return hidden
+        keep = (~done).to(next(iter(hidden.values())).dtype)[:, None, None]
+        return {g: h * keep for g, h in hidden.items()}
+
+    def memory(self, g: str, obs: Tensor, h0: Tensor, starts: Tensor | None = None) -> Tensor:
+        """The GRU outputs ``(T, B, N, H)`` of group ``g``'s recurrent actor over ``obs`` ``(T, B, N,
+        *obs_shape)`` from the states ``h0`` ``(B, N, H)``, each copy's state zeroed before the steps
+        where ``starts`` ``(T, B)`` says an episode begins (``None``: none begins inside)."""
+        x = self.actors[g](self.actor_input(g, obs))
+        x = torch.relu(x) if self.arch["activation"] == "relu" else torch.tanh(x)  # (T, B, N, F)
+        T, B, N = x.shape[:3]
+        if h0.shape != (B, N, self.recurrent):
+            raise ValueError(f"recurrent state of group {g!r} has shape {tuple(h0.shape)}, expected ({B}, {N}, {self.recurrent})")
+        cell, h, out = self.cells[g], h0, []
+        for t in range(T):
+            if starts is not None:
+                h = h * (~starts[t]).to(h.dtype)[:, None, None]
+            h = cell(x[t].reshape(B * N, -1), h.reshape(B * N, -1)).reshape(B, N, -1)
+            out.append(h)
+        return torch.stack(out)
 
     # ---------------------------------------------------------------- forward pieces
     def actor_input(self, g: str, obs: Tensor) -> Tensor:
@@ -207,9 +267,10 @@ class Policy(nn.Module):
         flat = self.flat_obs(g, obs)
         return self.obs_norm[g](flat) if g in self.obs_norm else flat
 
-    def dist_params(self, g: str, obs: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Masked logits ``(..., N, n)`` or Gaussian means ``(..., N, d)`` of group ``g``."""
-        out = self.actors[g](self.actor_input(g, obs))
+    def dist_params(self, g: str, obs: Tensor, mask: Tensor | None = None, memory: Tensor | None = None) -> Tensor:
+        """Masked logits ``(..., N, n)`` or Gaussian means ``(..., N, d)`` of group ``g``; a recurrent
+        actor reads them off its GRU outputs ``memory`` (``self.memory``) for ``obs``."""
+        out = self.heads[g](memory) if self.recurrent else self.actors[g](self.actor_input(g, obs))
         if self.layout[g].discrete:
             return mask_logits(out, mask)
         return out
@@ -221,19 +282,28 @@ class Policy(nn.Module):
         return unit_to_box(raw, getattr(self, f"low_{g}"), getattr(self, f"high_{g}"), getattr(self, f"bounded_{g}"))
 
     def sample(
-        self, g: str, obs: Tensor, mask: Tensor | None, generator: torch.Generator | None, deterministic: bool = False
-    ) -> tuple[Tensor, Tensor]:
-        """Raw actions (``(..., N)`` int64 or ``(..., N, d)``) and their log-probabilities ``(..., N)``."""
-        params = self.dist_params(g, obs, mask)
+        self, g: str, obs: Tensor, mask: Tensor | None, generator: torch.Generator | None, deterministic: bool = False, hidden: Tensor | None = None
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Raw actions (``(B, N)`` int64 or ``(B, N, d)``), their log-probabilities ``(B, N)`` and, for a
+        recurrent actor, its next state ``(B, N, H)`` from ``hidden`` (``None``: zeros); else ``None``."""
+        memory = None
+        if self.recurrent:
+            h0 = hidden if hidden is not None else torch.zeros(*obs.shape[:2], self.recurrent, device=obs.device)
+            memory = self.memory(g, obs.unsqueeze(0), h0)[0]
+        params = self.dist_params(g, obs, mask, memory)
         if self.layout[g].discrete:
             a = categorical_sample(params, generator, deterministic)
-            return a, categorical_log_prob(params, a)
+            return a, categorical_log_prob(params, a), memory
         a = gaussian_sample(params, self.log_std[g], generator, deterministic)
-        return a, gaussian_log_prob(params, self.log_std[g], a)
+        return a, gaussian_log_prob(params, self.log_std[g], a), memory
 
-    def evaluate_actions(self, g: str, obs: Tensor, raw: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor]:
-        """Log-probabilities and entropies ``(..., N)`` of stored raw actions under the current actor."""
-        params = self.dist_params(g, obs, mask)
+    def evaluate_actions(
+        self, g: str, obs: Tensor, raw: Tensor, mask: Tensor | None, h0: Tensor | None = None, starts: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Log-probabilities and entropies ``(..., N)`` of stored raw actions under the current actor; a
+        recurrent actor replays ``obs`` ``(T, B, N, ...)`` from ``h0`` ``(B, N, H)`` with the episode
+        ``starts`` ``(T, B)`` (``memory``)."""
+        params = self.dist_params(g, obs, mask, self.memory(g, obs, h0, starts) if self.recurrent else None)
         if self.layout[g].discrete:
             return categorical_log_prob_entropy(params, raw)
         return gaussian_log_prob(params, self.log_std[g], raw), gaussian_entropy(self.log_std[g], params.shape[:-1])
@@ -251,24 +321,25 @@ class Policy(nn.Module):
         generator: torch.Generator | None = None,
         alive: dict[str, Tensor] | None = None,
     ) -> tuple[dict[str, Tensor], Any]:
-        """Env-ready actions for every group, and the (unchanged) ``hidden``.
+        """Env-ready actions for every group, and the next ``hidden`` (feed-forward: unchanged).
 
         Args:
             obs: per group ``(B, N_g, *obs_shape)``.
             state: global state ``(B, *state_shape)`` (unused by decentralised actors).
-            hidden: recurrent state (``None`` for these feed-forward actors).
+            hidden: recurrent state ``{group: (B, N_g, H)}`` (``None``: zeros, an episode's start);
+                ignored by feed-forward actors.
             action_mask: per group ``(B, N_g, n)`` bool legal actions, as ``env.action_mask()``.
             deterministic: take the argmax / mean instead of sampling.
             generator: torch generator for sampling (``None``: torch's global generator).
             alive: per group ``(B, N_g)`` bool (as ``env.alive()``); unused: the actors are
                 per agent, and the env ignores the actions of absent agents.
         """
-        acts = {}
+        acts, nxt = {}, {}
         for g in self.layout:
             mask = action_mask.get(g) if action_mask else None
-            raw, _ = self.sample(g, obs[g], mask, generator, deterministic)
+            raw, _, nxt[g] = self.sample(g, obs[g], mask, generator, deterministic, hidden[g] if (self.recurrent and hidden is not None) else None)
             acts[g] = self.to_env(g, raw)
-        return acts, hidden
+        return acts, (nxt if self.recurrent else hidden)
 
     def policy_state(self) -> dict[str, Any]:
         """Everything needed to rebuild this policy: class path, layout, architecture, weights."""
@@ -328,8 +399,9 @@ def build_critics(policy: Policy, spec: EnvSpec, cfg: Config, centralised: bool)
 
 
 # ====================================================================== rollout storage
-def allocate_rollout(spec: EnvSpec, T: int, B: int, device: torch.device) -> dict[str, Any]:
-    """Preallocated ``(T, B, ...)`` buffers (allocated once, overwritten every rollout)."""
+def allocate_rollout(spec: EnvSpec, T: int, B: int, device: torch.device, recurrent: int = 0) -> dict[str, Any]:
+    """Preallocated ``(T, B, ...)`` buffers (allocated once, overwritten every rollout); with
+    ``recurrent`` actors also each group's state at the rollout's start, ``h0`` ``(B, N, H)``."""
     z = lambda *shape, dtype=torch.float32: torch.zeros(*shape, dtype=dtype, device=device)  # noqa: E731
     buf: dict[str, Any] = {
         "state": z(T, B, *spec.state_shape),
@@ -349,6 +421,8 @@ def allocate_rollout(spec: EnvSpec, T: int, B: int, device: torch.device) -> dic
             "alive": z(T, B, N, dtype=torch.bool),
             "mask": z(T, B, N, gs.action_dim, dtype=torch.bool) if gs.has_action_mask else None,
         }
+        if recurrent:
+            buf["groups"][g]["h0"] = z(B, N, recurrent)
     return buf
 
 
@@ -366,13 +440,18 @@ def collect(env: Any, policy: Policy, buf: dict[str, Any], cur: dict[str, Any], 
     groups = list(spec.groups)
     episodes = EpisodeStats(spec, env.device)
     obs, state, alive = cur["obs"], cur["state"], cur["alive"]
+    hidden = cur.get("hidden")  # recurrent actors: {group: (B, N, H)}, zeroed where an episode begins
+    if hidden is not None:
+        for g in groups:
+            buf["groups"][g]["h0"].copy_(hidden[g])
     for t in range(T):
         masks = env.action_mask()
         actions = {}
+        nxt = {}
         for g in groups:
             gb = buf["groups"][g]
             mask = masks.get(g) if (masks is not None and gb["mask"] is not None) else None
-            raw, logp = policy.sample(g, obs[g], mask, generator)
+            raw, logp, nxt[g] = policy.sample(g, obs[g], mask, generator, hidden=hidden[g] if hidden is not None else None)
             gb["obs"][t].copy_(obs[g])
             gb["alive"][t].copy_(alive[g])
             gb["action"][t].copy_(raw)
@@ -392,7 +471,12 @@ def collect(env: Any, policy: Policy, buf: dict[str, Any], cur: dict[str, Any], 
             gb["final_obs"][t].copy_(out.final_obs[g])
         episodes.add(out.info, done)
         obs, state, alive = out.obs, out.state, out.alive
-    return {"obs": obs, "state": state, "alive": alive}, episodes.summary("train")  # one sync per rollout
+        if hidden is not None:
+            hidden = policy.reset_hidden(nxt, done)
+    new = {"obs": obs, "state": state, "alive": alive}
+    if hidden is not None:
+        new["hidden"] = hidden
+    return new, episodes.summary("train")  # one sync per rollout
 
 
 # ====================================================================== update
@@ -414,7 +498,9 @@ def prepare_batch(
     """Per group, the rollout's samples flattened to ``(T * B, N, ...)`` with GAE advantages and
     value targets (``obs``, ``cin``, ``action``, ``logp``, ``adv``, ``target``, ``v_old``, ``w``
     [, ``mask``]). Rewards are scaled first when ``scalers`` are given (``cfg.reward_scale``); the
-    value statistics ``vnorm`` are updated with the new returns."""
+    value statistics ``vnorm`` are updated with the new returns. Recurrent actors keep the samples
+    ``(T, B, N, ...)`` (a copy's steps stay in order) and add ``h0`` ``(1, B, N, H)`` and the episode
+    ``starts`` ``(T, B)`` (``done`` one step earlier), so every tensor has the copies on axis 1."""
     T, B = buf["done"].shape
     data: dict[str, dict[str, Tensor]] = {}
     with torch.no_grad():
@@ -436,7 +522,7 @@ def prepare_batch(
                 target = ret
             if cfg.normalize_advantages:
                 adv = standardise(adv, w)
-            flat = lambda x: x.reshape(T * B, *x.shape[2:])  # noqa: E731
+            flat = (lambda x: x) if policy.recurrent else (lambda x: x.reshape(T * B, *x.shape[2:]))  # noqa: E731
             data[g] = {
                 "obs": flat(gb["obs"]),
                 "cin": flat(cin),
@@ -449,13 +535,18 @@ def prepare_batch(
             }
             if gb["mask"] is not None:
                 data[g]["mask"] = flat(gb["mask"])
+            if policy.recurrent:
+                starts = torch.zeros_like(buf["done"])
+                starts[1:] = buf["done"][:-1]
+                data[g]["h0"], data[g]["starts"] = gb["h0"].unsqueeze(0), starts
     return data
 
 
 def ppo_loss(cfg: Config, policy: Policy, critics: nn.ModuleDict, g: str, d: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
     """The clipped-surrogate PPO loss of group ``g`` on the minibatch ``d`` (rows of ``prepare_batch``'s
     data): ``policy + value_coef * value - entropy_coef * entropy``, and its detached parts."""
-    logp, ent = policy.evaluate_actions(g, d["obs"], d["action"], d.get("mask"))
+    h0 = d["h0"][0] if "h0" in d else None
+    logp, ent = policy.evaluate_actions(g, d["obs"], d["action"], d.get("mask"), h0, d.get("starts"))
     log_ratio = logp - d["logp"]
     ratio = log_ratio.exp()
     pg = -torch.min(ratio * d["adv"], ratio.clamp(1.0 - cfg.clip, 1.0 + cfg.clip) * d["adv"])
@@ -489,9 +580,13 @@ def ppo_epochs(
     Per minibatch, ``step(losses)`` gets one loss per learner (summed over its groups) and does the
     optimisation (backward, clipping, optimiser steps), returning gradient norms to log. One learner
     is PPO (``update``); the transfer methods pass several (multi-tasking: the sum of both losses;
-    gradient momentum: each loss's own gradient). Returns the mean losses ``loss/...``.
+    gradient momentum: each loss's own gradient). Returns the mean losses ``loss/...``. Minibatches
+    split the samples (axis 0), or, for recurrent actors, the env copies (axis 1: whole sequences).
     """
-    sizes = [next(iter(data.values()))["w"].shape[0] for _, _, data in batches]
+    axis = 1 if cfg.recurrent else 0
+    sizes = [next(iter(data.values()))["w"].shape[axis] for _, _, data in batches]
+    if cfg.recurrent and min(sizes) < cfg.minibatches:
+        raise ValueError(f"recurrent actors split the env copies into minibatches: {min(sizes)} copies (run.num_envs) for minibatches={cfg.minibatches}")
     sums: dict[str, Tensor] = {}
     n_steps = n_terms = 0
     for _ in range(cfg.epochs):
@@ -501,7 +596,7 @@ def ppo_epochs(
         for (_, _, data), n in zip(batches, sizes):
             if cfg.minibatches > 1:
                 perm = torch.randperm(n, generator=generator, device=generator.device).to(next(iter(data.values()))["w"].device)
-                data = {g: {k: x[perm] for k, x in dg.items()} for g, dg in data.items()}
+                data = {g: {k: (x[perm] if axis == 0 else x[:, perm]) for k, x in dg.items()} for g, dg in data.items()}
             shuffled.append(data)
         for i in range(cfg.minibatches):
             losses = []
@@ -509,7 +604,7 @@ def ppo_epochs(
                 mb = max(1, n // cfg.minibatches)
                 loss = torch.zeros((), device=next(iter(data.values()))["w"].device)
                 for g, dg in data.items():
-                    d = {k: x[i * mb : (i + 1) * mb] for k, x in dg.items()} if cfg.minibatches > 1 else dg
+                    d = {k: (x[i * mb : (i + 1) * mb] if axis == 0 else x[:, i * mb : (i + 1) * mb]) for k, x in dg.items()} if cfg.minibatches > 1 else dg
                     term, stats = ppo_loss(cfg, policy, critics, g, d)
                     loss = loss + term
                     for k, v in stats.items():
@@ -594,6 +689,8 @@ class Learner:
         """Reset the env and take its first observations (a fresh run)."""
         obs = self.env.reset()
         self.cur = {"obs": obs, "state": self.env.state(), "alive": self.env.alive()}
+        if self.policy.recurrent:
+            self.cur["hidden"] = self.policy.initial_hidden(self.env.num_envs, self.env.device)
 
     def collect(self, generator: torch.Generator) -> tuple[dict[str, float], dict[str, dict[str, Tensor]]]:
         """One rollout (``collect``) and its prepared samples (``prepare_batch``): ``(episode stats, data)``."""
@@ -637,7 +734,9 @@ def build_learner(cfg: Config, env: Any, centralised: bool, policy: Policy | Non
     critics = build_critics(policy, spec, cfg, centralised).to(device)
     vnorm = {g: RunningMeanStd(device) for g in spec.groups}
     scalers = {g: ReturnScaler(cfg.gamma, cfg.reward_clip, device) for g in spec.groups} if cfg.reward_scale else None
-    buf = allocate_rollout(spec, cfg.rollout_steps, env.num_envs, device)
+    if policy.recurrent != cfg.recurrent:
+        raise ValueError(f"the policy's recurrent width {policy.recurrent} differs from the config's recurrent={cfg.recurrent}")
+    buf = allocate_rollout(spec, cfg.rollout_steps, env.num_envs, device, cfg.recurrent)
     return Learner(cfg, env, policy, critics, vnorm, scalers, buf, centralised)
 
 
