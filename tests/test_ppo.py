@@ -87,7 +87,7 @@ def train_cue(recurrent, iterations=60, B=64, seed=0):
     return policy, run.last_eval
 
 
-def test_a_recurrent_actor_learns_a_memory_task_a_feed_forward_one_cannot():
+def test_recurrent_networks_learn_a_memory_task_feed_forward_ones_cannot():
     # the cue is seen at step 0 and must be named at step 3: chance is 0.5 per agent
     _, ff = train_cue(0)
     _, rnn = train_cue(16)
@@ -118,6 +118,13 @@ def test_the_update_replays_a_recurrent_rollout_exactly():
     # and a copy replayed alone, from its own state, gives the same: copies do not mix
     one, _ = learner.policy.evaluate_actions("agent", d["obs"][:, 2:3], d["action"][:, 2:3], None, d["h0"][0, 2:3], d["starts"][:, 2:3])
     torch.testing.assert_close(one, d["logp"][:, 2:3], rtol=0, atol=1e-6)
+    # the critic: its replayed states end where the rollout's stepping left them (zeroed where the last step ended an episode)
+    critic = learner.critics["agent"]
+    out, states = critic(d["cin"], d["critic_h0"][0], d["starts"])
+    last_done = learner.buf["done"][-1][:, None, None]
+    torch.testing.assert_close(states[-1] * ~last_done, learner.cur["critic_hidden"]["agent"], rtol=0, atol=1e-6)
+    assert d["critic_h0"].abs().sum() > 0
+    torch.testing.assert_close(out.squeeze(-1), d["v_old"], rtol=0, atol=1e-6)
 
 
 def test_a_recurrent_policy_carries_and_resets_its_state():
@@ -145,7 +152,7 @@ def test_a_recurrent_policy_carries_and_resets_its_state():
 
 
 def test_recurrent_settings_that_cannot_work_are_refused():
-    with pytest.raises(ValueError, match="recurrent actors need network 'mlp'"):
+    with pytest.raises(ValueError, match="recurrent networks need network 'mlp'"):
         Config(recurrent=8, network="stem_backbone_head")
     with pytest.raises(ValueError, match="recurrent must be >= 0"):
         Config(recurrent=-1)

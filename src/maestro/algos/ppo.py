@@ -53,7 +53,7 @@ def train_ppo(cfg: Config, env: Any, run: Run, centralised: bool) -> Policy:
 
     while not run.finished:
         lr, _ = set_learning_rates(optimiser, [cfg.lr, cfg.critic_lr], linear(1.0, cfg.lr_end_factor, run.env_steps / run.cfg.env_steps))
-        learner.cur, ep_stats = collect(env, policy, buf, learner.cur, generator)
+        learner.cur, ep_stats = collect(env, policy, buf, learner.cur, generator, learner.critic_step)
         loss_stats = update(cfg, policy, critics, optimiser, vnorm, buf, generator, centralised, env.spec, learner.scalers)
         update_obs_norm(policy, buf)
         run.step(cfg.rollout_steps * env.num_envs, {**ep_stats, **loss_stats, "train/lr": lr})

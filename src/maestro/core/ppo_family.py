@@ -17,13 +17,14 @@ standard deviation of a discounted return, and stem/backbone/head networks (Guo 
   state-independent log std, mapped affinely onto the env's Box after clipping (the log-probability
   is that of the unclipped sample, as in the MAPPO and CleanRL code).
 - Agents that are not ``alive`` have their samples weighted out of every loss and statistic.
-- Optional recurrent actors (``recurrent: H``; the MAPPO paper's rMAPPO, Yu et al. 2022, Sec. 5 and
-  their code's ``use_recurrent_policy``): a GRU between the actor's hidden layers and its output
-  layer, its state carried through the rollout and zeroed at episode starts; the update replays each
-  env copy's rollout from the state it began with (truncated backpropagation through
-  ``rollout_steps``, rMAPPO's ``data_chunk_length`` being one rollout), with minibatches of whole
-  copies. The critics stay feed-forward (a departure from rMAPPO, whose critic is recurrent too:
-  MAPPO's critic sees the global state; an IPPO critic sees only the observation).
+- Optional recurrent actors and critics (``recurrent: H``; the MAPPO paper's rMAPPO, Yu et al. 2022,
+  their code's ``use_recurrent_policy``): a GRU between each network's hidden layers and its output
+  layer (``maestro.nn.recurrent.GRUNet``), its state carried through the rollout and zeroed at
+  episode starts (the critics step on their inputs as the actors act); the update replays each env
+  copy's rollout from the states it began with, for the values and in every minibatch (truncated
+  backpropagation through ``rollout_steps``), with minibatches of whole copies. Departures from
+  rMAPPO's code: a chunk is the whole rollout (its ``data_chunk_length`` 10 cuts rollouts into
+  chunks), and the GRU keeps PyTorch's initialisation (theirs is orthogonal).
 
 Reads top to bottom: ``Config`` -> ``Policy`` (acts, saves, loads) -> critics -> ``collect`` (one
 rollout of ``T`` steps of ``B`` copies) -> ``update`` (``prepare_batch``: GAE and targets;
@@ -34,7 +35,6 @@ Tensors are ``(T, B, N, ...)``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal
@@ -59,8 +59,8 @@ from maestro.nn.heads import (
     box_bounds,
     unit_to_box,
 )
-from maestro.nn.mlp import MLP, orthogonal_init
-from maestro.nn.recurrent import make_cell
+from maestro.nn.mlp import MLP
+from maestro.nn.recurrent import GRUNet
 from maestro.nn.running_norm import RunningNorm
 from maestro.nn.stem_backbone_head import StemBackboneHead
 from maestro.registry import Smoke
@@ -139,8 +139,9 @@ class Config:
     reward_clip: float = 10.0
     """Clip of the scaled rewards (SB3's 10)."""
     recurrent: int = 0
-    """Width ``H`` of a GRU in every actor, after its hidden layers and before its output layer (0:
-    feed-forward actors). Minibatches then split the ``B`` env copies, not the ``T * B`` samples."""
+    """Width ``H`` of a GRU in every actor and critic, after their hidden layers and before their output
+    layers (``maestro.nn.recurrent.GRUNet``; 0: feed-forward networks). Minibatches then split the ``B``
+    env copies, not the ``T * B`` samples."""
 
     SMOKE: ClassVar[Smoke] = Smoke(config={"rollout_steps": 4, "epochs": 2, "minibatches": 2, "hidden": (16,)})
     """``check_algo``'s settings: every iteration updates (4 steps x 4 copies, two minibatches)."""
@@ -162,12 +163,15 @@ class Config:
         if self.recurrent < 0:
             raise ValueError(f"recurrent must be >= 0 (0: feed-forward actors), got {self.recurrent}")
         if self.recurrent and (self.network != "mlp" or len(self.hidden) < 1):
-            raise ValueError(f"recurrent actors need network 'mlp' and at least one hidden width, got network={self.network!r}, hidden={self.hidden}")
+            raise ValueError(f"recurrent networks need network 'mlp' and at least one hidden width, got network={self.network!r}, hidden={self.hidden}")
 
 
 # ====================================================================== policy
 def make_network(cfg: Config, in_dim: int, out_dim: int, out_gain: float) -> nn.Module:
-    """An actor or critic network ``(..., in_dim) -> (..., out_dim)`` of ``cfg.network``'s kind."""
+    """An actor or critic network ``(..., in_dim) -> (..., out_dim)`` of ``cfg.network``'s kind, or a
+    ``GRUNet`` over sequences when ``cfg.recurrent``."""
+    if cfg.recurrent:
+        return GRUNet(in_dim, tuple(cfg.hidden), cfg.recurrent, out_dim, cfg.activation, out_gain, cfg.feature_norm)
     if cfg.network == "stem_backbone_head":
         return StemBackboneHead(in_dim, tuple(cfg.hidden), out_dim, cfg.activation, out_gain, cfg.feature_norm)
     return MLP(in_dim, tuple(cfg.hidden), out_dim, cfg.activation, out_gain=out_gain, input_norm=cfg.feature_norm)
@@ -188,20 +192,12 @@ class Policy(nn.Module):
         super().__init__()
         self.layout = layouts_from_dicts(layout)
         self.arch = {k: getattr(cfg, k) for k in ("hidden", "activation", "feature_norm", "agent_id", "init_log_std", "network", "obs_norm", "obs_clip", "recurrent")}
-        self.actors = nn.ModuleDict()  # feed-forward: the whole actor; recurrent: the layers before the GRU
-        self.cells = nn.ModuleDict()  # recurrent: the GRU of each group
-        self.heads = nn.ModuleDict()  # recurrent: the output layer after the GRU
+        self.actors = nn.ModuleDict()
         self.log_std = nn.ParameterDict()
         self.obs_norm = nn.ModuleDict({g: RunningNorm(info.obs_dim, cfg.obs_clip) for g, info in self.layout.items()} if cfg.obs_norm else {})
         for g, info in self.layout.items():
             n, in_dim = info.n_agents, info.obs_dim + (info.n_agents if cfg.agent_id else 0)
-            if cfg.recurrent:
-                H = cfg.recurrent
-                self.actors[g] = MLP(in_dim, tuple(cfg.hidden[:-1]), cfg.hidden[-1], cfg.activation, out_gain=math.sqrt(2.0), input_norm=cfg.feature_norm)
-                self.cells[g] = make_cell("gru", cfg.hidden[-1], H)
-                self.heads[g] = orthogonal_init(nn.Linear(H, info.action_dim), 0.01)
-            else:
-                self.actors[g] = make_network(cfg, in_dim, info.action_dim, 0.01)
+            self.actors[g] = make_network(cfg, in_dim, info.action_dim, 0.01)
             self.register_buffer(f"ids_{g}", torch.eye(n))
             if not info.discrete:
                 self.log_std[g] = nn.Parameter(torch.full((info.action_dim,), float(cfg.init_log_std)))
@@ -227,23 +223,6 @@ class Policy(nn.Module):
         keep = (~done).to(next(iter(hidden.values())).dtype)[:, None, None]
         return {g: h * keep for g, h in hidden.items()}
 
-    def memory(self, g: str, obs: Tensor, h0: Tensor, starts: Tensor | None = None) -> Tensor:
-        """The GRU outputs ``(T, B, N, H)`` of group ``g``'s recurrent actor over ``obs`` ``(T, B, N,
-        *obs_shape)`` from the states ``h0`` ``(B, N, H)``, each copy's state zeroed before the steps
-        where ``starts`` ``(T, B)`` says an episode begins (``None``: none begins inside)."""
-        x = self.actors[g](self.actor_input(g, obs))
-        x = torch.relu(x) if self.arch["activation"] == "relu" else torch.tanh(x)  # (T, B, N, F)
-        T, B, N = x.shape[:3]
-        if h0.shape != (B, N, self.recurrent):
-            raise ValueError(f"recurrent state of group {g!r} has shape {tuple(h0.shape)}, expected ({B}, {N}, {self.recurrent})")
-        cell, h, out = self.cells[g], h0, []
-        for t in range(T):
-            if starts is not None:
-                h = h * (~starts[t]).to(h.dtype)[:, None, None]
-            h = cell(x[t].reshape(B * N, -1), h.reshape(B * N, -1)).reshape(B, N, -1)
-            out.append(h)
-        return torch.stack(out)
-
     # ---------------------------------------------------------------- forward pieces
     def actor_input(self, g: str, obs: Tensor) -> Tensor:
         """``(..., N, *obs_shape)`` -> ``(..., N, obs_dim [+ N])`` (flattened, normalised obs, optional one-hot id)."""
@@ -267,10 +246,11 @@ class Policy(nn.Module):
         flat = self.flat_obs(g, obs)
         return self.obs_norm[g](flat) if g in self.obs_norm else flat
 
-    def dist_params(self, g: str, obs: Tensor, mask: Tensor | None = None, memory: Tensor | None = None) -> Tensor:
-        """Masked logits ``(..., N, n)`` or Gaussian means ``(..., N, d)`` of group ``g``; a recurrent
-        actor reads them off its GRU outputs ``memory`` (``self.memory``) for ``obs``."""
-        out = self.heads[g](memory) if self.recurrent else self.actors[g](self.actor_input(g, obs))
+    def dist_params(self, g: str, obs: Tensor, mask: Tensor | None = None, out: Tensor | None = None) -> Tensor:
+        """Masked logits ``(..., N, n)`` or Gaussian means ``(..., N, d)`` of group ``g``: of its
+        feed-forward actor on ``obs``, or the recurrent actor's outputs ``out`` for them."""
+        if out is None:
+            out = self.actors[g](self.actor_input(g, obs))
         if self.layout[g].discrete:
             return mask_logits(out, mask)
         return out
@@ -286,24 +266,24 @@ class Policy(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Raw actions (``(B, N)`` int64 or ``(B, N, d)``), their log-probabilities ``(B, N)`` and, for a
         recurrent actor, its next state ``(B, N, H)`` from ``hidden`` (``None``: zeros); else ``None``."""
-        memory = None
+        out = nxt = None
         if self.recurrent:
             h0 = hidden if hidden is not None else torch.zeros(*obs.shape[:2], self.recurrent, device=obs.device)
-            memory = self.memory(g, obs.unsqueeze(0), h0)[0]
-        params = self.dist_params(g, obs, mask, memory)
+            out, nxt = self.actors[g].step(self.actor_input(g, obs), h0)
+        params = self.dist_params(g, obs, mask, out)
         if self.layout[g].discrete:
             a = categorical_sample(params, generator, deterministic)
-            return a, categorical_log_prob(params, a), memory
+            return a, categorical_log_prob(params, a), nxt
         a = gaussian_sample(params, self.log_std[g], generator, deterministic)
-        return a, gaussian_log_prob(params, self.log_std[g], a), memory
+        return a, gaussian_log_prob(params, self.log_std[g], a), nxt
 
     def evaluate_actions(
         self, g: str, obs: Tensor, raw: Tensor, mask: Tensor | None, h0: Tensor | None = None, starts: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """Log-probabilities and entropies ``(..., N)`` of stored raw actions under the current actor; a
         recurrent actor replays ``obs`` ``(T, B, N, ...)`` from ``h0`` ``(B, N, H)`` with the episode
-        ``starts`` ``(T, B)`` (``memory``)."""
-        params = self.dist_params(g, obs, mask, self.memory(g, obs, h0, starts) if self.recurrent else None)
+        ``starts`` ``(T, B)`` (``GRUNet``)."""
+        params = self.dist_params(g, obs, mask, self.actors[g](self.actor_input(g, obs), h0, starts)[0] if self.recurrent else None)
         if self.layout[g].discrete:
             return categorical_log_prob_entropy(params, raw)
         return gaussian_log_prob(params, self.log_std[g], raw), gaussian_entropy(self.log_std[g], params.shape[:-1])
@@ -389,7 +369,8 @@ def critic_input(policy: Policy, g: str, obs: Tensor, state: Tensor, cfg: Config
 
 
 def build_critics(policy: Policy, spec: EnvSpec, cfg: Config, centralised: bool) -> nn.ModuleDict:
-    """One value MLP per group, shared by its agents: ``(..., N, features) -> (..., N, 1)``."""
+    """One value network per group, shared by its agents: ``(..., N, features) -> (..., N, 1)`` (a
+    ``GRUNet`` over ``(T, B, N, features)`` sequences when ``cfg.recurrent``)."""
     return nn.ModuleDict(
         {
             g: make_network(cfg, critic_input_dim(info, spec, cfg, centralised), 1, 1.0)
@@ -401,7 +382,8 @@ def build_critics(policy: Policy, spec: EnvSpec, cfg: Config, centralised: bool)
 # ====================================================================== rollout storage
 def allocate_rollout(spec: EnvSpec, T: int, B: int, device: torch.device, recurrent: int = 0) -> dict[str, Any]:
     """Preallocated ``(T, B, ...)`` buffers (allocated once, overwritten every rollout); with
-    ``recurrent`` actors also each group's state at the rollout's start, ``h0`` ``(B, N, H)``."""
+    ``recurrent`` networks also each group's actor and critic states at the rollout's start, ``h0``
+    and ``critic_h0`` ``(B, N, H)``."""
     z = lambda *shape, dtype=torch.float32: torch.zeros(*shape, dtype=dtype, device=device)  # noqa: E731
     buf: dict[str, Any] = {
         "state": z(T, B, *spec.state_shape),
@@ -423,13 +405,18 @@ def allocate_rollout(spec: EnvSpec, T: int, B: int, device: torch.device, recurr
         }
         if recurrent:
             buf["groups"][g]["h0"] = z(B, N, recurrent)
+            buf["groups"][g]["critic_h0"] = z(B, N, recurrent)
     return buf
 
 
 # ====================================================================== collect
 @torch.no_grad()
-def collect(env: Any, policy: Policy, buf: dict[str, Any], cur: dict[str, Any], generator: torch.Generator) -> tuple[dict[str, Any], dict[str, float]]:
-    """Fill ``buf`` with ``T`` steps of all ``B`` copies from the current ``cur`` (obs, state, alive).
+def collect(
+    env: Any, policy: Policy, buf: dict[str, Any], cur: dict[str, Any], generator: torch.Generator, critic_step: Callable[..., dict[str, Tensor]] | None = None
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Fill ``buf`` with ``T`` steps of all ``B`` copies from the current ``cur`` (obs, state, alive;
+    recurrent networks: ``hidden`` and ``critic_hidden``, carried along, the critics' by
+    ``critic_step(obs, state, critic_hidden) -> critic_hidden`` (``Learner.critic_step``)).
 
     Returns the new ``cur`` and the statistics of the episodes that ended in the rollout
     (``maestro.core.episodes``: ``train/episode_return[/<group>]``, ``train/episode_length``,
@@ -440,10 +427,13 @@ def collect(env: Any, policy: Policy, buf: dict[str, Any], cur: dict[str, Any], 
     groups = list(spec.groups)
     episodes = EpisodeStats(spec, env.device)
     obs, state, alive = cur["obs"], cur["state"], cur["alive"]
-    hidden = cur.get("hidden")  # recurrent actors: {group: (B, N, H)}, zeroed where an episode begins
+    hidden, critic_hidden = cur.get("hidden"), cur.get("critic_hidden")  # recurrent: {group: (B, N, H)}, zeroed where an episode begins
     if hidden is not None:
+        if critic_step is None or critic_hidden is None:
+            raise ValueError("collect: recurrent networks need the critics' states (cur['critic_hidden']) and critic_step")
         for g in groups:
             buf["groups"][g]["h0"].copy_(hidden[g])
+            buf["groups"][g]["critic_h0"].copy_(critic_hidden[g])
     for t in range(T):
         masks = env.action_mask()
         actions = {}
@@ -460,6 +450,8 @@ def collect(env: Any, policy: Policy, buf: dict[str, Any], cur: dict[str, Any], 
                 gb["mask"][t].copy_(mask)
             actions[g] = policy.to_env(g, raw)
         buf["state"][t].copy_(state)
+        if hidden is not None:
+            critic_hidden = critic_step(obs, state, critic_hidden)  # type: ignore[misc]
         out = env.step(actions)
         done = out.done
         buf["terminated"][t].copy_(out.terminated)
@@ -472,10 +464,10 @@ def collect(env: Any, policy: Policy, buf: dict[str, Any], cur: dict[str, Any], 
         episodes.add(out.info, done)
         obs, state, alive = out.obs, out.state, out.alive
         if hidden is not None:
-            hidden = policy.reset_hidden(nxt, done)
+            hidden, critic_hidden = policy.reset_hidden(nxt, done), policy.reset_hidden(critic_hidden, done)
     new = {"obs": obs, "state": state, "alive": alive}
     if hidden is not None:
-        new["hidden"] = hidden
+        new["hidden"], new["critic_hidden"] = hidden, critic_hidden
     return new, episodes.summary("train")  # one sync per rollout
 
 
@@ -498,9 +490,10 @@ def prepare_batch(
     """Per group, the rollout's samples flattened to ``(T * B, N, ...)`` with GAE advantages and
     value targets (``obs``, ``cin``, ``action``, ``logp``, ``adv``, ``target``, ``v_old``, ``w``
     [, ``mask``]). Rewards are scaled first when ``scalers`` are given (``cfg.reward_scale``); the
-    value statistics ``vnorm`` are updated with the new returns. Recurrent actors keep the samples
-    ``(T, B, N, ...)`` (a copy's steps stay in order) and add ``h0`` ``(1, B, N, H)`` and the episode
-    ``starts`` ``(T, B)`` (``done`` one step earlier), so every tensor has the copies on axis 1."""
+    value statistics ``vnorm`` are updated with the new returns. Recurrent networks keep the samples
+    ``(T, B, N, ...)`` (a copy's steps stay in order) and add the actors' and critics' first states
+    ``h0``, ``critic_h0`` ``(1, B, N, H)`` and the episode ``starts`` ``(T, B)`` (``done`` one step
+    earlier), so every tensor has the copies on axis 1."""
     T, B = buf["done"].shape
     data: dict[str, dict[str, Tensor]] = {}
     with torch.no_grad():
@@ -510,8 +503,15 @@ def prepare_batch(
             reward = scalers[g].scale(gb["reward"], buf["done"], w) if scalers else gb["reward"]
             cin = critic_input(policy, g, gb["obs"], buf["state"], cfg, centralised)  # (T, B, N, F)
             cin_next = critic_input(policy, g, gb["final_obs"], buf["final_state"], cfg, centralised)
-            v_out = critics[g](cin).squeeze(-1)  # (T, B, N), in normalised units if value_norm
-            v_next_out = critics[g](cin_next).squeeze(-1)
+            if policy.recurrent:  # replayed from the rollout's first states; the next observation is one more step of the same episode
+                starts = torch.zeros_like(buf["done"])
+                starts[1:] = buf["done"][:-1]
+                out, states = critics[g](cin, gb["critic_h0"], starts)
+                v_out = out.squeeze(-1)
+                v_next_out = critics[g].step(cin_next, states)[0].squeeze(-1)
+            else:
+                v_out = critics[g](cin).squeeze(-1)  # (T, B, N), in normalised units if value_norm
+                v_next_out = critics[g](cin_next).squeeze(-1)
             v = vnorm[g].denormalise(v_out) if cfg.value_norm else v_out
             v_next = vnorm[g].denormalise(v_next_out) if cfg.value_norm else v_next_out
             adv, ret = gae(reward, v, v_next, buf["terminated"], buf["done"], cfg.gamma, cfg.gae_lambda)
@@ -536,9 +536,7 @@ def prepare_batch(
             if gb["mask"] is not None:
                 data[g]["mask"] = flat(gb["mask"])
             if policy.recurrent:
-                starts = torch.zeros_like(buf["done"])
-                starts[1:] = buf["done"][:-1]
-                data[g]["h0"], data[g]["starts"] = gb["h0"].unsqueeze(0), starts
+                data[g]["h0"], data[g]["critic_h0"], data[g]["starts"] = gb["h0"].unsqueeze(0), gb["critic_h0"].unsqueeze(0), starts
     return data
 
 
@@ -550,7 +548,7 @@ def ppo_loss(cfg: Config, policy: Policy, critics: nn.ModuleDict, g: str, d: dic
     log_ratio = logp - d["logp"]
     ratio = log_ratio.exp()
     pg = -torch.min(ratio * d["adv"], ratio.clamp(1.0 - cfg.clip, 1.0 + cfg.clip) * d["adv"])
-    v = critics[g](d["cin"]).squeeze(-1)
+    v = (critics[g](d["cin"], d["critic_h0"][0], d["starts"])[0] if h0 is not None else critics[g](d["cin"])).squeeze(-1)
     v_loss = _value_error(v - d["target"], cfg)
     if cfg.value_clip > 0:
         v_clipped = d["v_old"] + (v - d["v_old"]).clamp(-cfg.value_clip, cfg.value_clip)
@@ -581,12 +579,12 @@ def ppo_epochs(
     optimisation (backward, clipping, optimiser steps), returning gradient norms to log. One learner
     is PPO (``update``); the transfer methods pass several (multi-tasking: the sum of both losses;
     gradient momentum: each loss's own gradient). Returns the mean losses ``loss/...``. Minibatches
-    split the samples (axis 0), or, for recurrent actors, the env copies (axis 1: whole sequences).
+    split the samples (axis 0), or, for recurrent networks, the env copies (axis 1: whole sequences).
     """
     axis = 1 if cfg.recurrent else 0
     sizes = [next(iter(data.values()))["w"].shape[axis] for _, _, data in batches]
     if cfg.recurrent and min(sizes) < cfg.minibatches:
-        raise ValueError(f"recurrent actors split the env copies into minibatches: {min(sizes)} copies (run.num_envs) for minibatches={cfg.minibatches}")
+        raise ValueError(f"recurrent networks split the env copies into minibatches: {min(sizes)} copies (run.num_envs) for minibatches={cfg.minibatches}")
     sums: dict[str, Tensor] = {}
     n_steps = n_terms = 0
     for _ in range(cfg.epochs):
@@ -691,10 +689,16 @@ class Learner:
         self.cur = {"obs": obs, "state": self.env.state(), "alive": self.env.alive()}
         if self.policy.recurrent:
             self.cur["hidden"] = self.policy.initial_hidden(self.env.num_envs, self.env.device)
+            self.cur["critic_hidden"] = self.policy.initial_hidden(self.env.num_envs, self.env.device)
+
+    @torch.no_grad()
+    def critic_step(self, obs: dict[str, Tensor], state: Tensor, hidden: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Recurrent critics: each group's state ``(B, N, H)`` after one step on the critic input of ``obs``, ``state``."""
+        return {g: self.critics[g].step(critic_input(self.policy, g, obs[g], state, self.cfg, self.centralised), h)[1] for g, h in hidden.items()}
 
     def collect(self, generator: torch.Generator) -> tuple[dict[str, float], dict[str, dict[str, Tensor]]]:
         """One rollout (``collect``) and its prepared samples (``prepare_batch``): ``(episode stats, data)``."""
-        self.cur, stats = collect(self.env, self.policy, self.buf, self.cur, generator)
+        self.cur, stats = collect(self.env, self.policy, self.buf, self.cur, generator, self.critic_step)
         return stats, prepare_batch(self.cfg, self.policy, self.critics, self.vnorm, self.buf, self.centralised, self.scalers)
 
     def params(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

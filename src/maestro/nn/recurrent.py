@@ -12,6 +12,7 @@ MS-MARL, BiCNet), batched over env copies and agents ``(B, N)``.
   cars and dead units take no part in communication.
 - ``reset_hidden``: zero the hidden state of copies (episode start) or agents (absent).
 - ``ModelOut``: what every model returns for one time step.
+- ``GRUNet``: an MLP, a GRU and an output layer over ``(T, B, N, ...)`` sequences (PPO's recurrent actors and critics).
 
 Every model of ``maestro.nn.{commnet, master_slave, bicnet}`` has the same interface::
 
@@ -26,6 +27,8 @@ from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+from maestro.nn.mlp import MLP, orthogonal_init
 
 CellKind = Literal["rnn", "gru", "lstm"]
 Hidden = dict[str, Tensor]
@@ -143,3 +146,44 @@ def check_inputs(name: str, obs: Tensor, alive: Tensor, n_agents: int, obs_dim: 
         raise ValueError(f"{name}: obs has shape {tuple(obs.shape)}, expected (B, {n_agents}, {obs_dim})")
     if alive.shape != obs.shape[:2] or alive.dtype != torch.bool:
         raise ValueError(f"{name}: alive has shape {tuple(alive.shape)} {alive.dtype}, expected bool {tuple(obs.shape[:2])}")
+
+
+class GRUNet(nn.Module):
+    """``in_dim -> hidden... -> GRU(H) -> out_dim`` over sequences: an MLP (its last hidden width the
+    GRU's input, after the activation), a GRU cell, a linear output layer (orthogonal, ``out_gain``).
+    PPO's recurrent actors and critics (``maestro.core.ppo_family``, the MAPPO paper's rMAPPO).
+
+    ``forward(x (T, B, N, in_dim), h0 (B, N, H), starts (T, B) | None) -> (out (T, B, N, out_dim),
+    states (T, B, N, H))``: the state is zeroed before every step where ``starts`` says an episode
+    begins; ``states[t]`` is the state after step ``t``. ``step(x (..., in_dim), h (..., H)) -> (out,
+    h')`` is one step for any leading shape.
+    """
+
+    def __init__(self, in_dim: int, hidden: tuple[int, ...], width: int, out_dim: int, activation: str = "relu", out_gain: float = 1.0, input_norm: bool = False) -> None:
+        super().__init__()
+        if len(hidden) < 1:
+            raise ValueError(f"GRUNet needs at least one hidden width (the GRU's input), got hidden={hidden}")
+        self.trunk = MLP(in_dim, tuple(hidden[:-1]), hidden[-1], activation, out_gain=2.0**0.5, input_norm=input_norm)  # type: ignore[arg-type]
+        self.act = nn.ReLU() if activation == "relu" else nn.Tanh()
+        self.cell = nn.GRUCell(hidden[-1], width)
+        self.head = orthogonal_init(nn.Linear(width, out_dim), out_gain)
+        self.width = width
+
+    def step(self, x: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        """One step: ``x (..., in_dim)``, ``h (..., H)`` -> ``(out (..., out_dim), h' (..., H))``."""
+        h2, _ = cell_step(self.cell, self.act(self.trunk(x)), h)
+        return self.head(h2), h2
+
+    def forward(self, x: Tensor, h0: Tensor, starts: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        T, B, N = x.shape[:3]
+        if h0.shape != (B, N, self.width):
+            raise ValueError(f"GRUNet: state has shape {tuple(h0.shape)}, expected ({B}, {N}, {self.width}) for input {tuple(x.shape)}")
+        feats = self.act(self.trunk(x))  # the trunk over all steps at once
+        h, states = h0, []
+        for t in range(T):
+            if starts is not None:
+                h = h * (~starts[t]).to(h.dtype)[:, None, None]
+            h, _ = cell_step(self.cell, feats[t], h)
+            states.append(h)
+        out = torch.stack(states)
+        return self.head(out), out
