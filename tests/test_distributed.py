@@ -148,7 +148,8 @@ MODES = [("genetic", None), ("data", "allreduce"), ("data", "coordinator"), ("mo
 
 @pytest.mark.parametrize("mode,transport", MODES, ids=[m if t is None else f"{m}-{t}" for m, t in MODES])
 def test_mode_runs_and_resumes(local_ray, recipe_file, tmp_path, mode, transport):
-    recipe = load_recipe(recipe_file, [f"distributed.mode={mode}"] + ([f"distributed.transport={transport}"] if transport else []))
+    # with the learning-rate schedule on: every worker anneals its rates as train_maddpg does
+    recipe = load_recipe(recipe_file, [f"distributed.mode={mode}", "algo_config.lr_end_factor=0.5"] + ([f"distributed.transport={transport}"] if transport else []))
     res = train_recipe(recipe, tmp_path / "runs")
     assert res.env_steps >= 320 and res.checkpoint is not None
     rows = [r for r in _metrics(res.dir) if "train/episodes" in r]
@@ -156,6 +157,14 @@ def test_mode_runs_and_resumes(local_ray, recipe_file, tmp_path, mode, transport
     assert (res.dir / "workers").is_dir()  # the workers' logs live in the run directory
     _, payload, _ = latest_valid(res.dir / "checkpoints")
     assert "policy" in payload["state"]
+    per_iteration = rows[0]["env_steps"]
+    for r in rows:  # each iteration at the budget fraction spent before it, on the env steps of all workers
+        assert r["train/lr/actor"] == pytest.approx(1e-2 * (1.0 - 0.5 * (r["env_steps"] - per_iteration) / 320), rel=1e-6), r["env_steps"]
+    last = 1e-2 * (1.0 - 0.5 * (rows[-1]["env_steps"] - per_iteration) / 320)
+    workers = payload["state"].get("workers") or payload["state"].get("replicas") or payload["state"]["agents"]
+    for w in workers:  # the rates the workers' optimisers hold, not only the logged ones
+        for net in ("actor", "critic"):
+            assert w["opts"][net]["param_groups"][0]["lr"] == pytest.approx(last, rel=1e-6), net
     obs = res.policy.act(make_worker_env("simple_tag", recipe.env_config, 3, 1, "cpu").reset())[0]
     assert obs["adversary"].shape == (3, 3, 5)
     assert not ray_utils.ACTIVE  # every worker was terminated

@@ -325,12 +325,3 @@ def test_learning_rates_fall_linearly_to_lr_end_factor(tmp_path):
             assert r[f"train/lr/{net}"] == pytest.approx(lr * expect, rel=1e-6), (r["env_steps"], net)
     with pytest.raises(ValueError, match="lr_end_factor"):
         Config(lr_end_factor=1.5)
-
-
-def test_distributed_modes_refuse_a_learning_rate_schedule():
-    from maestro.distributed import train_distributed
-    from maestro.distributed.config import DistributedConfig
-
-    env = ToyEnv(ToyConfig(), 2, 0)
-    with pytest.raises(ValueError, match="lr_end_factor=0.5: the learning-rate schedule runs in single-process MADDPG only"):
-        train_distributed(DistributedConfig(mode="genetic"), "maddpg", Config(lr_end_factor=0.5), "toy", ToyConfig(), env, None, 0)

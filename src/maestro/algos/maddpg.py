@@ -120,8 +120,8 @@ class Config:
     """Adam learning rate of the policy-inference networks."""
     lr_end_factor: float = 1.0
     """Every learning rate at the end of the budget as a fraction of its initial value, reached
-    linearly over the run's env steps (1: constant, as ``openai/maddpg``; single-process runs only:
-    the distributed modes refuse another value)."""
+    linearly over the run's env steps (1: constant, as ``openai/maddpg``). The distributed modes anneal
+    every worker's optimisers the same way, on the env steps of all workers."""
     inference_entropy: float = 1e-3
     """Weight ``lambda`` of the entropy regulariser of the policy-inference likelihood (Lowe Eq. 7)."""
     ensemble_size: int = 1

@@ -40,8 +40,6 @@ def train_distributed(dcfg: DistributedConfig, algo: str, cfg: Any, env_name: st
             return train_decentralised(dcfg, cfg, env, run, seed)
     if algo not in ("maddpg", "ddpg"):
         raise ValueError(f"distributed.mode={dcfg.mode!r} distributes MADDPG (algo maddpg or ddpg), not {algo!r}")
-    if getattr(cfg, "lr_end_factor", 1.0) != 1.0:
-        raise ValueError(f"algo_config.lr_end_factor={cfg.lr_end_factor}: the learning-rate schedule runs in single-process MADDPG only; distributed.mode={dcfg.mode!r} keeps the rates constant (leave lr_end_factor at 1)")
     centralised = algo == "maddpg"
     device = str(env.device)
     with ray_session(dcfg):

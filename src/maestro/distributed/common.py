@@ -104,3 +104,10 @@ def combine_stats(results: list[dict[str, float]], spec: Any, prefix_workers: bo
                 for g in spec.groups:
                     m[f"worker{i}/episode_return/{g}"] = r[f"train/episode_return/{g}"]
     return m
+
+
+def lr_progress(cfg: Any, run: Any) -> float | None:
+    """The budget fraction spent, for the workers' learning-rate schedule (``maddpg.Learner.anneal``),
+    or ``None`` when the rates stay constant (``lr_end_factor`` 1). Called at the start of an
+    iteration, as ``train_maddpg`` anneals: every mode anneals on the env steps of all its workers."""
+    return None if getattr(cfg, "lr_end_factor", 1.0) == 1.0 else run.env_steps / run.cfg.env_steps

@@ -65,7 +65,7 @@ from torch import Tensor
 
 from maestro.algos import maddpg as M
 from maestro.core.schedules import off_policy_updates
-from maestro.distributed.common import DistributedConfig, apply_grads, combine_stats, make_learner, tree_mean
+from maestro.distributed.common import DistributedConfig, apply_grads, combine_stats, lr_progress, make_learner, tree_mean
 from maestro.distributed import gloo
 from maestro.distributed.genetic import worker_logging
 from maestro.distributed.gloo import GroupBroken
@@ -130,6 +130,10 @@ class DataReplica:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def anneal(self, progress: float) -> dict[str, float]:
+        """Set the optimisers' learning rates for ``progress`` (``maddpg.Learner.anneal``; the same on every replica)."""
+        return self.learner.anneal(progress)
 
     def collect(self, n: int) -> dict[str, float]:
         """``n`` vectorised env steps (no updates); statistics plus ``replay_size``."""
@@ -441,6 +445,8 @@ def train_data_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: boo
         for k in timing:
             timing[k] = 0 if k == "updates" else 0.0
         losses.update(critic=0.0, actor=0.0)
+        progress = lr_progress(cfg, run)
+        lrs = next((r for r in pool.call("anneal", (progress,)) if r is not None), {}) if progress is not None else {}
         if allreduce:  # one call per iteration; the replicas interleave collects and updates by chunks
             iteration_allreduce(T_iter, results)
         else:
@@ -450,6 +456,7 @@ def train_data_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: boo
                 done += n
         metrics = combine_stats(results, spec, prefix_workers=False)
         metrics["train/replay_size"] = st["stored"]
+        metrics.update(lrs)
         if timing["updates"]:
             nu = timing["updates"]
             metrics["loss/critic"], metrics["loss/actor"] = losses["critic"] / nu, losses["actor"] / nu

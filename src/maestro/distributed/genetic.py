@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from maestro.algos import maddpg as M
-from maestro.distributed.common import DistributedConfig, combine_stats, make_learner
+from maestro.distributed.common import DistributedConfig, combine_stats, lr_progress, make_learner
 from maestro.distributed.ray_utils import WorkerPool, actor_options, require_ray
 
 log = logging.getLogger("maestro")
@@ -65,9 +65,11 @@ class GeneticWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, n: int) -> dict[str, float]:
-        """``n`` vectorised env steps of MADDPG (collect + updates); episode/loss statistics."""
-        out = self.learner.run_steps(n, updates=True)
+    def run(self, n: int, progress: float | None = None) -> dict[str, float]:
+        """``n`` vectorised env steps of MADDPG (collect + updates), the learning rates first annealed to
+        ``progress`` (the budget fraction spent; ``None``: constant rates); episode/loss statistics."""
+        lrs = self.learner.anneal(progress) if progress is not None else {}
+        out = {**self.learner.run_steps(n, updates=True), **lrs}
         count = out.get("train/episodes", 0.0)
         if count > 0:
             for g, gs in self.learner.env.spec.groups.items():
@@ -183,7 +185,7 @@ def train_genetic(dcfg: DistributedConfig, cfg: M.Config, centralised: bool, env
 
     policy = LazyPolicy(lambda: M.Policy.from_state(ray.get(handles[st["best"]].policy_state.remote())))
     while not run.finished:
-        results = pool.call("run", (T_iter,))
+        results = pool.call("run", (T_iter, lr_progress(cfg, run)))
         metrics = combine_stats([r for r in results if r is not None], spec)
         st["since_sync"] += T_iter * num_envs
         if st["since_sync"] >= st["interval"]:
