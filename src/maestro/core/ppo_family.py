@@ -161,7 +161,7 @@ class Config:
         if self.obs_clip <= 0 or self.reward_clip <= 0:
             raise ValueError(f"obs_clip and reward_clip must be > 0, got {self.obs_clip}, {self.reward_clip}")
         if self.recurrent < 0:
-            raise ValueError(f"recurrent must be >= 0 (0: feed-forward actors), got {self.recurrent}")
+            raise ValueError(f"recurrent must be >= 0 (0: feed-forward networks), got {self.recurrent}")
         if self.recurrent and (self.network != "mlp" or len(self.hidden) < 1):
             raise ValueError(f"recurrent networks need network 'mlp' and at least one hidden width, got network={self.network!r}, hidden={self.hidden}")
 
@@ -208,7 +208,7 @@ class Policy(nn.Module):
 
     @property
     def recurrent(self) -> int:
-        """The GRU width ``H`` of the actors (0: feed-forward)."""
+        """The GRU width ``H`` of the actors and critics (0: feed-forward)."""
         return int(self.arch.get("recurrent", 0))
 
     def initial_hidden(self, batch: int, device: torch.device | str) -> dict[str, Tensor]:
