@@ -255,8 +255,9 @@ def psi_of(run_dir: Path, sizes: dict[str, list[str]]) -> dict[str, np.ndarray]:
 
 
 def psi_figure(runs: list[Path], sizes: dict[str, list[str]], path: Path) -> dict[str, list[list[float]]]:
-    """Bar chart of ``softmax(psi(t))`` per task size: the mean over the runs (one per seed), each run's
-    value a dot; returns the per-run distributions (label -> runs x K) for the report."""
+    """Bar charts of ``softmax(psi(t))`` per task size, one panel per run (seed): a skill's index is
+    arbitrary and differs between seeds, so the seeds are not averaged. Returns the per-run
+    distributions (label -> runs x K) for the report."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -265,18 +266,16 @@ def psi_figure(runs: list[Path], sizes: dict[str, list[str]], path: Path) -> dic
     per_run = [psi_of(r, sizes) for r in runs]
     labels = list(sizes)
     K = len(per_run[0][labels[0]])
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, axes = plt.subplots(1, len(per_run), figsize=(4.5 * len(per_run), 3.5), sharey=True, squeeze=False)
     width = 0.8 / len(labels)
-    for i, label in enumerate(labels):
-        p = np.stack([r[label] for r in per_run])  # (runs, K)
-        x = np.arange(K) + i * width
-        ax.bar(x, p.mean(0), width, label=label)
-        if len(per_run) > 1:
-            ax.plot(np.repeat(x, len(per_run)), p.T.reshape(-1), "k.", markersize=3)
-    ax.set_xticks(np.arange(K) + 0.4 - width / 2, [f"z={k}" for k in range(K)])
-    ax.set_ylabel("psi(t): probability")
-    ax.set_title(f"skill distributions per task (mean of {len(per_run)} seed{'s' if len(per_run) > 1 else ''}; dots: seeds)")
-    ax.legend(fontsize=7, ncol=3)
+    for ax, run, probs in zip(axes[0], runs, per_run):
+        for i, label in enumerate(labels):
+            ax.bar(np.arange(K) + i * width, probs[label], width, label=label)
+        ax.set_xticks(np.arange(K) + 0.4 - width / 2, [f"z={k}" for k in range(K)])
+        ax.set_title(run.parent.parent.name if run.parent.parent.name.startswith("s") else run.parent.name, fontsize=9)
+    axes[0][0].set_ylabel("psi(t): probability")
+    axes[0][-1].legend(fontsize=7, ncol=2)
+    fig.suptitle("skill distributions per task (one panel per seed; skill indices are arbitrary per seed)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
