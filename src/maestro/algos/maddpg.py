@@ -788,6 +788,15 @@ def update(cfg: Config, policy: Policy, nets: Nets, opts: dict[str, torch.optim.
 
 
 # ====================================================================== the learner
+def anneal_optimisers(cfg: Config, opts: dict[str, torch.optim.Optimizer], progress: float) -> dict[str, float]:
+    """Set each optimiser of ``opts`` (keys ``actor``, ``critic``, ``infer``) to its initial learning
+    rate times ``linear(1, lr_end_factor, progress)`` (``progress``: the fraction of the budget spent);
+    returns ``{"train/lr/<net>": rate}``. Single-process MADDPG and every distributed worker use it."""
+    base = {"actor": cfg.actor_lr, "critic": cfg.critic_lr, "infer": cfg.inference_lr}
+    factor = linear(1.0, cfg.lr_end_factor, progress)
+    return {f"train/lr/{k}": set_learning_rates(o, [base[k]], factor)[0] for k, o in opts.items()}
+
+
 class Learner:
     """MADDPG's training state on one batched env, and its loop body (collect, store, update).
 
@@ -842,11 +851,8 @@ class Learner:
         self._n_updates = 0
 
     def anneal(self, progress: float) -> dict[str, float]:
-        """Set every optimiser's learning rate to its initial one times ``linear(1, lr_end_factor,
-        progress)`` (``progress``: the fraction of the budget spent); returns ``{"train/lr/<net>": rate}``."""
-        base = {"actor": self.cfg.actor_lr, "critic": self.cfg.critic_lr, "infer": self.cfg.inference_lr}
-        factor = linear(1.0, self.cfg.lr_end_factor, progress)
-        return {f"train/lr/{k}": set_learning_rates(o, [base[k]], factor)[0] for k, o in self.opts.items()}
+        """``anneal_optimisers`` on this learner's optimisers."""
+        return anneal_optimisers(self.cfg, self.opts, progress)
 
     def collect_step(self) -> None:
         """One vectorised env step of all ``B`` copies with exploration, stored in the replay buffer."""

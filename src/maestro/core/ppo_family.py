@@ -60,7 +60,7 @@ from maestro.nn.heads import (
     unit_to_box,
 )
 from maestro.nn.mlp import MLP
-from maestro.nn.recurrent import GRUNet
+from maestro.nn.recurrent import GRUNet, reset_hidden
 from maestro.nn.running_norm import RunningNorm
 from maestro.nn.stem_backbone_head import StemBackboneHead
 from maestro.registry import Smoke
@@ -220,8 +220,7 @@ class Policy(nn.Module):
         actors return ``hidden`` as it is."""
         if not self.recurrent or hidden is None:
             return hidden
-        keep = (~done).to(next(iter(hidden.values())).dtype)[:, None, None]
-        return {g: h * keep for g, h in hidden.items()}
+        return reset_hidden(hidden, ~done)
 
     # ---------------------------------------------------------------- forward pieces
     def actor_input(self, g: str, obs: Tensor) -> Tensor:

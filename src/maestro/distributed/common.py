@@ -111,3 +111,12 @@ def lr_progress(cfg: Any, run: Any) -> float | None:
     or ``None`` when the rates stay constant (``lr_end_factor`` 1). Called at the start of an
     iteration, as ``train_maddpg`` anneals: every mode anneals on the env steps of all its workers."""
     return None if getattr(cfg, "lr_end_factor", 1.0) == 1.0 else run.env_steps / run.cfg.env_steps
+
+
+def anneal_workers(pool: Any, cfg: Any, run: Any) -> dict[str, float]:
+    """Every live worker of ``pool`` sets its rates for this iteration (its ``anneal(progress)``, the
+    same on all); returns the first live worker's ``{"train/lr/<net>": rate}`` ({} with constant rates)."""
+    progress = lr_progress(cfg, run)
+    if progress is None:
+        return {}
+    return next((r for r in pool.call("anneal", (progress,)) if r is not None), {})

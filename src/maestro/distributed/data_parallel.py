@@ -65,7 +65,7 @@ from torch import Tensor
 
 from maestro.algos import maddpg as M
 from maestro.core.schedules import off_policy_updates
-from maestro.distributed.common import DistributedConfig, apply_grads, combine_stats, lr_progress, make_learner, tree_mean
+from maestro.distributed.common import DistributedConfig, anneal_workers, apply_grads, combine_stats, make_learner, tree_mean
 from maestro.distributed import gloo
 from maestro.distributed.genetic import worker_logging
 from maestro.distributed.gloo import GroupBroken
@@ -445,8 +445,7 @@ def train_data_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: boo
         for k in timing:
             timing[k] = 0 if k == "updates" else 0.0
         losses.update(critic=0.0, actor=0.0)
-        progress = lr_progress(cfg, run)
-        lrs = next((r for r in pool.call("anneal", (progress,)) if r is not None), {}) if progress is not None else {}
+        lrs = anneal_workers(pool, cfg, run)
         if allreduce:  # one call per iteration; the replicas interleave collects and updates by chunks
             iteration_allreduce(T_iter, results)
         else:

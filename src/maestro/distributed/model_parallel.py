@@ -69,11 +69,11 @@ from maestro.core.checkpoint import tree_to_device
 from maestro.core.episodes import EpisodeStats
 from maestro.core.replay import ReplayBuffer
 from maestro.core.run import env_restore, env_snapshot
-from maestro.core.schedules import linear, off_policy_updates, set_learning_rates
+from maestro.core.schedules import off_policy_updates
 from maestro.core.seeding import make_generator, seed_everything
 from maestro.spec import GroupLayout, group_layout
 from maestro.distributed import gloo
-from maestro.distributed.common import DistributedConfig, combine_stats, lr_progress, make_learner, make_worker_env
+from maestro.distributed.common import DistributedConfig, anneal_workers, combine_stats, make_learner, make_worker_env
 from maestro.distributed.genetic import LazyPolicy, worker_logging
 from maestro.distributed.ray_utils import WorkerPool, actor_options, first_live, require_ray
 from maestro.nn.gumbel import gumbel_softmax, one_hot_sample
@@ -347,11 +347,8 @@ class AgentWorker:
         return self._learn(d, a_next), comm
 
     def anneal(self, progress: float) -> dict[str, float]:
-        """Set the block's learning rates to the initial ones times ``linear(1, lr_end_factor, progress)``
-        (as ``maddpg.Learner.anneal``); returns ``{"train/lr/<net>": rate}``."""
-        factor = linear(1.0, self.cfg.lr_end_factor, progress)
-        base = {"actor": self.cfg.actor_lr, "critic": self.cfg.critic_lr}
-        return {f"train/lr/{k}": set_learning_rates(o, [base[k]], factor)[0] for k, o in self.opts.items()}
+        """``maddpg.anneal_optimisers`` on the block's optimisers."""
+        return M.anneal_optimisers(self.cfg, self.opts, progress)
 
     def actor_state(self) -> dict[str, torch.Tensor]:
         """The block's actors, ``{"<group>.<param>": (m_g, ...)}`` (keys of ``Policy.actors``)."""
@@ -623,8 +620,7 @@ def train_model_parallel(dcfg: DistributedConfig, cfg: M.Config, centralised: bo
     while not run.finished:
         for k in timing:
             timing[k] = 0 if k == "updates" else 0.0
-        progress = lr_progress(cfg, run)
-        lrs = next((r for r in pool.call("anneal", (progress,)) if r is not None), {}) if progress is not None else {}
+        lrs = anneal_workers(pool, cfg, run)
         if allreduce:
             got = iteration_allreduce()
             if got is None:
