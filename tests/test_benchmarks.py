@@ -142,7 +142,8 @@ def test_multitask_benchmark_resumes_its_cells_and_reports_the_finished_ones(tmp
     ]
     assert mt.run_of(out, cells[0], 0) == first  # resumed in place, not started again
     ft = mt.run_of(out, cells[3], 0)
-    assert f"init_from: {first}" in (ft / "config.yaml").read_text()  # the fine-tune starts from the finished run
+    ft_cfg = (ft / "config.yaml").read_text()
+    assert f"init_from: {first}" in ft_cfg and "  lr: 0.0001\n" in ft_cfg and "  critic_lr: 0.001\n" in ft_cfg  # from the finished run, its policies at a tenth of the rate
     report = (out / "report.md").read_text()
     assert "| multitask (full) | 1 |" in report and "| multitask (full), fine-tuned | 1 |" in report
     # the scale: random play and the scripted heuristic on every size (the heuristic far above random)

@@ -17,6 +17,7 @@ from maestro.algos import multitask as mt
 from maestro.algos.check import check_algo
 from maestro.cli import main
 from maestro.config import build_config
+from maestro.core.checkpoint import newest_checkpoint
 from maestro.core.evaluate import evaluate
 from maestro.core.run import Run, RunConfig
 from maestro.nn.relation import RelationalHead, RelationNet, TaskDecoder, TaskEncoder, mi_reward, reconstruction_loss
@@ -277,6 +278,38 @@ def test_cli_zero_shot_eval_on_unseen_sizes_and_fine_tune(tmp_path, capsys):
     assert not torch.equal(src.state_dict()["actors.agent.out.net.2.weight"], tuned.state_dict()["actors.agent.out.net.2.weight"])
     bad = ["--set", "algo_config.hidden=8", "--set", f"algo_config.init_from={run_dir}"]
     assert main(["train", "multitask/spread_finetune6", *base, *tiny, *bad, "--no-progress"]) != 0
+
+    # init_optimisers: the source's Adam moments carry over, this config's learning rates stay
+    ft_args = [*base, *tiny, "--set", f"algo_config.init_from={run_dir}", "--set", "algo_config.warmup_steps=8", "--set", "algo_config.init_optimisers=true", "--no-progress"]
+    assert main(["train", "multitask/spread_finetune6", *ft_args, "--set", "algo_config.lr=3e-4", "--set", "name=ft_opt"]) == 0
+    src_state = newest_checkpoint(run_dir)["state"]
+    ft_state = newest_checkpoint(next(tmp_path.glob("ft_opt/*")))["state"]
+    for k in ("actor", "critic", "relation"):
+        src_steps = float(src_state["opts"][k]["state"][0]["step"])
+        assert float(ft_state["opts"][k]["state"][0]["step"]) > src_steps > 0, k
+    assert ft_state["opts"]["actor"]["param_groups"][0]["lr"] == 3e-4 and ft_state["opts"]["critic"]["param_groups"][0]["lr"] == 1e-3
+    capsys.readouterr()
+    no_relation_step = ["--set", "algo_config.mi_reward=false", "--set", "algo_config.autoencoder=false"]
+    assert main(["train", "multitask/spread_finetune6", *ft_args, *no_relation_step]) != 0
+    assert "optimiser states for actor, critic, relation, this run needs actor, critic" in capsys.readouterr().err
+
+
+def test_actor_delay_trains_the_critic_alone_until_its_env_step():
+    learner = _learner(actor_delay_steps=100)  # 64 env steps collected, warm-up 1
+    nets = {"critic": learner.nets.critic, "actors": learner.policy.actors, "relation": learner.policy.relation, "encoder": learner.policy.encoder}
+    before = {k: [p.detach().clone() for p in m.parameters()] for k, m in nets.items()}
+
+    def moved():
+        return {k: any(not torch.equal(a, b) for a, b in zip(before[k], m.parameters())) for k, m in nets.items()}
+
+    learner.maybe_update(16)
+    assert learner.counters["rounds"] > 0 and moved() == {"critic": True, "actors": False, "relation": False, "encoder": False}
+    for _ in range(3):  # past warm-up + delay (101 env steps): everything learns
+        learner.collect()
+    learner.maybe_update(48)
+    assert learner.counters["env_steps"] >= 101 and all(moved().values())
+    with pytest.raises(ValueError, match="init_optimisers needs init_from"):
+        build_config(mt.Config, {"init_optimisers": True})
 
 
 def test_the_critic_reads_each_other_agents_action_on_its_token():

@@ -200,6 +200,14 @@ class Config:
     """Vectorised steps of every task per logged iteration (0: one episode of the env handed in)."""
     init_from: str = ""
     """Start from the networks of this multitask run directory or checkpoint (fine-tuning); "" starts afresh."""
+    init_optimisers: bool = False
+    """With ``init_from``: also start from that run's Adam moments (the learning rates stay this
+    config's), so the first steps on the new task are sized as the last ones of the source were;
+    False: fresh optimisers, whose first Adam steps move every parameter by about its learning rate."""
+    actor_delay_steps: int = 0
+    """Env steps after ``warmup_steps`` during which only the critic learns (the policies, relation
+    net and task encoder stay as they are): lets a fine-tune's critic fit the new task before its
+    advantages move the policy (docs/multitask.md, "The fine-tune")."""
     checkpoint_replay: bool = True
     """Save the replay buffers in checkpoints (a resumed run then continues exactly; costs disk)."""
 
@@ -212,9 +220,11 @@ class Config:
         for name in ("n_skills", "mi_samples", "hidden", "heads", "key_dim", "value_dim", "task_hidden", "buffer_size", "batch_size", "update_every", "round_updates"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "iteration_steps"):
+        for name in ("warmup_steps", "iteration_steps", "actor_delay_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.init_optimisers and not self.init_from:
+            raise ValueError("init_optimisers needs init_from (the run whose optimiser states to start from)")
         if not 0.0 <= self.gamma <= 1.0 or not 0.0 < self.tau <= 1.0:
             raise ValueError(f"gamma must lie in [0, 1] and tau in (0, 1], got {self.gamma}, {self.tau}")
         for name in ("lr", "critic_lr", "relation_lr", "gumbel_temperature"):
@@ -575,8 +585,7 @@ class Learner:
             self.policy.bind(t)  # a task of another family fails here, naming the difference
         self.policy.bind(env)
         self.nets = Nets(self.policy).to(self.device)
-        if cfg.init_from:
-            self._init_from(cfg.init_from)
+        source_opts = self._init_from(cfg.init_from) if cfg.init_from else None
         self.slices = [group_slices(t) for t in self.envs]
         self.descs = torch.stack([task_vector(t, self.device) for t in self.envs])
         self.opts: dict[str, torch.optim.Optimizer] = {
@@ -586,6 +595,8 @@ class Learner:
         if (cfg.skills and (cfg.mi_reward or cfg.autoencoder)) or cfg.rl_relations:
             params = list(self.policy.relation.parameters()) + list(self.policy.encoder.parameters()) + list(self.nets.decoder.parameters())
             self.opts["relation"] = torch.optim.Adam(params, lr=cfg.relation_lr)
+        if cfg.init_optimisers:
+            self._init_optimisers(cfg.init_from, source_opts)
         self.bufs = [ReplayBuffer(capacity, replay_fields(t), self.device) for t in self.envs]
         self.generator = make_generator(seed + 7919, self.device)
         self.counters: dict[str, Any] = {"since_round": 0, "credit": 0.0, "updates": 0, "rounds": 0, "env_steps": 0}
@@ -597,8 +608,9 @@ class Learner:
         self._loss_sum: dict[str, Tensor] = {}
         self._n: dict[str, int] = {}
 
-    def _init_from(self, path: str) -> None:
-        """Load another multitask run's policy and trainer networks (same architecture)."""
+    def _init_from(self, path: str) -> dict[str, Any] | None:
+        """Load another multitask run's policy and trainer networks (same architecture); returns its
+        optimiser states (None when the checkpoint has none)."""
         state = newest_checkpoint(path, self.device, "multitask init_from")
         state = state.get("state", state)
         src = state["policy"]
@@ -614,6 +626,18 @@ class Learner:
             self.nets.load_state_dict(state["nets"])
         else:
             self.nets.target_actors.load_state_dict(self.policy.actors.state_dict())
+        return state.get("opts")
+
+    def _init_optimisers(self, path: str, source: dict[str, Any] | None) -> None:
+        """Start every optimiser from the source run's state (``init_optimisers``), keeping this config's learning rates."""
+        if source is None or set(source) != set(self.opts):
+            have = "none" if source is None else ", ".join(sorted(source))
+            raise ConfigError(f"multitask init_optimisers: {path} has optimiser states for {have}, this run needs {', '.join(sorted(self.opts))} (same ablation switches)")
+        for k, opt in self.opts.items():
+            lrs = [g["lr"] for g in opt.param_groups]
+            opt.load_state_dict(source[k])
+            for g, lr in zip(opt.param_groups, lrs):
+                g["lr"] = lr
 
     def collect(self) -> None:
         """One vectorised step of every task's ``B`` copies, stored in its buffer; new skills for finished copies."""
@@ -645,9 +669,10 @@ class Learner:
         due, c["since_round"], c["credit"] = off_policy_updates(c["since_round"], c["credit"], new_steps, min(len(b) for b in self.bufs) * len(self.bufs), cfg.update_every, cfg.warmup_steps, 1.0 / cfg.update_every)
         if not due:
             return
+        actors = cfg.actor_delay_steps == 0 or c["env_steps"] >= cfg.warmup_steps + cfg.actor_delay_steps
         for _ in range(due * cfg.round_updates):
-            self._step_policy_critic()
-        if cfg.skills and (cfg.mi_reward or cfg.autoencoder):
+            self._step_policy_critic(actors)
+        if actors and cfg.skills and (cfg.mi_reward or cfg.autoencoder):
             self._step_relation()
         soft_update(self.nets.target_critic, self.nets.critic, cfg.tau)
         soft_update(self.nets.target_actors, self.policy.actors, cfg.tau)
@@ -658,19 +683,22 @@ class Learner:
             self._loss_sum[k] = self._loss_sum.get(k, 0.0) + v.detach()
             self._n[k] = self._n.get(k, 0) + 1
 
-    def _step_policy_critic(self) -> None:
+    def _step_policy_critic(self, actors: bool = True) -> None:
+        """One step of the critic and (``actors``) the policies (and the relation net with ``rl_relations``)."""
         cfg = self.cfg
         c_loss = p_loss = q_mean = torch.zeros((), device=self.device)
         for env, buf, sl in zip(self.envs, self.bufs, self.slices):
             d = sample_batch(env, buf, cfg.batch_size, self.generator)
             c, p, q = td_and_policy_losses(cfg, self.policy, self.nets, sl, d, self.generator)
             c_loss, p_loss, q_mean = c_loss + c, p_loss + p, q_mean + q
-        groups = [("critic", list(self.nets.critic.parameters())), ("actor", list(self.policy.actors.parameters()))]
-        if cfg.rl_relations:
-            groups.append(("relation", list(self.policy.relation.parameters())))
+        groups = [("critic", list(self.nets.critic.parameters()))]
+        if actors:
+            groups.append(("actor", list(self.policy.actors.parameters())))
+            if cfg.rl_relations:
+                groups.append(("relation", list(self.policy.relation.parameters())))
         for name, _ in groups:
             self.opts[name].zero_grad(set_to_none=True)
-        (c_loss + p_loss).backward()  # the critic's parameters get the critic loss, the actors' the policy loss (Q is detached there)
+        (c_loss + p_loss if actors else c_loss).backward()  # the critic's parameters get the critic loss, the actors' the policy loss (Q is detached there)
         for name, params in groups:
             if cfg.max_grad_norm > 0:
                 nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
