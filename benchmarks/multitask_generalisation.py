@@ -376,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     # the same comparisons paired by seed (a run and its baseline share their seed): mean difference ± 95% CI
     pairs = [(f"multitask (full) - {r}", "multitask (full)", r, held) for r in base_rows]
     pairs += [(f"multitask (full), fine-tuned - {r}", "multitask (full), fine-tuned", r, held) for r in base_rows]
+    pairs.append(("the fine-tune's gain: fine-tuned - zero-shot", "multitask (full), fine-tuned", "multitask (full)", held))
     single = f"multitask, {largest} alone"
     pairs.append((f"joint training - {single} (the notes' motivation)", "multitask (full)", single, largest))
     for ab in ABLATIONS:

@@ -156,6 +156,8 @@ def test_multitask_benchmark_resumes_its_cells_and_reports_the_finished_ones(tmp
     joint = res["multitask (full)"]["N=5"]["0"] - res["multitask, N=5 alone"]["N=5"]["0"]
     assert f"- joint training - multitask, N=5 alone (the notes' motivation), at N=5: {joint:.2f} (per seed s0 {joint:+.2f})" in report
     assert "- multitask (full) - mappo, N=6 alone, at N=6:" in report
+    gain = res["multitask (full), fine-tuned"]["N=6"]["0"] - res["multitask (full)"]["N=6"]["0"]
+    assert f"- the fine-tune's gain: fine-tuned - zero-shot, at N=6: {gain:.2f} (per seed s0 {gain:+.2f})" in report
     assert len(json.loads((out / "results.json").read_text())["psi"]["N=6"]) == 1  # one run's psi(t) per size
     # a second call trains nothing and writes the same table
     assert mt.main([*args, "--out", str(out)]) == 0
