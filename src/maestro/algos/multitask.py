@@ -105,7 +105,7 @@ from maestro.core.checkpoint import newest_checkpoint, read_policy_state, save_p
 from maestro.core.episodes import EpisodeStats
 from maestro.core.replay import ReplayBuffer
 from maestro.core.run import Run, env_restore, env_snapshot
-from maestro.core.schedules import off_policy_updates
+from maestro.core.schedules import off_policy_updates, set_learning_rates
 from maestro.core.seeding import make_generator
 from maestro.envs.api import BatchedEnv
 from maestro.nn.gumbel import gumbel_softmax
@@ -635,9 +635,8 @@ class Learner:
             raise ConfigError(f"multitask init_optimisers: {path} has optimiser states for {have}, this run needs {', '.join(sorted(self.opts))} (same ablation switches)")
         for k, opt in self.opts.items():
             lrs = [g["lr"] for g in opt.param_groups]
-            opt.load_state_dict(source[k])
-            for g, lr in zip(opt.param_groups, lrs):
-                g["lr"] = lr
+            opt.load_state_dict(source[k])  # brings the source's rates too
+            set_learning_rates(opt, lrs, 1.0)
 
     def collect(self) -> None:
         """One vectorised step of every task's ``B`` copies, stored in its buffer; new skills for finished copies."""
