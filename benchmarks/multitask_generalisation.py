@@ -215,12 +215,15 @@ def restore_archived(out: Path, archive: Path, cells: list[Cell], seeds: list[in
 
 
 def wall_clock(out: Path) -> dict[tuple[str, int], float]:
-    """Seconds spent on each (cell, seed), summed over its sittings."""
+    """Seconds spent on each (cell, seed), summed over the sittings of its run: a sitting from env step
+    0 starts the run again (a stopped cell is not archived, so on another machine it restarts), and
+    the sittings before it are not counted."""
     total: dict[tuple[str, int], float] = {}
     path = out / "cells.jsonl"
     for line in path.read_text().splitlines() if path.exists() else []:
         r = json.loads(line)
-        total[(r["cell"], r["seed"])] = total.get((r["cell"], r["seed"]), 0.0) + r["wall_s"]
+        key = (r["cell"], r["seed"])
+        total[key] = (0.0 if r["from"] == 0 else total.get(key, 0.0)) + r["wall_s"]
     return total
 
 

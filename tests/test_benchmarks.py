@@ -177,6 +177,15 @@ def test_multitask_benchmark_resumes_its_cells_and_reports_the_finished_ones(tmp
     assert (fresh / "report.md").read_text() == report
 
 
+def test_multitask_wall_clock_sums_the_sittings_of_one_run(tmp_path):
+    """Sittings add up; a sitting from env step 0 (a stopped cell restarted on another machine) starts the sum again."""
+    mt = _load("multitask_generalisation")
+    rows = [("a", 0, 0, 100, 10.0), ("a", 0, 100, 300, 20.0), ("b", 0, 0, 50, 5.0), ("b", 0, 0, 80, 7.0), ("b", 0, 80, 300, 11.0), ("a", 1, 0, 300, 4.0)]
+    (tmp_path / "cells.jsonl").write_text("".join(json.dumps({"cell": c, "seed": s, "from": f, "to": t, "wall_s": w, "stopped": t < 300}) + "\n" for c, s, f, t, w in rows))
+    assert mt.wall_clock(tmp_path) == {("a", 0): 30.0, ("b", 0): 18.0, ("a", 1): 4.0}
+    assert mt.wall_clock(tmp_path / "missing") == {}
+
+
 def test_recipe_grid_archives_finished_cells_and_skips_them_on_a_new_machine(tmp_path, monkeypatch):
     """A cell finished on one machine is archived (config, metrics, eval; no checkpoints) and is not
     trained again by a grid that starts with an empty ``--out`` beside the archive; a cell stopped
