@@ -5,7 +5,9 @@ final values beside the paper's): one command for a paper's table or figure.
 Re-running the same command picks up where it stopped: a cell whose run finished is skipped, a cell
 with an unfinished run is resumed from its newest valid checkpoint (``maestro train --resume``), a
 missing cell is started. So a long grid can be filled over several sittings, in the background at
-low priority, and by two processes at once given different ``--seeds``::
+low priority, and by two processes at once (the same command twice, e.g. one per core): a grid holds a
+lock on the cell it trains (``<out>/<recipe basename>/s<seed>.lock``), and another grid passes over a
+held cell to the next one::
 
     # Guo & Duan (papers/000) Table 1 and Figure 5; Table 2 with master_slave/humanoid_*
     nice -n 19 python benchmarks/recipe_grid.py --recipes 'master_slave/walker2d_*' --seeds 0 1 2 --out bench/master_slave
@@ -39,6 +41,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from maestro.core.checkpoint import checkpointed_env_steps, latest_valid
 from maestro.recipes import list_recipes, newest_run, parse_yaml
@@ -124,6 +128,44 @@ def _stop(signum: int, frame: object) -> None:
         child.send_signal(signum)
 
 
+def train_cell(args: argparse.Namespace, known: dict[str, Path], recipe: str, seed: int, cell: Path) -> None:
+    """Bring one cell (``recipe`` x ``seed`` under ``cell``) to its budget: skip it if finished (here or in the
+    archive), resume it from its newest checkpoint (or the archive's), or start it; log the sitting, archive
+    the run, and exit the grid if training stopped early."""
+    archived = None if args.archive is None else newest_run(args.archive / cell.relative_to(args.out))
+    if archived is not None and not (archived / "checkpoints").exists():
+        return  # finished on this machine or an earlier one
+    run_dir = newest_run(cell)
+    steps = None if run_dir is None else checkpointed_env_steps(run_dir)
+    if archived is not None and (steps or 0) < (checkpointed_env_steps(archived) or 0):
+        run_dir = restore_run(archived, args.archive, args.out)  # started on another machine
+        steps = checkpointed_env_steps(run_dir)
+    if steps is not None and steps >= int(read_field(run_dir / "config.yaml", "run", "env_steps")):
+        if args.archive is not None:
+            archive_run(run_dir, args.out, args.archive)
+        return  # finished
+    if steps is None:
+        run_dir = None  # stopped before its first checkpoint: start the cell again
+    t0 = time.time()
+    if run_dir is None:
+        extra = args.set if args.set_only_algo in (None, read_field(known[recipe], "algo")) else []
+        code = maestro("train", recipe, f"--set=seed={seed}", *(f"--set={s}" for s in extra), "--out", str(cell), "--no-progress")
+    else:
+        code = maestro("train", "--resume", str(run_dir), "--no-progress")
+    row = json.dumps({"recipe": recipe, "seed": seed, "resumed": run_dir is not None, "exit": code, "wall_s": round(time.time() - t0, 1)}) + "\n"
+    for log in [args.out] + ([args.archive] if args.archive is not None else []):
+        with open(log / "cells.jsonl", "a") as f:
+            f.write(row)
+    latest = newest_run(cell)
+    if args.archive is not None and latest is not None:
+        if code == 0:  # the budget was reached: the cell is finished
+            archive_run(latest, args.out, args.archive)
+        elif checkpointed_env_steps(latest) is not None:
+            archive_run(latest, args.out, args.archive, checkpoint=True)
+    if code != 0 or _stopping:
+        sys.exit(f"{recipe} seed {seed} stopped (exit code {code}); re-run this command to resume it")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--recipes", nargs="+", required=True, help="recipe names or shell patterns over `maestro list` (e.g. 'master_slave/walker2d_*')")
@@ -147,38 +189,12 @@ def main() -> None:
         for seed in args.seeds:  # seed-major: every recipe gets seed 0 before any gets seed 1
             for recipe in dict.fromkeys(recipes):
                 cell = args.out / recipe.split("/")[-1] / f"s{seed}"
-                archived = None if args.archive is None else newest_run(args.archive / cell.relative_to(args.out))
-                if archived is not None and not (archived / "checkpoints").exists():
-                    continue  # finished on this machine or an earlier one
-                run_dir = newest_run(cell)
-                steps = None if run_dir is None else checkpointed_env_steps(run_dir)
-                if archived is not None and (steps or 0) < (checkpointed_env_steps(archived) or 0):
-                    run_dir = restore_run(archived, args.archive, args.out)  # started on another machine
-                    steps = checkpointed_env_steps(run_dir)
-                if steps is not None and steps >= int(read_field(run_dir / "config.yaml", "run", "env_steps")):
-                    if args.archive is not None:
-                        archive_run(run_dir, args.out, args.archive)
-                    continue  # finished
-                if steps is None:
-                    run_dir = None  # stopped before its first checkpoint: start the cell again
-                t0 = time.time()
-                if run_dir is None:
-                    extra = args.set if args.set_only_algo in (None, read_field(known[recipe], "algo")) else []
-                    code = maestro("train", recipe, f"--set=seed={seed}", *(f"--set={s}" for s in extra), "--out", str(cell), "--no-progress")
-                else:
-                    code = maestro("train", "--resume", str(run_dir), "--no-progress")
-                row = json.dumps({"recipe": recipe, "seed": seed, "resumed": run_dir is not None, "exit": code, "wall_s": round(time.time() - t0, 1)}) + "\n"
-                for log in [args.out] + ([args.archive] if args.archive is not None else []):
-                    with open(log / "cells.jsonl", "a") as f:
-                        f.write(row)
-                latest = newest_run(cell)
-                if args.archive is not None and latest is not None:
-                    if code == 0:  # the budget was reached: the cell is finished
-                        archive_run(latest, args.out, args.archive)
-                    elif checkpointed_env_steps(latest) is not None:
-                        archive_run(latest, args.out, args.archive, checkpoint=True)
-                if code != 0 or _stopping:
-                    sys.exit(f"{recipe} seed {seed} stopped (exit code {code}); re-run this command to resume it")
+                cell.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    with FileLock(cell.with_name(cell.name + ".lock"), timeout=0):
+                        train_cell(args, known, recipe, seed, cell)
+                except Timeout:
+                    print(f"{recipe} seed {seed} is held by another grid; passed over", file=sys.stderr)
     root = args.out if args.archive is None else args.archive
     maestro("report", *[str(root / r.split("/")[-1]) for r in dict.fromkeys(recipes) if (root / r.split("/")[-1]).exists()], "--out", str(args.out / "report"))
 

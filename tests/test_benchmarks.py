@@ -248,6 +248,36 @@ def test_recipe_grid_archives_finished_cells_and_skips_them_on_a_new_machine(tmp
     assert [c[0] for c in calls] == ["report"]
 
 
+def test_recipe_grid_passes_over_a_cell_another_grid_holds(tmp_path, monkeypatch, capsys):
+    """Two grids on the same ``--out`` (the same command twice, one per core) never train one cell at
+    once: a cell whose lock another process holds is passed over, the next cell trained, and the lock of
+    a cell this grid trained is free again afterwards."""
+    from filelock import FileLock, Timeout
+
+    grid = _load("recipe_grid")
+    trained = []
+
+    def fake_maestro(*args):
+        if args[0] == "train":
+            seed = next(a for a in args if a.startswith("--set=seed="))
+            trained.append(seed)
+            with pytest.raises(Timeout):  # held while it trains
+                FileLock(str(tmp_path / "out" / "combat_commnet" / f"s{seed[-1]}.lock"), timeout=0).acquire()
+        return 0
+
+    monkeypatch.setattr(grid, "maestro", fake_maestro)
+    monkeypatch.setattr(sys, "argv", ["recipe_grid.py", "--recipes", "ms_marl/combat_commnet", "--seeds", "0", "1", "--out", str(tmp_path / "out")])
+    (tmp_path / "out" / "combat_commnet").mkdir(parents=True)
+    other = FileLock(str(tmp_path / "out" / "combat_commnet" / "s0.lock"))
+    with other:  # another grid is training seed 0
+        grid.main()
+    assert trained == ["--set=seed=1"]
+    assert "ms_marl/combat_commnet seed 0 is held by another grid; passed over" in capsys.readouterr().err
+    trained.clear()
+    grid.main()  # seed 0 free again (and seed 1 has no checkpoint in this fake, so it is started again)
+    assert trained == ["--set=seed=0", "--set=seed=1"]
+
+
 def test_ppo_peer_combines_rounds_of_several_sittings(tmp_path, capsys):
     peer = _load("mujoco_ppo_peer")
     row = lambda r, who, wall, test: {"round": r, "learner": who, "wall_s": wall, "steps_per_s": 1e6 / wall, "train_return_last20": test - 100, "test_return": test}
