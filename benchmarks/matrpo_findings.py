@@ -5,6 +5,11 @@ or pending, with the numbers it rests on.
         benchmarks/results/matrpo_fig2
     python benchmarks/matrpo_findings.py RUNS... --out findings.md
 
+Below the findings, a table per panel of the learning curves at marks (``--marks``, fractions of the
+budget: 250k, 500k, 1M, 2M, 2.5M and 5M of the recipes' 5M), each the mean of the iterations in the
+``--window`` (2 % of the budget: the 10 iterations, 100k env steps, ending at the mark) as mean ± 95 %
+interval over the finished seeds, and each seed's final value: the tables docs/matrpo.md shows.
+
 The runs are found below the given paths (``maestro report``'s rule: directories holding a
 ``config.yaml``) and grouped by panel and algorithm from their recipe names
 (``matrpo_<task>_<algo>``, the shipped ``recipes/matrpo/``). Each run's value is its
@@ -42,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from maestro.core.evaluate import mean_ci95
-from maestro.reports import FINAL_TRAIN_FRACTION, RunData, find_runs, load_run, unfinished
+from maestro.reports import FINAL_TRAIN_FRACTION, RunData, find_runs, load_run, short_steps, unfinished
 
 METRIC = "train/team_return"
 PANELS = {  # task key in the recipe names -> the panel of Fig. 2
@@ -78,8 +83,16 @@ class Interval:
     def high(self) -> float:
         return self.mean + self.ci
 
+    def bare(self) -> str:
+        """``mean ± half-width`` (one value: the value alone; ``–`` when a seed has no value)."""
+        if not np.all(np.isfinite(self.values)):
+            return "–"
+        if len(self.values) == 1:
+            return f"{self.values[0]:.{self.digits}f}"
+        return f"{self.mean:.{self.digits}f} ± {self.ci:.{self.digits}f}"
+
     def __str__(self) -> str:
-        return f"{self.mean:.{self.digits}f} ± {self.ci:.{self.digits}f} ({len(self.values)} seeds)"
+        return f"{self.bare()} ({len(self.values)} seeds)"
 
 
 def final_team_return(run: RunData) -> float:
@@ -96,6 +109,37 @@ def late_drop(run: RunData) -> float:
     index = np.clip(np.searchsorted(edges, x, side="left") - 1, 0, len(edges) - 2)
     means = [y[index == k].mean() for k in range(len(edges) - 1) if np.any(index == k)]
     return float(max(means) - means[-1])
+
+
+def window_mean(run: RunData, end: float, width: float) -> float:
+    """Mean ``train/team_return`` of the rows with ``end - width < env_steps <= end`` (NaN when none)."""
+    x, y = run.series(METRIC)
+    inside = (x > end - width) & (x <= end)
+    return float(y[inside].mean()) if inside.any() else float("nan")
+
+
+def curve_tables(runs: dict[str, dict[str, list[RunData]]], marks: list[float], window: float) -> list[str]:
+    """Markdown lines: per panel with finished runs, a row per algorithm, a column per mark (fractions of
+    the runs' budget; the mean of the ``window`` of the budget ending there, mean ± 95 % interval over
+    seeds) and the per-seed final values (``final_team_return``, seeds in order)."""
+    lines: list[str] = []
+    for task, panel in PANELS.items():
+        by = runs.get(task, {})
+        if not by:
+            continue
+        budget = max(float(r.config["run"]["env_steps"]) for rs in by.values() for r in rs)
+        lines += ["", f"{panel}: team return, mean of the {short_steps(window * budget)} env steps ending at each mark, 95 % interval over seeds; final: last {FINAL_TRAIN_FRACTION:.0%} of the run, per seed", ""]
+        lines += ["| algorithm | " + " | ".join(short_steps(f * budget) for f in marks) + " | final (per seed) |", "|---|" + "---:|" * (len(marks) + 1)]
+        for algo in ALGOS:
+            rs = sorted(by.get(algo, []), key=lambda r: int(r.config.get("seed", 0)))
+            if not rs:
+                continue
+            cells = [Interval([window_mean(r, f * budget, window * budget) for r in rs]).bare() for f in marks]
+            finals = [final_team_return(r) for r in rs]
+            seeds = ", ".join(f"s{r.config.get('seed', '?')} {v:.1f}" for r, v in zip(rs, finals))
+            cells.append(f"{Interval(finals)}: {seeds}" if len(rs) >= 2 else seeds)
+            lines.append(f"| `{algo}` | " + " | ".join(cells) + " |")
+    return lines
 
 
 def collect(paths: list[str]) -> tuple[dict[str, dict[str, list[RunData]]], list[str]]:
@@ -159,12 +203,17 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("paths", nargs="+", help="run directories or folders holding them (archives included)")
     p.add_argument("--out", type=Path, default=None, help="also write the Markdown to this file")
+    p.add_argument("--marks", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.4, 0.5, 1.0], help="the curve tables' marks, fractions of the budget (default: 250k ... 5M of 5M)")
+    p.add_argument("--window", type=float, default=0.02, help="the curve tables' window ending at each mark, a fraction of the budget (default 0.02: 10 of 500 iterations)")
     args = p.parse_args(argv)
+    if not all(0 < f <= 1 for f in args.marks) or not 0 < args.window <= 1:
+        p.error(f"--marks and --window are fractions of the budget in (0, 1]; got marks {args.marks}, window {args.window}")
     runs, skipped = collect(args.paths)
     lines = ["| finding | panel | maestro | verdict |", "|---|---|---|---|"]
     lines += [f"| {f} | {panel} | {numbers} | {verdict} |" for f, panel, numbers, verdict in findings(runs)]
     if skipped:
         lines += ["", "Left out (not finished): " + "; ".join(skipped)]
+    lines += curve_tables(runs, args.marks, args.window)
     text = "\n".join(lines) + "\n"
     if args.out is not None:
         args.out.write_text(text)

@@ -333,3 +333,11 @@ def test_matrpo_findings_read_the_papers_claims_off_the_runs(tmp_path):
     assert rows[("4.", "(a)")][1] == "met"
     assert rows[("3.", "(c)")] == ("drop from its best window to the last 20.5 ± 6.4 (2 seeds)", "met")
     assert rows[("1.", "(c)")][1] == rows[("4.", "(c)")][1] == "pending"  # MATRPO's only run is unfinished
+    # the curve tables: windows of 200 env steps ending at 300 (rows 200, 300) and 900 (rows 800, 900); none before 50
+    table = mf.curve_tables(runs, [0.05, 0.3, 0.9], 0.2)
+    assert "| algorithm | 50 | 300 | 900 | final (per seed) |" in table
+    assert "| `matrpo` | – | -110.0 ± 24.8 | -110.0 ± 24.8 | -110.0 ± 24.8 (3 seeds): s0 -100.0, s1 -110.0, s2 -120.0 |" in table
+    t1 = 12.706204736  # t_{0.975, 1}; the finals are the rows at 900 and 1000: -29 and -29.5
+    finals = f"{-29.25:.1f} ± {t1 * 0.25:.1f} (2 seeds): s0 -29.0, s1 -29.5"
+    assert f"| `trpo_independent` | – | -15.0 ± 0.0 | -26.5 ± 0.0 | {finals} |" in table
+    assert sum(line.startswith("| `") for line in table) == 3 + 3 + 1  # MATRPO's unfinished treasure run has no row
