@@ -151,7 +151,9 @@ class Config(TrpoFamilyConfig):
     """``trpo``: the authors' local step (a TRPO step on the augmented Lagrangian from ``theta_old``, the
     exact log-ratios sent). ``subspace``: the same step on the paper's linearised model (eqs. 14, 17),
     solved in a small subspace of the agent's exact step directions, refreshed on its activations
-    1, 2, 3, 5, 9, 17, ... (module docstring, "The subspace step"): an iteration 7-9x cheaper on navigation N=3."""
+    1, 2, 3, 5, 9, 17, ... (module docstring, "The subspace step"): an iteration 7-9x cheaper on navigation N=3.
+    The shipped ``recipes/matrpo/`` set ``subspace``: Figure 2 was measured with it, and the ``trpo`` step
+    diverged on navigation N=6 (seed 0; docs/matrpo.md)."""
 
     subspace_growth: float = 2.0
     """``local_step: subspace``: an agent adds its exact direction on its activations ``a_0 = 1`` and
