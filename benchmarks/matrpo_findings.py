@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from maestro.core.evaluate import mean_ci95
-from maestro.reports import FINAL_TRAIN_FRACTION, RunData, find_runs, load_run, short_steps, unfinished
+from maestro.reports import FINAL_TRAIN_FRACTION, RunData, final_value, find_runs, load_run, short_steps, unfinished
 
 METRIC = "train/team_return"
 PANELS = {  # task key in the recipe names -> the panel of Fig. 2
@@ -96,9 +96,11 @@ class Interval:
 
 
 def final_team_return(run: RunData) -> float:
-    """``train/team_return`` averaged over the last ``FINAL_TRAIN_FRACTION`` of the run's env steps."""
-    x, y = run.series(METRIC)
-    return float(y[x >= x[-1] * (1 - FINAL_TRAIN_FRACTION)].mean())
+    """``train/team_return`` averaged over the last ``FINAL_TRAIN_FRACTION`` of the run's env steps:
+    ``maestro report``'s final value (``reports.final_value``), so the two agree by construction."""
+    value = final_value(run, METRIC)
+    assert value is not None, f"{run.name}: no {METRIC} (collect leaves such runs out)"
+    return value
 
 
 def late_drop(run: RunData) -> float:
