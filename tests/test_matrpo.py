@@ -152,6 +152,9 @@ def test_subspace_steps_keep_the_true_kl_and_start_with_the_authors_step():
     x, kl = heads.log_ratios_and_kl(policy_again.theta.detach(), torch.arange(4))
     assert metrics["loss/kl"] == pytest.approx(float(kl.mean()), rel=1e-5)
     assert metrics["loss/surrogate_gain"] == pytest.approx(float((advantages * (x.sum(-1).exp() - 1)).mean()), rel=1e-4, abs=1e-9)
+    executed = sum(x[m, :, m] for m in range(4))  # agent m's change of its own head m, on its own observation
+    assert metrics["loss/team_surrogate_gain"] == pytest.approx(float((advantages * (executed.exp() - 1)).mean()), rel=1e-4, abs=1e-9)
+    assert metrics["loss/team_surrogate_gain"] != metrics["loss/surrogate_gain"]  # the rounds stop short of consensus
 
 
 def test_a_refresh_with_one_cg_iteration_adds_the_gradient_direction():

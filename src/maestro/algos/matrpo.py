@@ -390,6 +390,13 @@ def admm_update(cfg: Config, policy: JointPolicy, obs: Tensor, actions: Tensor, 
         advantages: ``(N, M)`` each agent's normalised advantages.
         graph: the communication graph.
         steps: ``consensus.group_rounds`` of the iteration's edge schedule.
+
+    Of the metrics, ``loss/surrogate_gain`` is what the agents believe: each agent's gain on its own
+    advantages under its own local joint ratio, ``mean_s A_i[s] (exp(sum_m x_i[s, m]) - 1)``, averaged over
+    agents. ``loss/team_surrogate_gain`` is what the team gets: the same advantages under the ratio of
+    the policy executed, ``exp(sum_m x_m[s, m])`` (every agent's change of its own head), eq. 5's joint
+    surrogate gain (over ``N``). They are equal at consensus. In process only: the decentralised mode never
+    gathers the executed ratios.
     """
     heads = HeadsOnBatch.of_batch(policy, obs, actions, cfg.fisher_every)
     local = make_local_steps(cfg, heads, advantages)
@@ -402,11 +409,14 @@ def admm_update(cfg: Config, policy: JointPolicy, obs: Tensor, actions: Tensor, 
         policy.theta.copy_(theta)
         x, kl = local.final if local.final is not None else heads.log_ratios_and_kl(theta, torch.arange(N, device=obs.device))
         gain = (advantages * torch.expm1(x.sum(-1))).mean(-1)  # each agent's surrogate gain on its own advantages
+        executed = torch.diagonal(x, dim1=0, dim2=2).sum(-1)  # (M,) log-ratio of the executed joint policy: agent m's own head m
+        team_gain = (advantages * torch.expm1(executed)).mean(-1)  # each agent's advantages under the executed ratio
     return {
         "loss/consensus_residual": float(consensus_residual(state.x, graph)),
         "loss/consensus_disagreement": float((state.x[graph.edges[:, 0]] - state.x[graph.edges[:, 1]]).abs().mean()),
         "loss/kl": float(kl.mean()),
         "loss/surrogate_gain": float(gain.mean()),
+        "loss/team_surrogate_gain": float(team_gain.mean()),
         "loss/kl_max": float(kl.max()),
         "loss/local_kl_max": local.kl_max,
         "loss/local_kl": local.kl_sum / max(local.steps, 1),
