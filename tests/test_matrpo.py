@@ -157,6 +157,46 @@ def test_subspace_steps_keep_the_true_kl_and_start_with_the_authors_step():
     assert metrics["loss/team_surrogate_gain"] != metrics["loss/surrogate_gain"]  # the rounds stop short of consensus
 
 
+def test_penalty_curvature_takes_the_convex_models_minimiser():
+    """``penalty_curvature``: on a first activation (one basis direction ``Y``) the step is the 1-D minimiser
+    ``b / (w Y^T Y)`` of the quadratic model, inside the trust region when the penalty is strong, where the
+    authors' step goes to the boundary; with a vanishing penalty both are the same step."""
+    policy, obs, actions, advantages = _batch(n_agents=4)
+    heads = HeadsOnBatch.of_batch(policy, obs, actions, 1)
+    M, delta = obs.shape[0], 0.01
+    targets = torch.zeros(2, M, 4)
+
+    def first_step(penalty, curvature):
+        cfg = matrpo.Config(**{**SMALL, "max_kl": delta, "local_step": "subspace", "penalty_curvature": curvature})
+        steps = matrpo.make_local_steps(cfg, heads, advantages)
+        return steps, steps.step([0, 1], targets, torch.tensor([penalty, penalty]))
+
+    held, x_held = first_step(2000.0, True)
+    plain, _ = first_step(2000.0, False)
+    w = 2000.0 / M
+    for q in (0, 1):
+        Y = held.images[q][..., 0]  # (M, N): the log-ratio image of the one H-unit direction
+        b = (Y * advantages[q].unsqueeze(-1)).sum() / M
+        alpha = b / (w * Y.pow(2).sum())
+        assert float(alpha.abs()) < (2 * delta) ** 0.5  # the penalty holds the step inside the bound
+        assert torch.allclose(held.coefficients[q], alpha.reshape(1), rtol=1e-4)
+        assert torch.allclose(x_held[q], Y * alpha, atol=1e-7)
+
+        def model(a):
+            return float(-b * a + 0.5 * w * Y.pow(2).sum() * a * a)
+
+        assert model(held.coefficients[q][0]) < model(plain.coefficients[q][0])  # the plain step overshoots
+    assert held.kl_max < delta and plain.kl_max <= delta
+
+    free, x_free = first_step(1e-9, True)
+    _, x_plain = first_step(1e-9, False)
+    assert torch.allclose(x_free, x_plain, atol=1e-7) and free.kl_max == pytest.approx(delta)
+
+    cfg = matrpo.Config(**{**SMALL, "max_kl": delta, "admm_rounds": 12, "local_step": "subspace", "penalty_curvature": True, "rho": 5.0})
+    graph = matrpo.comm_graph(cfg, 4)
+    metrics = matrpo.admm_update(cfg, policy, obs, actions, advantages, graph, group_rounds(graph, edge_schedule(graph, 12, "matchings")))
+    assert metrics["loss/local_kl_max"] <= delta + 1e-9 and metrics["loss/kl_max"] <= cfg.kl_factor * delta
+
 def test_a_refresh_with_one_cg_iteration_adds_the_gradient_direction():
     """``refresh_cg_iterations: 1``: conjugate gradient's first iterate is the scaled gradient, so an
     agent's first basis direction is the Lagrangian's gradient, H-normalised."""

@@ -20,6 +20,7 @@ from maestro.core.trust_region import (
     make_batched_fisher_vector_product,
     make_fisher_vector_product,
     num_params,
+    quadratic_trust_region,
     set_flat_params,
     step_scale,
     trpo_step,
@@ -340,3 +341,50 @@ def test_batched_line_search_backtracks_each_row_on_its_own():
     assert result.tries.tolist() == [1, 3, 4]
     assert calls == [[0, 1, 2], [1, 2], [1, 2], [2]]
     assert torch.equal(theta[2], theta0) and torch.allclose(theta[1], theta0 + full)
+
+
+def _brute_force_trust_region(G, b, radius2, n=200_000, seed=0):
+    """The best of many points of the ball (and of its boundary) for -b^T a + 0.5 a^T G a."""
+    gen = torch.Generator().manual_seed(seed)
+    r = b.shape[0]
+    directions = torch.randn(n, r, generator=gen, dtype=torch.float64)
+    directions = directions / directions.norm(dim=1, keepdim=True)
+    radii = math.sqrt(radius2) * torch.rand(n, 1, generator=gen, dtype=torch.float64).pow(1.0 / r)
+    points = torch.cat([directions * radii, directions * math.sqrt(radius2)])
+    values = -(points @ b) + 0.5 * ((points @ G) * points).sum(1)
+    return float(values.min())
+
+
+@pytest.mark.parametrize("case", ["interior", "boundary", "singular", "zero_curvature"])
+def test_quadratic_trust_region_meets_kkt_and_beats_sampled_points(case):
+    gen = torch.Generator().manual_seed(3)
+    r, radius2 = 3, 0.5
+    B = torch.randn(r, r, generator=gen, dtype=torch.float64)
+    b = torch.randn(r, generator=gen, dtype=torch.float64)
+    G = {
+        "interior": 20.0 * (B @ B.T + torch.eye(r, dtype=torch.float64)),  # Newton point well inside
+        "boundary": 0.1 * (B @ B.T),
+        "singular": torch.outer(B[0], B[0]),  # rank 1: b has a part in the null space, the minimiser is on the boundary
+        "zero_curvature": torch.zeros(r, r, dtype=torch.float64),
+    }[case]
+    a = quadratic_trust_region(G, b, radius2)
+    norm2 = float(a.pow(2).sum())
+    assert norm2 <= radius2 * (1 + 1e-9)
+    if case == "interior":
+        assert torch.allclose(a, torch.linalg.solve(G, b)) and norm2 < radius2
+    else:  # on the boundary, with (G + mu I) a = b for one mu >= 0 (KKT)
+        assert norm2 == pytest.approx(radius2, rel=1e-6)
+        mu = (b - G @ a) / a
+        assert torch.allclose(mu, mu.mean().expand(r), rtol=1e-5, atol=1e-8) and float(mu.mean()) >= 0
+    if case == "zero_curvature":
+        assert torch.allclose(a, math.sqrt(radius2) * b / b.norm())
+    value = float(-(a @ b) + 0.5 * a @ G @ a)
+    assert value <= _brute_force_trust_region(G, b, radius2) + 1e-9
+
+
+def test_quadratic_trust_region_edge_cases_and_bad_input():
+    assert torch.equal(quadratic_trust_region(torch.eye(2), torch.zeros(2), 1.0), torch.zeros(2))
+    with pytest.raises(ValueError, match=r"curvature \(2, 3\) and b \(2,\)"):
+        quadratic_trust_region(torch.zeros(2, 3), torch.ones(2), 1.0)
+    with pytest.raises(ValueError, match="radius2 = 0"):
+        quadratic_trust_region(torch.eye(2), torch.ones(2), 0.0)

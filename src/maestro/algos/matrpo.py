@@ -99,6 +99,15 @@ checked and a step beyond ``kl_factor * delta`` halved. What differs from the ``
 instead of exact log-ratios (the paper's model, eq. 17, rather than the authors' code), and steps in
 a subspace between refreshes.
 
+``penalty_curvature`` (off by default, a departure from the authors' step): the paper's convex local
+problem (eqs. 13, 14, 17, 18: linear surrogate, quadratic penalty on the linear log-ratios, quadratic KL)
+has the penalty's curvature ``(rho d_q / M) J_q^T J_q`` besides the KL's; the authors' step keeps only the
+KL's, so it always goes to the trust-region boundary along the Lagrangian's gradient, however strongly
+the penalty holds the agent near its neighbours. In the subspace the whole model is ``r``-dimensional,
+so its exact trust-region minimiser is cheap (``trust_region.quadratic_trust_region``, an ``r x r``
+eigendecomposition): the step this flag takes. The paper's own closed form (eq. 19) was lost from the
+text; this is the standard solution of the problem it states.
+
 Tensors: ``(T, B, N, ...)`` time, env copies, agents; ``M = T * B``; per-agent consensus variables
 ``(N, M, N)`` (agent, sample, head).
 """
@@ -117,7 +126,7 @@ from maestro.core.joint_policy import HeadsOnBatch, JointPolicy
 from maestro.core.run import Run
 from maestro.core.seeding import derived_seed, make_generator
 from maestro.core.trpo_family import TrpoAgents, TrpoFamilyConfig, advantage_moments, agent_major, normalise_rows, normalise_with, pooled_statistics
-from maestro.core.trust_region import batched_conjugate_gradient, batched_trust_region_step
+from maestro.core.trust_region import batched_conjugate_gradient, batched_trust_region_step, quadratic_trust_region
 from maestro.registry import Smoke, register_algo
 
 CAPABILITIES = frozenset({"discrete", "multi_group", "on_policy", "needs_teams"})
@@ -162,6 +171,13 @@ class Config(TrpoFamilyConfig):
 
     refresh_cg_iterations: int = 0
     """``local_step: subspace``: conjugate-gradient iterations of a refresh (``0``: ``cg_iterations``)."""
+
+    penalty_curvature: bool = False
+    """``local_step: subspace``: take the trust-region minimiser of the convex local model, whose curvature
+    includes the penalty's ``rho d_q / M Y_q^T Y_q`` (``trust_region.quadratic_trust_region``), instead of the
+    authors' step (the Lagrangian's gradient scaled to the KL bound: Fisher curvature only). A step is
+    then shorter than the bound where the penalty holds the agent near its neighbours (module docstring,
+    "The subspace step")."""
 
     advantage_norm: Literal["agent", "pooled"] = "pooled"
     """``pooled`` (default): all agents' advantages standardised with one mean and std, as the authors'
@@ -262,7 +278,8 @@ class SubspaceSteps(LocalSteps):
     the exact step directions it computed, their log-ratio images ``Y_q = J_q U_q`` ``(M, N, r)`` and
     ``H U_q`` (for the next orthogonalisation). A step: ``b = Y_q^T (A_q 1^T + rho d_q v_q) / M`` (the
     Lagrangian's ascent gradient in the subspace, exact there), the Fisher-model step ``alpha = b`` scaled to
-    ``alpha^T alpha = 2 delta``, a backtracking line search on the model's Lagrangian with ``x = Y_q alpha``
+    ``alpha^T alpha = 2 delta`` (with ``penalty_curvature``: the minimiser of ``-b^T alpha + 0.5 (rho d_q / M)
+    alpha^T Y_q^T Y_q alpha`` in that ball), a backtracking line search on the model's Lagrangian with ``x = Y_q alpha``
     (cheap: no network pass), ``x`` sent. On its activations 1, 2, 3, 5, 9, 17, ... the agent first adds its
     exact full-space direction ``(F + damping I)^{-1} g~`` (conjugate gradient, as the ``trpo`` step); for
     ``subspace_growth`` other than 2, see its field.
@@ -277,6 +294,7 @@ class SubspaceSteps(LocalSteps):
         self.basis: list[list[Tensor]] = [[] for _ in range(K)]
         self.fisher_basis: list[list[Tensor]] = [[] for _ in range(K)]
         self.images: list[Tensor | None] = [None] * K
+        self.grams: list[Tensor | None] = [None] * K  # Y_q^T Y_q (r, r), summed over samples and heads
         self.coefficients: list[Tensor | None] = [None] * K
 
     def _refresh(self, nodes: list[int], targets: Tensor, weights: Tensor) -> None:
@@ -309,6 +327,8 @@ class SubspaceSteps(LocalSteps):
             self.fisher_basis[q].append(metric[k])
             column = images[j].unsqueeze(-1)
             self.images[q] = column if self.images[q] is None else torch.cat([self.images[q], column], -1)
+            if self.cfg.penalty_curvature:
+                self.grams[q] = torch.einsum("mnr,mns->rs", self.images[q], self.images[q])
 
     def step(self, nodes: list[int], targets: Tensor, penalties: Tensor) -> Tensor:
         cfg, M = self.cfg, self.heads.num_samples
@@ -331,7 +351,12 @@ class SubspaceSteps(LocalSteps):
             shs = b.dot(b)
             if not (torch.isfinite(shs) and shs > 0):
                 continue
-            full = torch.sqrt(2.0 * cfg.max_kl / shs) * b
+            if cfg.penalty_curvature:  # the convex model's minimiser: -b^T a + 0.5 w a^T Y^T Y a, |a|^2 <= 2 delta
+                full = quadratic_trust_region(w * self.grams[q], b, 2.0 * cfg.max_kl)
+                full_kl = float(0.5 * full.dot(full))
+            else:  # the authors' step: the gradient scaled to the bound
+                full = torch.sqrt(2.0 * cfg.max_kl / shs) * b
+                full_kl = cfg.max_kl
             before = -advantages.mean() + 0.5 * w * target.pow(2).sum()
             fraction = 1.0
             for _ in range(cfg.max_backtracks):
@@ -341,7 +366,7 @@ class SubspaceSteps(LocalSteps):
                     self.coefficients[q] = fraction * full
                     out[k] = x
                     self.accepted += 1
-                    kl = cfg.max_kl * fraction**2  # the model's KL, 0.5 |alpha|^2 in the H-orthonormal basis
+                    kl = full_kl * fraction**2  # the model's KL, 0.5 |alpha|^2 in the H-orthonormal basis
                     self.kl_max, self.kl_sum = max(self.kl_max, kl), self.kl_sum + kl
                     break
                 fraction *= 0.5

@@ -269,6 +269,50 @@ def batched_step_scale(direction: Tensor, f_direction: Tensor, max_kl: float | T
     return torch.where(ok, torch.sqrt(2.0 * delta / torch.where(ok, shs, torch.ones_like(shs))), torch.zeros_like(shs))
 
 
+def quadratic_trust_region(curvature: Tensor, b: Tensor, radius2: float, *, iterations: int = 60) -> Tensor:
+    """The minimiser of ``-b^T a + 0.5 a^T G a`` over ``|a|^2 <= radius2``, ``G`` symmetric positive semidefinite.
+
+    The trust-region subproblem (Nocedal & Wright 2006, Thm. 4.1) in a small space, as MATRPO's
+    subspace step solves its convex local model (Li & He 2020, eqs. 13, 14, 17, 18) in an
+    ``H``-orthonormal basis: ``a = (G + mu I)^{-1} b`` with ``mu = 0`` when that point is inside the ball,
+    otherwise the ``mu > 0`` that puts it on the boundary (bisection on ``|a(mu)|^2``, which falls with
+    ``mu``). ``G = 0`` gives ``a = sqrt(radius2) b / |b|``, the plain trust-region step.
+
+    Args:
+        curvature: ``(r, r)`` ``G``, symmetric positive semidefinite (negative eigenvalues from round-off
+            are clipped to 0).
+        b: ``(r,)`` the linear term.
+        radius2: the squared radius (``2 delta`` for a KL bound ``delta`` in an ``H``-orthonormal basis).
+        iterations: bisection iterations on ``mu``.
+
+    Returns:
+        ``(r,)`` the minimiser; zeros for ``b = 0``.
+    """
+    r = b.shape[0] if b.dim() == 1 else -1
+    if b.dim() != 1 or curvature.shape != (r, r):
+        raise ValueError(f"quadratic_trust_region: curvature {tuple(curvature.shape)} and b {tuple(b.shape)}, expected (r, r) and (r,)")
+    if not radius2 > 0:
+        raise ValueError(f"quadratic_trust_region: radius2 = {radius2}, expected > 0")
+    b_norm = b.norm()
+    if not bool(b_norm > 0):
+        return torch.zeros_like(b)
+    eigenvalues, vectors = torch.linalg.eigh(0.5 * (curvature + curvature.T))
+    eigenvalues = eigenvalues.clamp_min(0.0)
+    c = vectors.T @ b
+    if bool(eigenvalues.min() > 1e-12 * eigenvalues.max().clamp_min(1e-30)):
+        inside = vectors @ (c / eigenvalues)
+        if bool(inside.pow(2).sum() <= radius2):
+            return inside
+    low, high = torch.zeros((), dtype=b.dtype), b_norm / math.sqrt(radius2)  # |a(high)| <= |b| / high = radius
+    for _ in range(iterations):
+        mid = 0.5 * (low + high)
+        if bool((c / (eigenvalues + mid)).pow(2).sum() > radius2):
+            low = mid
+        else:
+            high = mid
+    return vectors @ (c / (eigenvalues + high))
+
+
 @dataclass(frozen=True)
 class LineSearchResult:
     """What a backtracking line search did.
