@@ -121,6 +121,8 @@ def test_settings_and_graph():
         matrpo.Config(rho=0.0)
     with pytest.raises(ValueError, match="subspace_growth"):
         matrpo.Config(subspace_growth=0.5)
+    with pytest.raises(ValueError, match="penalty_curvature is a setting of local_step: subspace, got local_step 'trpo'"):
+        matrpo.Config(penalty_curvature=True)
     with pytest.raises(ValueError, match="not connected"):
         matrpo.comm_graph(matrpo.Config(topology="edges", edges=((0, 1),)), 3)
 

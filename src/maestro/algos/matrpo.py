@@ -202,6 +202,8 @@ class Config(TrpoFamilyConfig):
             raise ValueError(f"subspace_growth must be >= 1, got {self.subspace_growth}")
         if self.advantage_norm not in ("agent", "pooled"):
             raise ValueError(f"advantage_norm must be 'agent' or 'pooled', got {self.advantage_norm!r}")
+        if self.penalty_curvature and self.local_step != "subspace":
+            raise ValueError(f"penalty_curvature is a setting of local_step: subspace, got local_step {self.local_step!r}")
         if self.edges and self.topology != "edges":
             raise ValueError(f"edges {list(self.edges)} were given with topology {self.topology!r}; set topology: edges")
 
