@@ -303,10 +303,12 @@ def quadratic_trust_region(curvature: Tensor, b: Tensor, radius2: float, *, iter
         inside = vectors @ (c / eigenvalues)
         if bool(inside.pow(2).sum() <= radius2):
             return inside
-    low, high = torch.zeros((), dtype=b.dtype), b_norm / math.sqrt(radius2)  # |a(high)| <= |b| / high = radius
+    # bisection on the scalar mu, in float64 on the host: r numbers, so no tensor op (or sync) per iteration
+    c2, lam = (c.double().pow(2)).tolist(), eigenvalues.double().tolist()
+    low, high = 0.0, float(b_norm) / math.sqrt(radius2)  # |a(high)| <= |b| / high = radius
     for _ in range(iterations):
         mid = 0.5 * (low + high)
-        if bool((c / (eigenvalues + mid)).pow(2).sum() > radius2):
+        if sum(ck / (lk + mid) ** 2 for ck, lk in zip(c2, lam)) > radius2:
             low = mid
         else:
             high = mid
