@@ -199,6 +199,7 @@ def test_penalty_curvature_takes_the_convex_models_minimiser():
     metrics = matrpo.admm_update(cfg, policy, obs, actions, advantages, graph, group_rounds(graph, edge_schedule(graph, 12, "matchings")))
     assert metrics["loss/local_kl_max"] <= delta + 1e-9 and metrics["loss/kl_max"] <= cfg.kl_factor * delta
 
+
 def test_a_refresh_with_one_cg_iteration_adds_the_gradient_direction():
     """``refresh_cg_iterations: 1``: conjugate gradient's first iterate is the scaled gradient, so an
     agent's first basis direction is the Lagrangian's gradient, H-normalised."""
