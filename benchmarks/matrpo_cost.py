@@ -9,7 +9,7 @@ settings.
     .venv/bin/python benchmarks/matrpo_cost.py --algos trpo_central trpo_independent matrpo --json out.json
     .venv/bin/python benchmarks/matrpo_cost.py --algos trpo_central matrpo matrpo+subspace
     .venv/bin/python benchmarks/matrpo_cost.py --algos matrpo matrpo@decentralised --admm-rounds 20
-    .venv/bin/python benchmarks/matrpo_cost.py --algos trpo_central matrpo+subspace --set refresh_samples=fisher
+    .venv/bin/python benchmarks/matrpo_cost.py --algos trpo_central matrpo+subspace --set refresh_cg_iterations=5
 
 ``matrpo+subspace`` is MATRPO with ``local_step: subspace``; ``matrpo@decentralised`` is
 ``distributed.mode=decentralised`` (a Ray actor per agent on an embedded local cluster), reported also
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=100, help="steps per path T (Table I: 100)")
     parser.add_argument("--admm-rounds", type=int, default=0, help="MATRPO's rounds K (0: Table I's for the task)")
     parser.add_argument("--subspace-growth", type=float, default=2.0, help="matrpo+subspace: algo_config.subspace_growth")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a MATRPO setting for every matrpo algo (e.g. refresh_samples=fisher)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a MATRPO setting for every matrpo algo (e.g. refresh_cg_iterations=5)")
     parser.add_argument("--rounds", type=int, default=1, help="measure the algorithms this many times in turn (A B A B ...)")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)

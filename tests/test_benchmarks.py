@@ -341,3 +341,25 @@ def test_matrpo_findings_read_the_papers_claims_off_the_runs(tmp_path):
     finals = f"{-29.25:.1f} ± {t1 * 0.25:.1f} (2 seeds): s0 -29.0, s1 -29.5"
     assert f"| `trpo_independent` | – | -15.0 ± 0.0 | -26.5 ± 0.0 | {finals} |" in table
     assert sum(line.startswith("| `") for line in table) == 3 + 3 + 1  # MATRPO's unfinished treasure run has no row
+
+
+def test_matrpo_rounds_measures_the_trainers_own_update(tmp_path):
+    """The sweep's update at the recipe's K is, on the first batch, the trainer's first iteration: same
+    batch, same advantages, same rounds (its gains are the metrics ``maestro train`` logs)."""
+    from maestro.recipes import load_recipe, train_recipe
+
+    mr = _load("matrpo_rounds")
+    small = ["run.num_envs=4", "algo_config.rollout_steps=8", "algo_config.hidden=[16]", "algo_config.admm_rounds=6", "run.env_steps=32"]
+    rows = mr.round_sweep("matrpo/navigation_n3_matrpo", [2, 6], 1, small)
+    assert [r["rounds"] for r in rows] == [2, 6] and all(r["batches"] == 1 and r["negative"] in (0, 1) for r in rows)
+    result = train_recipe(load_recipe("matrpo/navigation_n3_matrpo", small), out=tmp_path, progress=False)
+    logged = [json.loads(line) for line in (result.dir / "metrics.jsonl").read_text().splitlines()]
+    first = next(m for m in logged if "loss/surrogate_gain" in m)
+    assert rows[1]["believed"] == first["loss/surrogate_gain"] and rows[1]["executed"] == first["loss/team_surrogate_gain"]
+    assert rows[1]["kl"] == first["loss/kl"] and rows[1]["disagreement"] == first["loss/consensus_disagreement"]
+    assert rows[0]["believed"] != rows[1]["believed"]  # fewer rounds, another update from the same theta_old
+    files = {p: p.read_bytes() for p in result.dir.rglob("*") if p.is_file()}
+    assert any(p.parent.name == "checkpoints" for p in files)
+    (again,) = mr.round_sweep(str(result.dir), [6], 1, [])  # from the run's checkpoint: read from a copy
+    assert again["batches"] == 1 and math.isfinite(again["believed"])
+    assert {p: p.read_bytes() for p in result.dir.rglob("*") if p.is_file()} == files
