@@ -1,8 +1,8 @@
 """MATRPO: credit passed by consensus where independent TRPO has none, every local step inside its
 trust region, the local step's gradient against autograd of the augmented Lagrangian, batched
-matchings equal to the rounds one by one, exact consensus on sampled log-ratios going to the zero update,
-and the settings. (check_algo's registry tests cover
-training, determinism, resume and save/load.)"""
+matchings equal to the rounds one by one, exact consensus on sampled log-ratios going to the zero
+update, and the settings. (check_algo's registry tests cover training, determinism, resume and
+save/load.)"""
 
 import pytest
 import torch
