@@ -4,6 +4,8 @@ or pending, with the numbers it rests on.
     python benchmarks/matrpo_findings.py benchmarks/results/matrpo_fig2a benchmarks/results/matrpo_fig2a_cg10 \
         benchmarks/results/matrpo_fig2
     python benchmarks/matrpo_findings.py RUNS... --out findings.md
+    python benchmarks/matrpo_findings.py benchmarks/results/matrpo_fig2 \
+        --variant matrpo_exact=benchmarks/results/matrpo_t8_pc_rho02
 
 Below the findings, a table per panel of the learning curves at marks (``--marks``, fractions of the
 budget: 250k, 500k, 1M, 2M, 2.5M and 5M of the recipes' 5M), each the mean of the iterations in the
@@ -17,6 +19,11 @@ The runs are found below the given paths (``maestro report``'s rule: directories
 ``maestro report``'s final value); a run that has not reached its recipe's budget is left out, and a
 panel with fewer than 2 finished seeds of an algorithm is pending. Intervals are 95 % Student-t
 intervals over seeds.
+
+``--variant LABEL=PATH`` (repeatable) reports the MATRPO runs below ``PATH`` as an algorithm of their
+own, ``LABEL`` (a MATRPO recipe trained with other settings, e.g. ``--set algo_config.rho=0.2``): a row
+of its own in the curve tables, and findings 1, 2 and 4 read for it as for MATRPO, against the same
+baselines. A run below such a path is counted only as the variant.
 
 The paper states its findings in words (Sec. VI-B); the readings taken here:
 
@@ -120,7 +127,7 @@ def window_mean(run: RunData, end: float, width: float) -> float:
     return float(y[inside].mean()) if inside.any() else float("nan")
 
 
-def curve_tables(runs: dict[str, dict[str, list[RunData]]], marks: list[float], window: float) -> list[str]:
+def curve_tables(runs: dict[str, dict[str, list[RunData]]], marks: list[float], window: float, variants: tuple[str, ...] = ()) -> list[str]:
     """Markdown lines: per panel with finished runs, a row per algorithm, a column per mark (fractions of
     the runs' budget; the mean of the ``window`` of the budget ending there, mean ± 95 % interval over
     seeds) and the per-seed final values (``final_team_return``, seeds in order)."""
@@ -132,7 +139,7 @@ def curve_tables(runs: dict[str, dict[str, list[RunData]]], marks: list[float], 
         budget = max(float(r.config["run"]["env_steps"]) for rs in by.values() for r in rs)
         lines += ["", f"{panel}: team return, mean of the {short_steps(window * budget)} env steps ending at each mark, 95 % interval over seeds; final: last {FINAL_TRAIN_FRACTION:.0%} of the run, per seed", ""]
         lines += ["| algorithm | " + " | ".join(short_steps(f * budget) for f in marks) + " | final (per seed) |", "|---|" + "---:|" * (len(marks) + 1)]
-        for algo in ALGOS:
+        for algo in ALGOS + tuple(variants):
             rs = sorted(by.get(algo, []), key=lambda r: int(r.config.get("seed", 0)))
             if not rs:
                 continue
@@ -144,40 +151,56 @@ def curve_tables(runs: dict[str, dict[str, list[RunData]]], marks: list[float], 
     return lines
 
 
-def collect(paths: list[str]) -> tuple[dict[str, dict[str, list[RunData]]], list[str]]:
-    """Finished runs by task and algorithm, and a line per run left out (unfinished or not MATRPO's)."""
+def collect(paths: list[str], variants: dict[str, list[str]] | None = None) -> tuple[dict[str, dict[str, list[RunData]]], list[str]]:
+    """Finished runs by task and algorithm, and a line per run left out (unfinished or not MATRPO's).
+    ``variants`` maps a label to paths whose MATRPO runs are filed under that label instead."""
     runs: dict[str, dict[str, list[RunData]]] = {}
     skipped = []
-    for d in find_runs(paths):
+    labelled = {Path(d).resolve(): label for label, where in (variants or {}).items() for d in find_runs(where)}
+    seen = set()
+    for d in find_runs(list(paths) + [p for where in (variants or {}).values() for p in where]):
+        if Path(d).resolve() in seen:
+            continue
+        seen.add(Path(d).resolve())
         run = load_run(d)
         m = NAME.match(run.name)
         if m is None or m["task"] not in PANELS:
             continue
+        label = labelled.get(Path(d).resolve())
+        if label is not None and m["algo"] != "matrpo":
+            continue
         late = unfinished([run])
         if late or not run.series(METRIC)[0].size:
-            skipped.append(f"{run.name} {late[0] if late else 'no ' + METRIC}")
+            skipped.append(f"{run.name}{f' ({label})' if label else ''} {late[0] if late else 'no ' + METRIC}")
             continue
-        runs.setdefault(m["task"], {}).setdefault(m["algo"], []).append(run)
+        runs.setdefault(m["task"], {}).setdefault(label or m["algo"], []).append(run)
     return runs, skipped
 
 
-def findings(runs: dict[str, dict[str, list[RunData]]]) -> list[tuple[str, str, str, str]]:
-    """``(finding, panel, numbers, verdict)`` rows; the verdict is ``met``, ``not met`` or ``pending``."""
+def findings(runs: dict[str, dict[str, list[RunData]]], variants: tuple[str, ...] = ()) -> list[tuple[str, str, str, str]]:
+    """``(finding, panel, numbers, verdict)`` rows; the verdict is ``met``, ``not met`` or ``pending``.
+    Findings 1, 2 and 4 are read for MATRPO and then for each variant label (``collect``) on the tasks
+    where the variant has finished runs."""
     value = {t: {a: Interval([final_team_return(r) for r in rs]) for a, rs in by.items() if len(rs) >= 2} for t, by in runs.items()}
     rows = []
+    kinds = [("matrpo", "MATRPO")] + [(v, f"MATRPO `{v}`") for v in variants]
     for task, panel in PANELS.items():
         v = value.get(task, {})
-        m, c, i = v.get("matrpo"), v.get("trpo_central"), v.get("trpo_independent")
+        c, i = v.get("trpo_central"), v.get("trpo_independent")
         need = "required" if task != "navigation_n3" else "not required at N = 3"
-        if m and c:
-            ok = m.mean >= c.low
-            rows.append(("1. MATRPO as good as centralised TRPO", panel, f"MATRPO {m}; centralised {c}", ("met" if ok else "not met") + f" ({need})"))
-        else:
-            rows.append(("1. MATRPO as good as centralised TRPO", panel, "", "pending"))
-        if m and i:
-            rows.append(("2. MATRPO clearly above independent TRPO", panel, f"MATRPO {m}; independent {i}", "met" if m.low > i.high else "not met"))
-        else:
-            rows.append(("2. MATRPO clearly above independent TRPO", panel, "", "pending"))
+        for key, name in kinds:
+            if key != "matrpo" and key not in runs.get(task, {}):
+                continue  # a variant not trained on this task
+            m = v.get(key)
+            if m and c:
+                ok = m.mean >= c.low
+                rows.append((f"1. {name} as good as centralised TRPO", panel, f"{name} {m}; centralised {c}", ("met" if ok else "not met") + f" ({need})"))
+            else:
+                rows.append((f"1. {name} as good as centralised TRPO", panel, "", "pending"))
+            if m and i:
+                rows.append((f"2. {name} clearly above independent TRPO", panel, f"{name} {m}; independent {i}", "met" if m.low > i.high else "not met"))
+            else:
+                rows.append((f"2. {name} clearly above independent TRPO", panel, "", "pending"))
         if task.startswith("treasure"):
             ind = runs.get(task, {}).get("trpo_independent", [])
             if len(ind) >= 2:
@@ -185,19 +208,22 @@ def findings(runs: dict[str, dict[str, list[RunData]]]) -> list[tuple[str, str, 
                 rows.append(("3. independent TRPO worse as training proceeds", panel, f"drop from its best window to the last {drop}", "met" if drop.low > 0 else "not met"))
             else:
                 rows.append(("3. independent TRPO worse as training proceeds", panel, "", "pending"))
-    for small, large in (("navigation_n3", "navigation_n6"), ("treasure_n8", "treasure_n12")):
-        shares = {}
-        for task in (small, large):
-            v = value.get(task, {})
-            if all(a in v for a in ALGOS):
-                c, i = v["trpo_central"].mean, v["trpo_independent"].mean
-                shares[task] = Interval([(x - i) / (c - i) for x in v["matrpo"].values], digits=2)
-        label = f"{PANELS[small]} -> {PANELS[large]}"
-        if len(shares) == 2:
-            ok = shares[large].mean >= shares[small].low
-            rows.append(("4. MATRPO does not deteriorate with more agents", label, f"share of the independent-to-centralised gap closed: {shares[small]} -> {shares[large]}", "met" if ok else "not met"))
-        else:
-            rows.append(("4. MATRPO does not deteriorate with more agents", label, "", "pending"))
+    for key, name in kinds:
+        for small, large in (("navigation_n3", "navigation_n6"), ("treasure_n8", "treasure_n12")):
+            if key != "matrpo" and not any(key in runs.get(t, {}) for t in (small, large)):
+                continue
+            shares = {}
+            for task in (small, large):
+                v = value.get(task, {})
+                if all(a in v for a in ("trpo_central", "trpo_independent", key)):
+                    c, i = v["trpo_central"].mean, v["trpo_independent"].mean
+                    shares[task] = Interval([(x - i) / (c - i) for x in v[key].values], digits=2)
+            label = f"{PANELS[small]} -> {PANELS[large]}"
+            if len(shares) == 2:
+                ok = shares[large].mean >= shares[small].low
+                rows.append((f"4. {name} does not deteriorate with more agents", label, f"share of the independent-to-centralised gap closed: {shares[small]} -> {shares[large]}", "met" if ok else "not met"))
+            else:
+                rows.append((f"4. {name} does not deteriorate with more agents", label, "", "pending"))
     return rows
 
 
@@ -207,15 +233,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="also write the Markdown to this file")
     p.add_argument("--marks", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.4, 0.5, 1.0], help="the curve tables' marks, fractions of the budget (default: 250k ... 5M of 5M)")
     p.add_argument("--window", type=float, default=0.02, help="the curve tables' window ending at each mark, a fraction of the budget (default 0.02: 10 of 500 iterations)")
+    p.add_argument("--variant", action="append", default=[], metavar="LABEL=PATH", help="report the MATRPO runs below PATH as algorithm LABEL (repeatable)")
     args = p.parse_args(argv)
     if not all(0 < f <= 1 for f in args.marks) or not 0 < args.window <= 1:
         p.error(f"--marks and --window are fractions of the budget in (0, 1]; got marks {args.marks}, window {args.window}")
-    runs, skipped = collect(args.paths)
+    variants: dict[str, list[str]] = {}
+    for item in args.variant:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path or label in ALGOS:
+            p.error(f"--variant takes LABEL=PATH with a label other than {', '.join(ALGOS)}; got {item!r}")
+        variants.setdefault(label, []).append(path)
+    runs, skipped = collect(args.paths, variants)
     lines = ["| finding | panel | maestro | verdict |", "|---|---|---|---|"]
-    lines += [f"| {f} | {panel} | {numbers} | {verdict} |" for f, panel, numbers, verdict in findings(runs)]
+    lines += [f"| {f} | {panel} | {numbers} | {verdict} |" for f, panel, numbers, verdict in findings(runs, tuple(variants))]
     if skipped:
         lines += ["", "Left out (not finished): " + "; ".join(skipped)]
-    lines += curve_tables(runs, args.marks, args.window)
+    lines += curve_tables(runs, args.marks, args.window, tuple(variants))
     text = "\n".join(lines) + "\n"
     if args.out is not None:
         args.out.write_text(text)

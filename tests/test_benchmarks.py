@@ -343,6 +343,32 @@ def test_matrpo_findings_read_the_papers_claims_off_the_runs(tmp_path):
     assert sum(line.startswith("| `") for line in table) == 3 + 3 + 1  # MATRPO's unfinished treasure run has no row
 
 
+def test_matrpo_findings_read_a_variant_of_matrpo_against_the_same_baselines(tmp_path):
+    mf = _load("matrpo_findings")
+    main, variant = tmp_path / "main", tmp_path / "variant"
+    for s, (m, c, i) in enumerate([(-170, -140, -300), (-172, -142, -290), (-168, -141, -310)]):
+        for algo, v in (("matrpo", m), ("trpo_central", c), ("trpo_independent", i)):
+            _fig2_run(main, "treasure_n8", algo, s, [v] * 10)
+        _fig2_run(variant, "treasure_n8", "matrpo", s, [-130 - s] * 10)  # the same recipe, trained otherwise
+    _fig2_run(variant, "treasure_n8", "trpo_central", 0, [0] * 10)  # not MATRPO: not a variant, and not counted
+    runs, _ = mf.collect([main], {"exact": [variant]})
+    assert sorted(runs["treasure_n8"]) == ["exact", "matrpo", "trpo_central", "trpo_independent"]
+    assert len(runs["treasure_n8"]["trpo_central"]) == 3
+    rows = {(f, panel[:3]): (numbers, verdict) for f, panel, numbers, verdict in mf.findings(runs, ("exact",))}
+    assert rows[("1. MATRPO as good as centralised TRPO", "(c)")][1] == "not met (required)"
+    assert rows[("1. MATRPO `exact` as good as centralised TRPO", "(c)")] == ("MATRPO `exact` -131.0 ± 2.5 (3 seeds); centralised -141.0 ± 2.5 (3 seeds)", "met (required)")
+    assert rows[("2. MATRPO `exact` clearly above independent TRPO", "(c)")][1] == "met"
+    assert rows[("4. MATRPO `exact` does not deteriorate with more agents", "(c)")][1] == "pending"  # no N = 12 runs
+    assert ("1. MATRPO `exact` as good as centralised TRPO", "(a)") not in rows  # not trained on navigation
+    assert rows[("1. MATRPO as good as centralised TRPO", "(a)")][1] == "pending"
+    assert any(line.startswith("| `exact` |") for line in mf.curve_tables(runs, [0.5, 1.0], 0.2, ("exact",)))
+    # a run found below both a main path and a variant path is the variant's only
+    both, _ = mf.collect([tmp_path], {"exact": [variant]})
+    assert len(both["treasure_n8"]["matrpo"]) == 3 and len(both["treasure_n8"]["exact"]) == 3
+    with pytest.raises(SystemExit):
+        mf.main([str(main), "--variant", "matrpo=" + str(variant)])
+
+
 def test_matrpo_rounds_measures_the_trainers_own_update(tmp_path):
     """The sweep's update at the recipe's K is, on the first batch, the trainer's first iteration: same
     batch, same advantages, same rounds (its gains are the metrics ``maestro train`` logs)."""
