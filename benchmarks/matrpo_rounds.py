@@ -41,7 +41,7 @@ import torch
 def round_sweep(source: str, rounds: list[int], batches: int, overrides: list[str]) -> list[dict[str, float]]:
     """Per ``K`` in ``rounds``, the update's metrics averaged over ``batches`` batches (see the module docstring)."""
     from maestro.algos.matrpo import admm_update, comm_graph, normalise_advantages
-    from maestro.core.checkpoint import latest_valid
+    from maestro.core.checkpoint import CheckpointError, latest_valid
     from maestro.core.consensus import edge_schedule, group_rounds
     from maestro.core.run import Run
     from maestro.core.seeding import derived_seed, make_generator
@@ -58,7 +58,10 @@ def round_sweep(source: str, rounds: list[int], batches: int, overrides: list[st
     with tempfile.TemporaryDirectory() as tmp:
         directory = None
         if run_dir is not None:  # resume a copy: config and newest valid checkpoint only
-            checkpoint, _, _ = latest_valid(run_dir / "checkpoints")
+            try:
+                checkpoint, _, _ = latest_valid(run_dir / "checkpoints")
+            except CheckpointError as err:
+                raise SystemExit(f"{source}: {err}") from None
             directory = Path(tmp) / "run"
             (directory / "checkpoints").mkdir(parents=True)
             shutil.copy(run_dir / "config.yaml", directory / "config.yaml")
