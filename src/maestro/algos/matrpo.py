@@ -108,6 +108,15 @@ so its exact trust-region minimiser is cheap (``trust_region.quadratic_trust_reg
 eigendecomposition): the step this flag takes. The paper's own closed form (eq. 19) was lost from the
 text; this is the standard solution of the problem it states.
 
+**Exact consensus is the zero update** (docs/matrpo.md, "Why more ADMM rounds do not help"; measured
+with ``benchmarks/matrpo_rounds.py``). Agreement on every sample's per-head log-ratio asks each
+agent's change ``x = J_q dtheta`` to lie in every other agent's range. In the subspace step the
+ranges have about ``log2`` of the activations dimensions against ``M N`` values; for the full
+networks of the recipes ``N P - (N - 1) M N`` is negative from N = 6 on. So run to convergence with
+the exact local step, the rounds end at ``theta_old``, and with the authors' step they do not
+converge. What an iteration changes is where the ``K`` rounds have got to: ``K`` and ``rho`` act as
+regularisers, not as accuracy settings.
+
 Tensors: ``(T, B, N, ...)`` time, env copies, agents; ``M = T * B``; per-agent consensus variables
 ``(N, M, N)`` (agent, sample, head).
 """
