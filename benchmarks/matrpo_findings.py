@@ -156,24 +156,23 @@ def collect(paths: list[str], variants: dict[str, list[str]] | None = None) -> t
     ``variants`` maps a label to paths whose MATRPO runs are filed under that label instead."""
     runs: dict[str, dict[str, list[RunData]]] = {}
     skipped = []
-    labelled = {Path(d).resolve(): label for label, where in (variants or {}).items() for d in find_runs(where)}
-    seen = set()
-    for d in find_runs(list(paths) + [p for where in (variants or {}).values() for p in where]):
-        if Path(d).resolve() in seen:
-            continue
-        seen.add(Path(d).resolve())
-        run = load_run(d)
-        m = NAME.match(run.name)
-        if m is None or m["task"] not in PANELS:
-            continue
-        label = labelled.get(Path(d).resolve())
-        if label is not None and m["algo"] != "matrpo":
-            continue
-        late = unfinished([run])
-        if late or not run.series(METRIC)[0].size:
-            skipped.append(f"{run.name}{f' ({label})' if label else ''} {late[0] if late else 'no ' + METRIC}")
-            continue
-        runs.setdefault(m["task"], {}).setdefault(label or m["algo"], []).append(run)
+    # the variants' paths first: a run also below a main path is then already seen, as the variant's
+    sources = [(where, label) for label, wheres in (variants or {}).items() for where in wheres] + [(where, None) for where in paths]
+    seen: set[Path] = set()
+    for where, label in sources:
+        for d in find_runs([where]):
+            if Path(d).resolve() in seen:
+                continue
+            seen.add(Path(d).resolve())
+            run = load_run(d)
+            m = NAME.match(run.name)
+            if m is None or m["task"] not in PANELS or (label is not None and m["algo"] != "matrpo"):
+                continue
+            late = unfinished([run])
+            if late or not run.series(METRIC)[0].size:
+                skipped.append(f"{run.name}{f' ({label})' if label else ''} {late[0] if late else 'no ' + METRIC}")
+                continue
+            runs.setdefault(m["task"], {}).setdefault(label or m["algo"], []).append(run)
     return runs, skipped
 
 
