@@ -72,6 +72,10 @@ def round_sweep(source: str, rounds: list[int], batches: int, overrides: list[st
             M = agents.batch.num_samples
             graph = comm_graph(cfg, N)
             theta_old = agents.policy.theta.detach().clone()
+            order = make_generator(derived_seed(recipe.seed, "edge-order"))  # the trainer's stream, where it resumes
+            if agents.resumed is not None:
+                order.set_state(agents.resumed["edge_order"])
+            order_state = order.get_state()
             rows: dict[int, list[dict[str, float]]] = {k: [] for k in rounds}
             for _ in range(batches):
                 agents.sample()
@@ -79,7 +83,7 @@ def round_sweep(source: str, rounds: list[int], batches: int, overrides: list[st
                 advantages = normalise_advantages(agent_major(advantages), cfg.advantage_norm)
                 obs, actions = agents.batch.obs.reshape(M, N, D), agents.batch.actions.reshape(M, N)
                 for k in rounds:
-                    order = make_generator(derived_seed(recipe.seed, "edge-order"))
+                    order.set_state(order_state)  # every K: the first K rounds of the same schedule
                     steps = group_rounds(graph, edge_schedule(graph, k, cfg.edge_order, order))
                     t = time.perf_counter()
                     metrics = admm_update(cfg, agents.policy, obs, actions, advantages, graph, steps)
