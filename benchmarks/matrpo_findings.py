@@ -10,7 +10,9 @@ or pending, with the numbers it rests on.
 Below the findings, a table per panel of the learning curves at marks (``--marks``, fractions of the
 budget: 250k, 500k, 1M, 2M, 2.5M and 5M of the recipes' 5M), each the mean of the iterations in the
 ``--window`` (2 % of the budget: the 10 iterations, 100k env steps, ending at the mark) as mean ± 95 %
-interval over the finished seeds, and each seed's final value: the tables docs/matrpo.md shows.
+interval over the finished seeds, and each seed's final value: the tables docs/matrpo.md shows. On
+treasure collection, a last table splits the team return into the collectors' and the deposits'
+returns, at the first mark and final: which group's reward an algorithm trades for which.
 
 The runs are found below the given paths (``maestro report``'s rule: directories holding a
 ``config.yaml``) and grouped by panel and algorithm from their recipe names
@@ -64,6 +66,7 @@ PANELS = {  # task key in the recipe names -> the panel of Fig. 2
     "treasure_n12": "(d) treasure collection, N = 12",
 }
 ALGOS = ("matrpo", "trpo_central", "trpo_independent")
+GROUP_SUM = re.compile(r"^train/episode_return/(?P<group>.+)_sum$")
 NAME = re.compile(r"^matrpo_(?P<task>[a-z]+_n\d+)_(?P<algo>matrpo|trpo_central|trpo_independent)$")
 
 
@@ -120,9 +123,9 @@ def late_drop(run: RunData) -> float:
     return float(max(means) - means[-1])
 
 
-def window_mean(run: RunData, end: float, width: float) -> float:
-    """Mean ``train/team_return`` of the rows with ``end - width < env_steps <= end`` (NaN when none)."""
-    x, y = run.series(METRIC)
+def window_mean(run: RunData, end: float, width: float, metric: str = METRIC) -> float:
+    """Mean ``metric`` of the rows with ``end - width < env_steps <= end`` (NaN when none)."""
+    x, y = run.series(metric)
     inside = (x > end - width) & (x <= end)
     return float(y[inside].mean()) if inside.any() else float("nan")
 
@@ -147,6 +150,41 @@ def curve_tables(runs: dict[str, dict[str, list[RunData]]], marks: list[float], 
             finals = [final_team_return(r) for r in rs]
             seeds = ", ".join(f"s{r.config.get('seed', '?')} {v:.1f}" for r, v in zip(rs, finals))
             cells.append(f"{Interval(finals)}: {seeds}" if len(rs) >= 2 else seeds)
+            lines.append(f"| `{algo}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def group_metrics(runs: list[RunData]) -> list[str]:
+    """The per-group team-return metrics ``train/episode_return/<group>_sum`` the runs all log, sorted."""
+    names = [{m for m in r.metrics() if GROUP_SUM.match(m)} for r in runs]
+    return sorted(set.intersection(*names)) if names else []
+
+
+def split_tables(runs: dict[str, dict[str, list[RunData]]], first: float, window: float, variants: tuple[str, ...] = ()) -> list[str]:
+    """Markdown lines: per panel whose runs log two or more groups' returns (treasure collection: the
+    collectors' and the deposits'), who gains and who pays. A row per algorithm; per group its summed
+    episode return in the ``window`` of the budget ending at ``first`` (a fraction of the budget) and
+    over the last ``FINAL_TRAIN_FRACTION`` of the run, mean ± 95 % interval over the finished seeds. The
+    groups' sums add up to the team return."""
+    lines: list[str] = []
+    for task, panel in PANELS.items():
+        by = runs.get(task, {})
+        groups = group_metrics([r for rs in by.values() for r in rs])
+        if len(groups) < 2:
+            continue
+        budget = max(float(r.config["run"]["env_steps"]) for rs in by.values() for r in rs)
+        names = [GROUP_SUM.match(g)["group"] for g in groups]
+        at = short_steps(first * budget)
+        lines += ["", f"{panel}: each group's summed episode return (the team return is their sum), at {at} (the {short_steps(window * budget)} env steps ending there) and final (last {FINAL_TRAIN_FRACTION:.0%}), 95 % interval over seeds", ""]
+        lines += ["| algorithm | " + " | ".join(f"{n} {when}" for n in names for when in (at, "final")) + " |", "|---|" + "---:|" * (2 * len(names))]
+        for algo in ALGOS + tuple(variants):
+            rs = by.get(algo, [])
+            if not rs:
+                continue
+            cells = []
+            for g in groups:
+                cells.append(Interval([window_mean(r, first * budget, window * budget, g) for r in rs]).bare())
+                cells.append(Interval([final_value(r, g) for r in rs]).bare())
             lines.append(f"| `{algo}` | " + " | ".join(cells) + " |")
     return lines
 
@@ -248,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     if skipped:
         lines += ["", "Left out (not finished): " + "; ".join(skipped)]
     lines += curve_tables(runs, args.marks, args.window, tuple(variants))
+    lines += split_tables(runs, min(args.marks), args.window, tuple(variants))
     text = "\n".join(lines) + "\n"
     if args.out is not None:
         args.out.write_text(text)

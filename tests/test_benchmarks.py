@@ -295,14 +295,18 @@ def test_ppo_peer_combines_rounds_of_several_sittings(tmp_path, capsys):
     assert f"maestro: test return 4100 ± {t * math.sqrt(2 * 100**2 / 1) / math.sqrt(2):.0f}" in out and "over 2 rounds" in out
 
 
-def _fig2_run(root, task, algo, seed, curve, budget=1000):
-    """A run of ``matrpo/<task>_<algo>`` whose ``train/team_return`` follows ``curve`` (one row per 100 env steps)."""
+def _fig2_run(root, task, algo, seed, curve, budget=1000, groups=None):
+    """A run of ``matrpo/<task>_<algo>`` whose ``train/team_return`` follows ``curve`` (one row per 100 env
+    steps); ``groups`` maps a group to its ``train/episode_return/<group>_sum`` curve."""
     import yaml
 
     d = root / f"{task}_{algo}" / f"s{seed}" / f"matrpo_{task}_{algo}" / f"t-s{seed}"
     d.mkdir(parents=True)
     (d / "config.yaml").write_text(yaml.safe_dump({"name": f"matrpo_{task}_{algo}", "seed": seed, "algo": algo, "run": {"env_steps": budget}}))
     rows = [{"env_steps": 100 * (k + 1), "train/team_return": float(v)} for k, v in enumerate(curve)]
+    for group, values in (groups or {}).items():
+        for row, v in zip(rows, values):
+            row[f"train/episode_return/{group}_sum"] = float(v)
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -367,6 +371,24 @@ def test_matrpo_findings_read_a_variant_of_matrpo_against_the_same_baselines(tmp
     assert len(both["treasure_n8"]["matrpo"]) == 3 and len(both["treasure_n8"]["exact"]) == 3
     with pytest.raises(SystemExit):
         mf.main([str(main), "--variant", "matrpo=" + str(variant)])
+
+
+def test_matrpo_findings_split_the_team_return_by_group(tmp_path):
+    """Treasure collection's table of who pays: each group's sum at the first mark and final; panels
+    with one group (navigation) have none."""
+    mf = _load("matrpo_findings")
+    for s in range(2):
+        # collectors gain (-50 -> -10 - s), deposits pay (-50 -> -100 - s): the team return falls
+        collector, deposit = [-50] * 5 + [-10 - s] * 5, [-50] * 5 + [-100 - s] * 5
+        _fig2_run(tmp_path, "treasure_n8", "trpo_independent", s, [c + d for c, d in zip(collector, deposit)], groups={"collector": collector, "deposit": deposit})
+        _fig2_run(tmp_path, "navigation_n3", "trpo_independent", s, [-100] * 10, groups={"agent": [-100] * 10})
+    runs, _ = mf.collect([tmp_path])
+    assert mf.group_metrics(runs["treasure_n8"]["trpo_independent"]) == ["train/episode_return/collector_sum", "train/episode_return/deposit_sum"]
+    table = mf.split_tables(runs, 0.3, 0.2)
+    assert sum(line.startswith("(") for line in table) == 1 and table[1].startswith("(c) treasure collection, N = 8")
+    assert "| algorithm | collector 300 | collector final | deposit 300 | deposit final |" in table
+    t1 = 12.706204736  # t_{0.975, 1}: finals -10, -11 and -100, -101
+    assert f"| `trpo_independent` | -50.0 ± 0.0 | -10.5 ± {t1 * 0.5:.1f} | -50.0 ± 0.0 | -100.5 ± {t1 * 0.5:.1f} |" in table
 
 
 def test_matrpo_rounds_measures_the_trainers_own_update(tmp_path):
