@@ -17,7 +17,8 @@ first ``K`` rounds of the run's edge order. Per ``K``, means over the batches of
 - ``believed``: ``loss/surrogate_gain``, each agent's gain on its own advantages under its own local joint
   ratio (what the agents believe the update gains);
 - ``executed``: ``loss/team_surrogate_gain``, the same advantages under the executed policy's ratio
-  (what the team gets);
+  (what the team gets); ``by_group``: the same, averaged over each group's agents instead of all
+  (treasure collection: do the collectors gain what the deposits pay?);
 - ``negative``: how many batches end with a negative believed gain (worse than no update on the agents'
   own batches: the rounds ended far from a consensus optimum, where the sum of gains is at least 0);
 - ``disagreement``: mean absolute log-ratio difference across edges; ``kl``: the agents' mean KL;
@@ -43,6 +44,7 @@ def round_sweep(source: str, rounds: list[int], batches: int, overrides: list[st
     from maestro.algos.matrpo import admm_update, comm_graph, normalise_advantages
     from maestro.core.checkpoint import CheckpointError, latest_valid
     from maestro.core.consensus import edge_schedule, group_rounds
+    from maestro.core.joint_policy import HeadsOnBatch
     from maestro.core.run import Run
     from maestro.core.seeding import derived_seed, make_generator
     from maestro.core.trpo_family import TrpoAgents, agent_major
@@ -77,21 +79,28 @@ def round_sweep(source: str, rounds: list[int], batches: int, overrides: list[st
                 order.set_state(agents.resumed["edge_order"])
             order_state = order.get_state()
             rows: dict[int, list[dict[str, float]]] = {k: [] for k in rounds}
+            group_of = torch.repeat_interleave(torch.arange(len(agents.axis.groups)), torch.tensor(agents.axis.counts))  # (N,)
             for _ in range(batches):
                 agents.sample()
                 advantages, _ = agents.advantages()
                 advantages = normalise_advantages(agent_major(advantages), cfg.advantage_norm)
                 obs, actions = agents.batch.obs.reshape(M, N, D), agents.batch.actions.reshape(M, N)
+                heads = HeadsOnBatch.of_batch(agents.policy, obs, actions, cfg.fisher_every)  # at theta_old, to score the update
                 for k in rounds:
                     order.set_state(order_state)  # every K: the first K rounds of the same schedule
                     steps = group_rounds(graph, edge_schedule(graph, k, cfg.edge_order, order))
                     t = time.perf_counter()
                     metrics = admm_update(cfg, agents.policy, obs, actions, advantages, graph, steps)
                     metrics["seconds"] = time.perf_counter() - t
-                    rows[k].append(metrics)
                     with torch.no_grad():
+                        x, _ = heads.log_ratios_and_kl(agents.policy.theta, torch.arange(N))
+                        gains = (advantages * torch.expm1(torch.diagonal(x, dim1=0, dim2=2).sum(-1))).mean(-1)  # (N,) as admm_update's
+                        for g, name in enumerate(agents.axis.groups):
+                            metrics[f"group/{name}"] = float(gains[group_of == g].mean())
                         agents.policy.theta.copy_(theta_old)
+                    rows[k].append(metrics)
     env.close()
+    groups = agents.axis.groups
     out = []
     for k in rounds:
         r = rows[k]
@@ -100,6 +109,7 @@ def round_sweep(source: str, rounds: list[int], batches: int, overrides: list[st
             "rounds": k,
             "believed": mean["loss/surrogate_gain"],
             "executed": mean["loss/team_surrogate_gain"],
+            "by_group": {name: mean[f"group/{name}"] for name in groups},
             "negative": sum(m["loss/surrogate_gain"] < 0 for m in r),
             "batches": len(r),
             "disagreement": mean["loss/consensus_disagreement"],
@@ -120,10 +130,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rounds and --batches must be >= 1")
     torch.set_num_threads(1)
     rows = round_sweep(args.source, sorted(set(args.rounds)), args.batches, args.set)
-    print("| ADMM rounds | believed gain | executed gain | believed < 0 | disagreement | KL | s / update |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| ADMM rounds | believed gain | executed gain | executed gain by group | believed < 0 | disagreement | KL | s / update |")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['rounds']} | {r['believed']:+.5f} | {r['executed']:+.5f} | {r['negative']} of {r['batches']} | {r['disagreement']:.4f} | {r['kl']:.5f} | {r['seconds']:.1f} |")
+        by_group = ", ".join(f"{name} {v:+.5f}" for name, v in r["by_group"].items())
+        print(f"| {r['rounds']} | {r['believed']:+.5f} | {r['executed']:+.5f} | {by_group} | {r['negative']} of {r['batches']} | {r['disagreement']:.4f} | {r['kl']:.5f} | {r['seconds']:.1f} |")
     return 0
 
 

@@ -406,6 +406,12 @@ def test_matrpo_rounds_measures_the_trainers_own_update(tmp_path):
     assert rows[1]["believed"] == first["loss/surrogate_gain"] and rows[1]["executed"] == first["loss/team_surrogate_gain"]
     assert rows[1]["kl"] == first["loss/kl"] and rows[1]["disagreement"] == first["loss/consensus_disagreement"]
     assert rows[0]["believed"] != rows[1]["believed"]  # fewer rounds, another update from the same theta_old
+    # the executed gain by group (navigation: one group, "agent") is the executed gain, recomputed from the update
+    assert list(rows[1]["by_group"]) == ["agent"] and rows[1]["by_group"]["agent"] == pytest.approx(rows[1]["executed"], rel=1e-5, abs=1e-9)
+    # treasure collection N = 8: 6 collectors and 2 deposits; the groups' means weighted by their sizes are the executed gain
+    (t8,) = mr.round_sweep("matrpo/treasure_n8_matrpo", [4], 1, small)
+    assert list(t8["by_group"]) == ["collector", "deposit"] and t8["by_group"]["collector"] != t8["by_group"]["deposit"]
+    assert (6 * t8["by_group"]["collector"] + 2 * t8["by_group"]["deposit"]) / 8 == pytest.approx(t8["executed"], rel=1e-5, abs=1e-9)
     files = {p: p.read_bytes() for p in result.dir.rglob("*") if p.is_file()}
     assert any(p.parent.name == "checkpoints" for p in files)
     (again,) = mr.round_sweep(str(result.dir), [6], 1, [])  # from the run's checkpoint: read from a copy
