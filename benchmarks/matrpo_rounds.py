@@ -41,7 +41,7 @@ import torch
 
 def round_sweep(source: str, rounds: list[int], batches: int, overrides: list[str]) -> list[dict[str, float]]:
     """Per ``K`` in ``rounds``, the update's metrics averaged over ``batches`` batches (see the module docstring)."""
-    from maestro.algos.matrpo import admm_update, comm_graph, normalise_advantages
+    from maestro.algos.matrpo import admm_update, comm_graph, executed_gains, normalise_advantages
     from maestro.core.checkpoint import CheckpointError, latest_valid
     from maestro.core.consensus import edge_schedule, group_rounds
     from maestro.core.joint_policy import HeadsOnBatch
@@ -85,16 +85,15 @@ def round_sweep(source: str, rounds: list[int], batches: int, overrides: list[st
                 advantages, _ = agents.advantages()
                 advantages = normalise_advantages(agent_major(advantages), cfg.advantage_norm)
                 obs, actions = agents.batch.obs.reshape(M, N, D), agents.batch.actions.reshape(M, N)
-                heads = HeadsOnBatch.of_batch(agents.policy, obs, actions, cfg.fisher_every)  # at theta_old, to score the update
+                heads = HeadsOnBatch.of_batch(agents.policy, obs, actions, cfg.fisher_every)  # at theta_old: every K's update, and its score
                 for k in rounds:
                     order.set_state(order_state)  # every K: the first K rounds of the same schedule
                     steps = group_rounds(graph, edge_schedule(graph, k, cfg.edge_order, order))
                     t = time.perf_counter()
-                    metrics = admm_update(cfg, agents.policy, obs, actions, advantages, graph, steps)
+                    metrics = admm_update(cfg, agents.policy, obs, actions, advantages, graph, steps, heads)
                     metrics["seconds"] = time.perf_counter() - t
                     with torch.no_grad():
-                        x, _ = heads.log_ratios_and_kl(agents.policy.theta, torch.arange(N))
-                        gains = (advantages * torch.expm1(torch.diagonal(x, dim1=0, dim2=2).sum(-1))).mean(-1)  # (N,) as admm_update's
+                        gains = executed_gains(advantages, heads.log_ratios_and_kl(agents.policy.theta, torch.arange(N))[0])  # (N,)
                         for g, name in enumerate(agents.axis.groups):
                             metrics[f"group/{name}"] = float(gains[group_of == g].mean())
                         agents.policy.theta.copy_(theta_old)

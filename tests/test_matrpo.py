@@ -263,3 +263,27 @@ def test_exact_consensus_on_sampled_log_ratios_is_the_zero_update():
     assert early["loss/kl"] > delta / 2 and early["loss/team_surrogate_gain"] > 0  # stopped early, it does move, and gains
     early, late = update(16, False), update(1000, False)
     assert late["loss/kl"] > delta / 3 and late["loss/consensus_disagreement"] > early["loss/consensus_disagreement"] / 2
+
+
+def test_admm_update_reuses_a_linearisation_of_theta_old_and_refuses_another():
+    """``heads`` passed in (one linearisation for several updates on one batch) gives the update built
+    without it, bit for bit; heads linearised at other parameters are refused by name."""
+    from maestro.core.joint_policy import HeadsOnBatch
+
+    cfg = matrpo.Config(**{**SMALL, "admm_rounds": 6, "local_step": "subspace"})
+    policy, obs, actions, advantages = _batch(n_agents=3)
+    graph = matrpo.comm_graph(cfg, 3)
+    steps = group_rounds(graph, edge_schedule(graph, 6, "matchings"))
+    theta_old = policy.theta.detach().clone()
+    heads = HeadsOnBatch.of_batch(policy, obs, actions, cfg.fisher_every)
+    built = matrpo.admm_update(cfg, policy, obs, actions, advantages, graph, steps)
+    after_built = policy.theta.detach().clone()
+    with torch.no_grad():
+        policy.theta.copy_(theta_old)
+    given = matrpo.admm_update(cfg, policy, obs, actions, advantages, graph, steps, heads)
+    assert given == built and torch.equal(policy.theta, after_built)
+    # the executed gain is executed_gains' mean over agents at the new parameters
+    x, _ = heads.log_ratios_and_kl(policy.theta.detach(), torch.arange(3))
+    assert float(matrpo.executed_gains(advantages, x).mean()) == pytest.approx(built["loss/team_surrogate_gain"], rel=1e-6, abs=1e-12)
+    with pytest.raises(ValueError, match="other parameters"):
+        matrpo.admm_update(cfg, policy, obs, actions, advantages, graph, steps, heads)  # policy has moved on

@@ -415,7 +415,18 @@ def make_local_steps(cfg: Config, heads: HeadsOnBatch, advantages: Tensor) -> Lo
     return SubspaceSteps(cfg, heads, advantages) if cfg.local_step == "subspace" else LocalSteps(cfg, heads, advantages)
 
 
-def admm_update(cfg: Config, policy: JointPolicy, obs: Tensor, actions: Tensor, advantages: Tensor, graph: CommGraph, steps: list[Tensor]) -> dict[str, float]:
+def executed_gains(advantages: Tensor, x: Tensor) -> Tensor:
+    """``(N,)`` each agent's surrogate gain on its own advantages ``(N, M)`` under the executed policy's
+    ratio, ``mean_s A_i[s] (exp(sum_m x_m[s, m]) - 1)``: ``x`` ``(N, M, N)`` the agents' per-head
+    log-ratios, of which the executed joint policy takes head ``m`` from agent ``m`` (eq. 5's joint
+    surrogate, per agent)."""
+    executed = torch.diagonal(x, dim1=0, dim2=2).sum(-1)  # (M,) log-ratio of the executed joint policy
+    return (advantages * torch.expm1(executed)).mean(-1)
+
+
+def admm_update(
+    cfg: Config, policy: JointPolicy, obs: Tensor, actions: Tensor, advantages: Tensor, graph: CommGraph, steps: list[Tensor], heads: HeadsOnBatch | None = None
+) -> dict[str, float]:
     """Steps (3) of the module docstring: ``K`` ADMM rounds (as ``steps`` of disjoint rounds); ``policy.theta`` is updated.
 
     Args:
@@ -426,6 +437,8 @@ def admm_update(cfg: Config, policy: JointPolicy, obs: Tensor, actions: Tensor, 
         advantages: ``(N, M)`` each agent's normalised advantages.
         graph: the communication graph.
         steps: ``consensus.group_rounds`` of the iteration's edge schedule.
+        heads: the batch's ``HeadsOnBatch`` at ``policy``'s current parameters (built here when ``None``;
+            passed in, one linearisation serves several updates from the same ``theta_old`` on one batch).
 
     Of the metrics, ``loss/surrogate_gain`` is what the agents believe: each agent's gain on its own
     advantages under its own local joint ratio, ``mean_s A_i[s] (exp(sum_m x_i[s, m]) - 1)``, averaged over
@@ -434,7 +447,10 @@ def admm_update(cfg: Config, policy: JointPolicy, obs: Tensor, actions: Tensor, 
     surrogate gain (over ``N``). They are equal at consensus. In process only: the decentralised mode never
     gathers the executed ratios.
     """
-    heads = HeadsOnBatch.of_batch(policy, obs, actions, cfg.fisher_every)
+    if heads is None:
+        heads = HeadsOnBatch.of_batch(policy, obs, actions, cfg.fisher_every)
+    elif not torch.equal(heads.theta_old, policy.theta):
+        raise ValueError("admm_update: heads were linearised at other parameters than the policy's (theta_old)")
     local = make_local_steps(cfg, heads, advantages)
     N, M = advantages.shape
     state = init_admm(graph, torch.zeros(N, M, heads.old_logp.shape[-1], device=obs.device))
@@ -445,8 +461,7 @@ def admm_update(cfg: Config, policy: JointPolicy, obs: Tensor, actions: Tensor, 
         policy.theta.copy_(theta)
         x, kl = local.final if local.final is not None else heads.log_ratios_and_kl(theta, torch.arange(N, device=obs.device))
         gain = (advantages * torch.expm1(x.sum(-1))).mean(-1)  # each agent's surrogate gain on its own advantages
-        executed = torch.diagonal(x, dim1=0, dim2=2).sum(-1)  # (M,) log-ratio of the executed joint policy: agent m's own head m
-        team_gain = (advantages * torch.expm1(executed)).mean(-1)  # each agent's advantages under the executed ratio
+        team_gain = executed_gains(advantages, x)  # each agent's advantages under the executed ratio
     return {
         "loss/consensus_residual": float(consensus_residual(state.x, graph)),
         "loss/consensus_disagreement": float((state.x[graph.edges[:, 0]] - state.x[graph.edges[:, 1]]).abs().mean()),
