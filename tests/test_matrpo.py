@@ -4,6 +4,8 @@ matchings equal to the rounds one by one, exact consensus on sampled log-ratios 
 update, and the settings. (check_algo's registry tests cover training, determinism, resume and
 save/load.)"""
 
+import math
+
 import pytest
 import torch
 
@@ -287,3 +289,22 @@ def test_admm_update_reuses_a_linearisation_of_theta_old_and_refuses_another():
     assert float(matrpo.executed_gains(advantages, x).mean()) == pytest.approx(built["loss/team_surrogate_gain"], rel=1e-6, abs=1e-12)
     with pytest.raises(ValueError, match="other parameters"):
         matrpo.admm_update(cfg, policy, obs, actions, advantages, graph, steps, heads)  # policy has moved on
+
+
+def test_believed_and_executed_gains_on_hand_computed_log_ratios():
+    """Two agents, two samples. Agent ``i`` believes its own local joint ratio ``exp(x_i0 + x_i1)``; the
+    team executes head ``m`` of agent ``m``, ``exp(x_00 + x_11)``. They agree at consensus."""
+    advantages = torch.tensor([[1.0, -2.0], [0.5, 3.0]])  # (N=2, M=2)
+    x = torch.tensor([  # (N, M, N): agent, sample, head
+        [[0.1, 0.2], [0.0, -0.3]],
+        [[0.4, -0.1], [0.2, 0.1]],
+    ])
+    e = math.expm1
+    believed = [(1.0 * e(0.3) - 2.0 * e(-0.3)) / 2, (0.5 * e(0.3) + 3.0 * e(0.3)) / 2]
+    executed_ratio = [e(0.1 - 0.1), e(0.0 + 0.1)]  # sample s: agent 0's head 0 + agent 1's head 1
+    executed = [(1.0 * executed_ratio[0] - 2.0 * executed_ratio[1]) / 2, (0.5 * executed_ratio[0] + 3.0 * executed_ratio[1]) / 2]
+    assert matrpo.believed_gains(advantages, x).tolist() == pytest.approx(believed)
+    assert matrpo.executed_gains(advantages, x).tolist() == pytest.approx(executed)
+    agreed = x[:1].expand(2, 2, 2)  # both agents hold agent 0's log-ratios
+    assert torch.allclose(matrpo.believed_gains(advantages, agreed), matrpo.executed_gains(advantages, agreed))
+    assert matrpo.believed_gains(advantages[:1], x[:1]).tolist() == pytest.approx(believed[:1])  # one agent alone (decentralised)

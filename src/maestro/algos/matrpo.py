@@ -415,6 +415,14 @@ def make_local_steps(cfg: Config, heads: HeadsOnBatch, advantages: Tensor) -> Lo
     return SubspaceSteps(cfg, heads, advantages) if cfg.local_step == "subspace" else LocalSteps(cfg, heads, advantages)
 
 
+def believed_gains(advantages: Tensor, x: Tensor) -> Tensor:
+    """``(N,)`` each agent's surrogate gain on its own advantages ``(N, M)`` under its own local joint
+    ratio, ``mean_s A_i[s] (exp(sum_m x_i[s, m]) - 1)``: ``x`` ``(N, M, N)`` the agents' per-head
+    log-ratios (agent ``i``'s whole local joint policy). What each agent believes the update gains; equal
+    to ``executed_gains`` at consensus. Per agent, so the decentralised mode computes it with ``N = 1``."""
+    return (advantages * torch.expm1(x.sum(-1))).mean(-1)
+
+
 def executed_gains(advantages: Tensor, x: Tensor) -> Tensor:
     """``(N,)`` each agent's surrogate gain on its own advantages ``(N, M)`` under the executed policy's
     ratio, ``mean_s A_i[s] (exp(sum_m x_m[s, m]) - 1)``: ``x`` ``(N, M, N)`` the agents' per-head
@@ -460,7 +468,7 @@ def admm_update(
         theta = local.final_theta()
         policy.theta.copy_(theta)
         x, kl = local.final if local.final is not None else heads.log_ratios_and_kl(theta, torch.arange(N, device=obs.device))
-        gain = (advantages * torch.expm1(x.sum(-1))).mean(-1)  # each agent's surrogate gain on its own advantages
+        gain = believed_gains(advantages, x)  # each agent's gain on its own advantages under its own ratio
         team_gain = executed_gains(advantages, x)  # each agent's advantages under the executed ratio
     return {
         "loss/consensus_residual": float(consensus_residual(state.x, graph)),

@@ -205,7 +205,7 @@ class MatrpoAgent:
             theta = local.final_theta()
             self.policy.theta.copy_(theta)
             x, kl = local.heads.log_ratios_and_kl(theta, torch.zeros(1, dtype=torch.long))
-            gain = (local.advantages * torch.expm1(x.sum(-1))).mean(-1)
+            gain = matrpo.believed_gains(local.advantages, x)
         self._save(iteration)
         del self.local
         return {"kl": float(kl[0]), "surrogate_gain": float(gain[0]), "local_kl_max": local.kl_max, "local_kl_sum": local.kl_sum, "local_steps": local.steps, "local_accepted": local.accepted}
