@@ -79,7 +79,6 @@ def round_sweep(source: str, rounds: list[int], batches: int, overrides: list[st
                 order.set_state(agents.resumed["edge_order"])
             order_state = order.get_state()
             rows: dict[int, list[dict[str, float]]] = {k: [] for k in rounds}
-            group_of = torch.repeat_interleave(torch.arange(len(agents.axis.groups)), torch.tensor(agents.axis.counts))  # (N,)
             for _ in range(batches):
                 agents.sample()
                 advantages, _ = agents.advantages()
@@ -94,8 +93,8 @@ def round_sweep(source: str, rounds: list[int], batches: int, overrides: list[st
                     metrics["seconds"] = time.perf_counter() - t
                     with torch.no_grad():
                         gains = executed_gains(advantages, heads.log_ratios_and_kl(agents.policy.theta, torch.arange(N))[0])  # (N,)
-                        for g, name in enumerate(agents.axis.groups):
-                            metrics[f"group/{name}"] = float(gains[group_of == g].mean())
+                        for name, group_gains in agents.axis.split(gains).items():  # the agent axis's groups, in order
+                            metrics[f"group/{name}"] = float(group_gains.mean())
                         agents.policy.theta.copy_(theta_old)
                     rows[k].append(metrics)
     env.close()
