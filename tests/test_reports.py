@@ -203,17 +203,39 @@ def test_an_unknown_band_is_refused_naming_the_key(tmp_path):
         load_recipe(str(f))
 
 
+def _budgeted(tmp_path, name, seed, values, budget=1000):
+    """A run of ``len(values)`` rows of 100 env steps whose recipe's budget is ``budget``."""
+    d = write_run(tmp_path, name, seed, values, paper={"metric": "train/team_return"})
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    cfg["run"] = {"env_steps": budget}
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return load_run(d)
+
+
 def test_a_figure_table_names_the_seeds_that_have_not_reached_their_budget(tmp_path):
     from maestro.reports import figure_table, short_steps
 
-    runs = []
-    for seed, n_rows in ((0, 10), (1, 4)):  # budget 1000 env steps: seed 0 finished, seed 1 stopped at 400
-        d = write_run(tmp_path, "r", seed, [float(seed)] * n_rows, paper={"metric": "train/team_return"})
-        cfg = yaml.safe_load((d / "config.yaml").read_text())
-        cfg["run"] = {"env_steps": 1000}
-        (d / "config.yaml").write_text(yaml.safe_dump(cfg))
-        runs.append(load_run(d))
+    # budget 1000 env steps: seeds 0 and 2 finished (values 0 and 2), seed 1 stopped at 400 (value 50)
+    runs = [_budgeted(tmp_path, "r", s, [v] * n) for s, v, n in ((0, 0.0, 10), (1, 50.0, 4), (2, 2.0, 10))]
     text = figure_table({"(b) task": [("ours", runs)]})
-    assert "(2 seeds; unfinished: s1 at 400 of 1k)" in text
-    assert "unfinished" not in figure_table({"(b) task": [("ours", runs[:1])]})
+    # the unfinished seed is left out of the mean (1 ± 13, not 17 ± ...), and the cell says so
+    assert "| 1 ± 13 (2 seeds; left out, unfinished: s1 at 400 of 1k) |" in text
+    assert "unfinished" not in figure_table({"(b) task": [("ours", [runs[0], runs[2]])]})
+    # while no seed has finished, every seed counts and each is named unfinished
+    going = [_budgeted(tmp_path, "g", s, [float(s)] * n) for s, n in ((0, 3), (1, 4))]
+    assert "(2 seeds; unfinished: s0 at 300 of 1k, s1 at 400 of 1k) |" in figure_table({"(b)": [("ours", going)]})
     assert [short_steps(n) for n in (4_440_000, 300_000, 5e6, 999)] == ["4.44M", "300k", "5M", "999"]
+
+
+def test_an_unfinished_seed_does_not_cut_the_finished_seeds_curve_short(tmp_path):
+    from maestro.reports import _draw, table
+
+    finished = _budgeted(tmp_path, "r", 0, [1.0] * 10)
+    started = _budgeted(tmp_path, "r", 1, [9.0] * 2)  # 200 of 1000 steps
+    ax = _Axes()
+    assert _draw(ax, [finished, started], "train/team_return", 0.2, label="ours") == 1
+    (x, y, label), = ax.lines
+    assert x[-1] == 1000 and np.allclose(y, 1.0) and label == "ours (1 seed)" and not ax.bands
+    # the recipe table: the mean over the finished seed, every seed listed, the unfinished one marked
+    row = table({"r": [finished, started]}).splitlines()[2]
+    assert "| 1 ± 0 (1 of 2 seeds) |" in row and "s0 1, s1 9 (at 200) |" in row

@@ -13,6 +13,10 @@ recipe (legend ``paper.label``) of its ``paper.curve`` (default ``paper.metric``
 ``paper.band`` (the 95% CI, or the range of the seeds), with a table of final values of
 ``paper.metric`` laid out as the figure (a row per panel, a column per curve).
 
+A recipe whose seeds are partly finished (a grid still running, or a seed stopped to be resumed)
+is drawn and tabulated from its finished seeds only (``counted``); the tables name the seeds left
+out and how far they got. While no seed has finished, every seed counts and is marked unfinished.
+
 The ``paper`` section of a recipe maestro finds by the runs' name (``maestro.recipes.list_recipes``)
 replaces the one the runs recorded: it describes the paper, not the run, so a correction or a
 figure added to the recipe after its seeds ran applies to them. Runs of a recipe it does not find
@@ -177,7 +181,9 @@ def _draw(
 ) -> int:
     """``metric``'s mean over ``runs`` against env steps on ``ax``, shaded over two or more seeds by
     ``band``: ``"ci"``, the 95% CI of the mean (``aggregate``), or ``"range"``, the lowest to the
-    highest seed at each step; ``label`` gets `` (n seeds)``. Returns the number of seeds."""
+    highest seed at each step; ``label`` gets `` (n seeds)``. The seeds are ``counted(runs)``: once
+    one has finished, the unfinished ones are not drawn. Returns the number of seeds drawn."""
+    runs = counted(runs)[0]
     if band == "range":
         x, ys = on_grid(runs, metric)
         n = len(ys)
@@ -292,7 +298,9 @@ def steps_cell(steps: list[int]) -> str:
 def table(groups: dict[str, list[RunData]]) -> str:
     """Markdown table: recipe, env, algo, seeds, env steps, final metric (mean ± 95% CI over seeds),
     paper, and the final metric of each seed (``s0 4305, s1 3267, ...``: with 3 seeds the interval is
-    wide, and a reader wants to see whether one seed makes it so).
+    wide, and a reader wants to see whether one seed makes it so). The mean is over the seeds
+    ``counted`` keeps (the finished ones once one has finished); the per-seed column lists every
+    seed and marks an unfinished one with the steps it reached.
 
     One row for the recipe's ``paper.metric`` and one for each entry of ``paper.also`` (the other
     numbers of the same cell of the paper's table, e.g. a success rate beside a return). A metric
@@ -307,18 +315,22 @@ def table(groups: dict[str, list[RunData]]) -> str:
         paper = _paper(runs)
         metric = _metric(runs)
         steps = steps_cell([r.rows[-1]["env_steps"] for r in runs if r.rows])
+        used = counted(runs)[0]
         # the recipe's metric, then the other numbers of the same cell of the paper's table
         for i, (m, pv) in enumerate([(metric, paper.get("value")), *(paper.get("also") or {}).items()]):
-            vals = final_values(runs, m)
+            vals = final_values(used, m)
             if i == 0 and not vals and m == "eval/episode_return":
                 m = "train/episode_return"
-                vals = final_values(runs, m)
+                vals = final_values(used, m)
             if vals:
                 ours = mean_ci_cell(vals) + ("" if len(vals) == len(runs) else f" ({len(vals)} of {len(runs)} seeds)")
             else:
                 ours = "n/a"
             ordered = sorted(runs, key=lambda r: int(r.config.get("seed", 0)))
-            per_seed = ", ".join(f"s{r.config.get('seed', '?')} {'–' if v is None else format_value(v)}" for r, v in ((r, final_value(r, m)) for r in ordered))
+            per_seed = ", ".join(
+                f"s{r.config.get('seed', '?')} {'–' if v is None else format_value(v)}{'' if is_finished(r) else f' (at {short_steps(reached(r))})'}"
+                for r, v in ((r, final_value(r, m)) for r in ordered)
+            )
             lines.append(
                 f"| {name} | {cfg.get('env', '?')} | {cfg.get('algo', '?')} | {len(runs)} | {steps} | "
                 f"{m} | {ours} | {'' if pv is None else f'{pv:.4g}'} | {per_seed} | {paper.get('reference', '')} |"
@@ -409,32 +421,62 @@ def short_steps(n: float) -> str:
     return f"{n:g}"
 
 
+def reached(run: RunData) -> float:
+    """The env steps of the run's last metrics row (0 if it logged none)."""
+    return float(run.rows[-1].get("env_steps", 0)) if run.rows else 0.0
+
+
+def is_finished(run: RunData) -> bool:
+    """Whether the run reached its recipe's ``run.env_steps`` (a run whose config names no budget
+    counts as finished: nothing says otherwise)."""
+    budget = (run.config.get("run") or {}).get("env_steps")
+    return not budget or reached(run) >= budget
+
+
+def counted(runs: list[RunData]) -> tuple[list[RunData], list[RunData]]:
+    """``(counted, left_out)``: the seeds a curve and a final value are made of. Once any seed of a
+    recipe has finished, its unfinished seeds (still going, or stopped to be resumed) are left out:
+    their curves would cut the mean short at the step the least advanced one reached, and their
+    final values are not the end of training. While none has finished (a grid in progress) every
+    seed counts, and the tables say each is unfinished."""
+    done = [r for r in runs if is_finished(r)]
+    if not done or len(done) == len(runs):
+        return list(runs), []
+    return done, [r for r in runs if not is_finished(r)]
+
+
 def unfinished(runs: list[RunData]) -> list[str]:
     """``s<seed> at <reached> of <budget>`` for every run whose metrics end before its recipe's
-    ``run.env_steps`` (a run still going, or stopped to be resumed): its final value is not the end
-    of training, and a table that mixes it with finished seeds says so."""
+    ``run.env_steps`` (``is_finished``), in seed order."""
     out = []
     for r in sorted(runs, key=lambda r: int(r.config.get("seed", 0))):
-        budget = (r.config.get("run") or {}).get("env_steps")
-        reached = r.rows[-1].get("env_steps", 0) if r.rows else 0
-        if budget and reached < budget:
-            out.append(f"s{r.config.get('seed', '?')} at {short_steps(reached)} of {short_steps(budget)}")
+        if not is_finished(r):
+            out.append(f"s{r.config.get('seed', '?')} at {short_steps(reached(r))} of {short_steps(r.config['run']['env_steps'])}")
     return out
+
+
+def seeds_note(runs: list[RunData], n: int) -> str:
+    """What a table cell says about the ``n`` seeds behind its number: how many, and which of
+    ``runs`` were left out (``counted``) or are unfinished."""
+    used, left_out = counted(runs)
+    if left_out:
+        return f"{_seeds(n)}; left out, unfinished: {', '.join(unfinished(left_out))}"
+    short = unfinished(used)
+    return f"{_seeds(n)}{'; unfinished: ' + ', '.join(short) if short else ''}"
 
 
 def figure_table(panels: dict[str, list[tuple[str, list[RunData]]]]) -> str:
     """Markdown table laid out as the figure: a row per panel, a column per curve label, each cell
-    the final value (``final_value``) as mean ± 95% CI over the seeds, how many seeds, and which of
-    them have not reached their recipe's budget yet (``unfinished``)."""
+    the final value (``final_value``) as mean ± 95% CI over the seeds the figure draws (``counted``),
+    how many, and which have not reached their recipe's budget yet (``unfinished``)."""
     labels = list(dict.fromkeys(label for curves in panels.values() for label, _ in curves))
     lines = ["| panel | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for panel, curves in panels.items():
         cells = dict.fromkeys(labels, "")
         for label, runs in curves:
-            vals = final_values(runs, _metric(runs))
+            vals = final_values(counted(runs)[0], _metric(runs))
             if vals:
-                short = unfinished(runs)
-                cells[label] = f"{mean_ci_cell(vals)} ({_seeds(len(vals))}{'; unfinished: ' + ', '.join(short) if short else ''})"
+                cells[label] = f"{mean_ci_cell(vals)} ({seeds_note(runs, len(vals))})"
             else:
                 cells[label] = "n/a"
         lines.append(f"| {panel} | " + " | ".join(cells.values()) + " |")
