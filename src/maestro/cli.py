@@ -327,7 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("report", help="learning curves and a paper-style table over runs", formatter_class=_Formatter,
                        description="Group the runs at or below each RUN by recipe; write one PNG of learning curves per recipe "
                        "(mean and 95% confidence interval over seeds against env steps), one PNG per paper figure the recipes name (paper.figure: "
-                       "a panel per paper.panel, a curve per recipe) and report.md with final values beside the paper's numbers.")
+                       "a panel per paper.panel, a curve per recipe) and report.md with final values beside the paper's numbers. "
+                       "Once one seed of a recipe has reached its run.env_steps, its unfinished seeds are left out of curves and means "
+                       "(the tables name them and how far they got).")
     s.add_argument("runs", nargs="+", metavar="RUN", help="run directories or directories holding runs")
     s.add_argument("--out", required=True, help="output directory")
     s.set_defaults(func=cmd_report)
