@@ -19,7 +19,12 @@ Environments", arXiv 1706.02275) with the semantics of MPE2 1.1.1's ``simple_spr
   maestro implements ``r_0 = G - c_0`` and ``r_i = -c_i`` for ``i > 0``, i.e. the two terms
   of the original task without MPE2's ``local_ratio`` blend (the paper gives no weights; the
   unweighted sum is the original MPE reward of one agent, whose team reward was summed over
-  agents). ``local_ratio`` is therefore not used by ``"agent0"``.
+  agents). ``local_ratio`` is therefore not used by ``"agent0"``. This is also the authors'
+  scenario (``hepengli/multiagent-particle-envs``, ``scenarios/simple_spread.py`` at its commit
+  "final version", 7267bf1, 2020-09-22: agent 0 gets the coverage term once, every agent ``-1``
+  per other agent it overlaps; an earlier commit, 03edf58, gave agent 0 ``N`` times the coverage
+  term). Their observation leaves out MPE's communication slots, which are all zeros here, so
+  the networks see the same information.
 * ``terminate_on_success``: as MPE2, end the episode once every landmark has an agent within
   0.1.
 * global state: the concatenation of all agents' observations, ``(N * obs_dim,)``, as MPE2's
