@@ -455,10 +455,9 @@ def unfinished(runs: list[RunData]) -> list[str]:
     return out
 
 
-def seeds_note(runs: list[RunData], n: int) -> str:
-    """What a table cell says about the ``n`` seeds behind its number: how many, and which of
-    ``runs`` were left out (``counted``) or are unfinished."""
-    used, left_out = counted(runs)
+def seeds_note(used: list[RunData], left_out: list[RunData], n: int) -> str:
+    """What a table cell says about the ``n`` seeds behind its number: how many, and which were
+    left out (``counted``'s split into ``used`` and ``left_out``) or are unfinished."""
     if left_out:
         return f"{_seeds(n)}; left out, unfinished: {', '.join(unfinished(left_out))}"
     short = unfinished(used)
@@ -474,9 +473,10 @@ def figure_table(panels: dict[str, list[tuple[str, list[RunData]]]]) -> str:
     for panel, curves in panels.items():
         cells = dict.fromkeys(labels, "")
         for label, runs in curves:
-            vals = final_values(counted(runs)[0], _metric(runs))
+            used, left_out = counted(runs)
+            vals = final_values(used, _metric(runs))
             if vals:
-                cells[label] = f"{mean_ci_cell(vals)} ({seeds_note(runs, len(vals))})"
+                cells[label] = f"{mean_ci_cell(vals)} ({seeds_note(used, left_out, len(vals))})"
             else:
                 cells[label] = "n/a"
         lines.append(f"| {panel} | " + " | ".join(cells.values()) + " |")
