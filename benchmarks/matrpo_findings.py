@@ -12,7 +12,8 @@ budget: 250k, 500k, 1M, 2M, 2.5M and 5M of the recipes' 5M), each the mean of th
 ``--window`` (2 % of the budget: the 10 iterations, 100k env steps, ending at the mark) as mean ± 95 %
 interval over the finished seeds, and each seed's final value: the tables docs/matrpo.md shows. On
 treasure collection, a last table splits the team return into the collectors' and the deposits'
-returns, at the first mark and final: which group's reward an algorithm trades for which.
+returns, at the first mark and final: which group's reward an algorithm trades for which. Last, per
+panel, each MATRPO seed's ADMM outcome per iteration from its own metrics (``admm_tables``).
 
 The runs are found below the given paths (``maestro report``'s rule: directories holding a
 ``config.yaml``) and grouped by panel and algorithm from their recipe names
@@ -189,6 +190,41 @@ def split_tables(runs: dict[str, dict[str, list[RunData]]], first: float, window
     return lines
 
 
+def admm_tables(runs: dict[str, dict[str, list[RunData]]], stretches: tuple[float, ...] = (0.1, 0.5, 1.0)) -> list[str]:
+    """Markdown lines: per panel, the ADMM outcome of each MATRPO seed's iterations, in stretches of the
+    budget ending at ``stretches`` (fractions; the default's stretches of a 500-iteration run are
+    iterations 1–50, 51–250 and 251–500). Per stretch: the share of iterations whose believed surrogate
+    gain after the rounds (``loss/surrogate_gain``) is negative, its median, and the median consensus
+    residual (``loss/consensus_residual``). Medians, not means: late in a run a few samples' large
+    log-ratios can make one iteration's believed gain an outlier by orders of magnitude."""
+    gain, residual = "loss/surrogate_gain", "loss/consensus_residual"
+    lines: list[str] = []
+    for task, panel in PANELS.items():
+        rs = sorted((r for r in runs.get(task, {}).get("matrpo", []) if r.series(gain)[0].size), key=lambda r: int(r.config.get("seed", 0)))
+        if not rs:
+            continue
+        budget = max(float(r.config["run"]["env_steps"]) for r in rs)
+        ends = [0.0, *stretches]
+        heads = [f"{short_steps(a * budget)}–{short_steps(b * budget)}" for a, b in zip(ends, ends[1:])]
+        lines += ["", f"{panel}: MATRPO's ADMM outcome per iteration, by stretch of env steps: share of iterations with a negative believed gain (`{gain}`), its median, median consensus residual", ""]
+        lines += ["| seed | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+        for r in rs:
+            x, g = r.series(gain)
+            xr, res = r.series(residual)
+            cells = []
+            for a, b in zip(ends, ends[1:]):
+                inside = (x > a * budget) & (x <= b * budget)
+                near = (xr > a * budget) & (xr <= b * budget)
+                if not inside.any():
+                    cells.append("–")
+                    continue
+                share = float(np.mean(g[inside] < 0))
+                median_residual = f"{np.median(res[near]):.2f}" if near.any() else "–"
+                cells.append(f"{share:.0%}, {np.median(g[inside]):+.4f}, {median_residual}")
+            lines.append(f"| s{r.config.get('seed', '?')} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def collect(paths: list[str], variants: dict[str, list[str]] | None = None) -> tuple[dict[str, dict[str, list[RunData]]], list[str]]:
     """Finished runs by task and algorithm, and a line per run left out (unfinished or not MATRPO's).
     ``variants`` maps a label to paths whose MATRPO runs are filed under that label instead."""
@@ -287,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", "Left out (not finished): " + "; ".join(skipped)]
     lines += curve_tables(runs, args.marks, args.window, tuple(variants))
     lines += split_tables(runs, min(args.marks), args.window, tuple(variants))
+    lines += admm_tables(runs)
     text = "\n".join(lines) + "\n"
     if args.out is not None:
         args.out.write_text(text)

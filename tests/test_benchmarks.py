@@ -295,9 +295,10 @@ def test_ppo_peer_combines_rounds_of_several_sittings(tmp_path, capsys):
     assert f"maestro: test return 4100 ± {t * math.sqrt(2 * 100**2 / 1) / math.sqrt(2):.0f}" in out and "over 2 rounds" in out
 
 
-def _fig2_run(root, task, algo, seed, curve, budget=1000, groups=None):
+def _fig2_run(root, task, algo, seed, curve, budget=1000, groups=None, extra=None):
     """A run of ``matrpo/<task>_<algo>`` whose ``train/team_return`` follows ``curve`` (one row per 100 env
-    steps); ``groups`` maps a group to its ``train/episode_return/<group>_sum`` curve."""
+    steps); ``groups`` maps a group to its ``train/episode_return/<group>_sum`` curve, ``extra`` a metric
+    to its values."""
     import yaml
 
     d = root / f"{task}_{algo}" / f"s{seed}" / f"matrpo_{task}_{algo}" / f"t-s{seed}"
@@ -307,6 +308,9 @@ def _fig2_run(root, task, algo, seed, curve, budget=1000, groups=None):
     for group, values in (groups or {}).items():
         for row, v in zip(rows, values):
             row[f"train/episode_return/{group}_sum"] = float(v)
+    for metric, values in (extra or {}).items():
+        for row, v in zip(rows, values):
+            row[metric] = float(v)
     (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -389,6 +393,25 @@ def test_matrpo_findings_split_the_team_return_by_group(tmp_path):
     assert "| algorithm | collector 300 | collector final | deposit 300 | deposit final |" in table
     t1 = 12.706204736  # t_{0.975, 1}: finals -10, -11 and -100, -101
     assert f"| `trpo_independent` | -50.0 ± 0.0 | -10.5 ± {t1 * 0.5:.1f} | -50.0 ± 0.0 | -100.5 ± {t1 * 0.5:.1f} |" in table
+
+
+def test_matrpo_findings_admm_outcome_by_stretch_of_the_run(tmp_path):
+    """Per MATRPO seed and stretch (default: the first 10 %, to 50 %, to the end): the share of negative
+    believed gains, their median (an outlier does not move it) and the median residual; baselines have none."""
+    mf = _load("matrpo_findings")
+    # rows at 100 ... 1000 env steps: stretches (0, 100], (100, 500], (500, 1000]
+    gains = [-0.1, 0.001, -0.002, 0.003, 0.004, 0.002, -0.001, 1e5, 0.002, 0.001]
+    residual = [0.2, 0.3, 0.3, 0.4, 0.5, 1.0, 2.0, 40.0, 3.0, 1.0]
+    _fig2_run(tmp_path, "treasure_n12", "matrpo", 0, [-300] * 10, extra={"loss/surrogate_gain": gains, "loss/consensus_residual": residual})
+    _fig2_run(tmp_path, "treasure_n12", "trpo_central", 0, [-300] * 10)
+    runs, _ = mf.collect([tmp_path])
+    table = mf.admm_tables(runs)
+    assert table[1].startswith("(d) treasure collection, N = 12") and sum(line.startswith("(") for line in table) == 1
+    assert "| seed | 0–100 | 100–500 | 500–1k |" in table
+    # (100, 500]: 0.001, -0.002, 0.003, 0.004 -> 1 of 4 negative, median 0.002, residual median 0.35;
+    # (500, 1000]: 0.002, -0.001, 1e5, 0.002, 0.001 -> 1 of 5, median 0.002, residuals median 2.0
+    assert "| s0 | 100%, -0.1000, 0.20 | 25%, +0.0020, 0.35 | 20%, +0.0020, 2.00 |" in table
+    assert mf.admm_tables({"treasure_n12": {"trpo_central": runs["treasure_n12"]["trpo_central"]}}) == []
 
 
 def test_matrpo_rounds_measures_the_trainers_own_update(tmp_path):
